@@ -1,0 +1,97 @@
+import { readFileSync } from 'node:fs';
+import yargs, { type Argv } from 'yargs';
+import { CommandError } from '../errors.js';
+
+/**
+ * What every command shares: the yargs factory with this suite's parser
+ * settings, the options all of them take, and the parsers of their values.
+ * Precedence: defaults < PIDSTAT_* environment < flags.
+ */
+
+export const ENV_PORT = 'PIDSTAT_PORT';
+
+/** The package's version, read only when asked for. */
+export function readVersion(): string {
+  const pkg = new URL('../../../package.json', import.meta.url);
+  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+}
+
+/**
+ * A parser for `argv` that never exits, never prints and never converts words
+ * to numbers (`010` stays a string: pids are checked by the protocol's rule).
+ * A usage error becomes a CommandError with the given exit code.
+ * @see https://github.com/yargs/yargs/blob/main/docs/api.md#fail
+ */
+export function createParser(name: string, argv: string[], usageExitCode?: number) {
+  return yargs(argv)
+    .scriptName(name)
+    .locale('en')
+    .parserConfiguration({ 'parse-positional-numbers': false, 'duplicate-arguments-array': false })
+    .strictOptions()
+    .exitProcess(false)
+    .help(false)
+    .version(false)
+    .option('help', { alias: 'h', type: 'boolean', description: 'Show this help and exit' })
+    .option('version', { type: 'boolean', description: 'Show the version and exit' })
+    .fail((msg, err) => {
+      throw new CommandError(msg ?? err?.message ?? 'bad arguments', usageExitCode);
+    });
+}
+
+/** The `--port` option, shared by all commands. */
+export function addPortOption<T>(parser: Argv<T>, allowZero = false) {
+  return parser.option('port', {
+    type: 'string',
+    description: `UDP port of the daemons (env ${ENV_PORT}; default: the pidstatd entry of /etc/services, else 1752)${allowZero ? '; 0 picks a free one' : ''}`,
+    requiresArg: true,
+  });
+}
+
+/** An integer from min to max; `what` names the value in the error. */
+export function parseInteger(text: string, what: string, min: number, max: number): number {
+  if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new CommandError(`${what} must be a whole number from ${min} to ${max}, not '${text}'`);
+  }
+  return Number(text);
+}
+
+/** The port from `--port`, else PIDSTAT_PORT, else undefined (the default). */
+export function portFrom(flag: string | undefined, env: NodeJS.ProcessEnv, allowZero = false): number | undefined {
+  const min = allowZero ? 0 : 1;
+  if (flag !== undefined) return parseInteger(flag, '--port', min, 65535);
+  const fromEnv = env[ENV_PORT];
+  if (fromEnv !== undefined && fromEnv !== '') return parseInteger(fromEnv, ENV_PORT, min, 65535);
+  return undefined;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000 };
+
+/** A duration in ms from `500`, `500ms` or `2s` (like zx's parseDuration). */
+export function parseDuration(text: string, what: string): number {
+  const match = /^([0-9]+(?:\.[0-9]+)?)(ms|s)?$/.exec(text);
+  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2] ?? 'ms']! : NaN;
+  if (!(ms >= 1) || ms > 2_147_483_647) {
+    throw new CommandError(`${what} must be a duration of at least 1 ms, like 500, 500ms or 2s, not '${text}'`);
+  }
+  return Math.round(ms);
+}
+
+/**
+ * The colour level of a stream: `--color`/`--no-color` first, then NO_COLOR
+ * (any non-empty value turns colour off), then FORCE_COLOR, then whether the
+ * stream is a terminal. chalk's own detection ignores NO_COLOR and reads the
+ * whole process.argv, so it is not used.
+ * @see https://no-color.org/
+ */
+export function colorLevel(flag: boolean | undefined, isTTY: boolean, env: NodeJS.ProcessEnv): 0 | 1 | 2 | 3 {
+  const forced = env['FORCE_COLOR'];
+  const forcedLevel = forced === undefined ? undefined
+    : forced === '' || forced === 'true' ? 1
+    : forced === 'false' ? 0
+    : Math.min(3, Math.max(0, Number.parseInt(forced, 10) || 0)) as 0 | 1 | 2 | 3;
+  if (flag === false) return 0;
+  if (flag === true) return forcedLevel || 1;
+  if (env['NO_COLOR']) return 0;
+  if (forcedLevel !== undefined) return forcedLevel;
+  return isTTY ? 1 : 0;
+}

@@ -1,0 +1,83 @@
+import { Chalk } from 'chalk';
+import { isIPv6 } from 'node:net';
+import type { Result } from '../client.js';
+
+/**
+ * The only module that writes to the terminal for pidstat: results to stdout,
+ * warnings and the spinner to stderr.
+ */
+
+export interface OutputOptions {
+  /** Colour level from colorLevel(). */
+  color: 0 | 1 | 2 | 3;
+  /** Print nothing at all. */
+  silent: boolean;
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+}
+
+/** `host:pid`, with an IPv6 address in brackets: `[::1]:pid`. */
+export function formatTarget(host: string, pid: number): string {
+  return isIPv6(host) ? `[${host}]:${pid}` : `${host}:${pid}`;
+}
+
+/** A spinner appears only after this long without every answer. */
+const SPINNER_DELAY_MS = 200;
+
+export class Output {
+  private readonly chalk: InstanceType<typeof Chalk>;
+
+  constructor(private readonly opts: OutputOptions) {
+    this.chalk = new Chalk({ level: opts.color });
+  }
+
+  /** One line per result, `HOST:PID STATE`, coloured by state. */
+  results(results: readonly Result[]): void {
+    if (this.opts.silent) return;
+    const colours = { exists: this.chalk.green, dead: this.chalk.red, unknown: this.chalk.yellow, no_reply: this.chalk.yellow };
+    const lines = results.map((r) => `${formatTarget(r.host, r.pid)} ${colours[r.state](r.state)}\n`);
+    this.opts.stdout.write(lines.join(''));
+  }
+
+  json(value: unknown): void {
+    if (this.opts.silent) return;
+    this.opts.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  }
+
+  line(text: string): void {
+    if (!this.opts.silent) this.opts.stdout.write(text + '\n');
+  }
+
+  warn(text: string): void {
+    if (!this.opts.silent) this.opts.stderr.write(text + '\n');
+  }
+
+  /**
+   * Shows a spinner on stderr while `work` runs longer than 200 ms, only where
+   * stderr is a terminal with columns: ora writes escape codes to a pipe when
+   * disabled, and hangs on a terminal of zero columns. ora loads only then.
+   */
+  async whileWaiting<T>(work: Promise<T>, describe: () => string): Promise<T> {
+    const { stderr } = this.opts;
+    if (this.opts.silent || !stderr.isTTY || !(stderr.columns > 0)) return work;
+    let done = false;
+    let stop = () => {};
+    const timer = setTimeout(async () => {
+      const { default: ora } = await import('ora');
+      if (done) return;
+      const spinner = ora({ text: describe(), stream: stderr, discardStdin: false, color: this.opts.color > 0 ? 'yellow' : false }).start();
+      const refresh = setInterval(() => (spinner.text = describe()), 100);
+      stop = () => {
+        clearInterval(refresh);
+        spinner.stop();
+      };
+    }, SPINNER_DELAY_MS);
+    try {
+      return await work;
+    } finally {
+      done = true;
+      clearTimeout(timer);
+      stop();
+    }
+  }
+}

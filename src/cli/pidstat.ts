@@ -1,0 +1,133 @@
+import { isIPv6 } from 'node:net';
+import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
+import { CommandError, ExitCode } from '../errors.js';
+import { defaultPort } from '../host.js';
+import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
+import { addPortOption, colorLevel, createParser, parseDuration, parseInteger, portFrom, readVersion } from './options.js';
+import { formatTarget, Output } from './output.js';
+import { runCli } from './runner.js';
+import { parseTargets } from './targets.js';
+
+const USAGE = `Usage:
+  $0 [options] HOST PID [PID ...] [HOST PID ...]
+  $0 [options] HOST:PID [HOST:PID ...]
+  $0 [options] PID ...              (on --host, default localhost)
+  $0 [options] exists TARGET ...    (the same, in IPC::Locker's spelling)
+  $0 [options] ping [HOST]          (is the daemon on HOST answering?)
+
+Asks the pidstatd daemon on each HOST whether each PID exists, and prints
+one line per target: HOST:PID exists|dead|unknown|no_reply.`;
+
+const EPILOG = `Exit status: 0 every target exists; 1 a target is dead and all answered;
+2 a target is unknown or got no reply; 64 usage error.
+ping prints a monitoring-plugin line and exits 0 OK, 2 CRITICAL, 3 UNKNOWN.`;
+
+function buildParser(argv: string[], usageExitCode: number) {
+  return addPortOption(createParser('pidstat', argv, usageExitCode))
+    .usage(USAGE)
+    .option('host', { type: 'string', requiresArg: true, description: 'Host of the PIDs given alone (default localhost)' })
+    .option('timeout', { type: 'string', requiresArg: true, description: 'Wait this long for a reply before asking again: ms, or 500ms, 2s (default 1000)' })
+    .option('tries', { type: 'string', requiresArg: true, description: 'Requests per target, the first included (default 5)' })
+    .option('silent', { alias: 's', type: 'boolean', description: 'Print nothing; only the exit status tells' })
+    .option('json', { type: 'boolean', description: 'Print one JSON array of {host, pid, state, tries, ms, start?, error?}' })
+    .option('local', { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)' })
+    .option('debug', { type: 'boolean', description: 'Show each datagram sent and received, on stderr' })
+    .option('color', { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)' })
+    .epilog(EPILOG)
+    .wrap(Math.min(100, process.stdout.columns || 80));
+}
+
+/** The exit status for a list of results: grep's convention, 2 winning over 1. */
+export function exitCodeFor(results: readonly Result[]): number {
+  if (results.some((r) => r.state === 'unknown' || r.state === 'no_reply')) return ExitCode.NO_ANSWER;
+  if (results.some((r) => r.state === 'dead')) return ExitCode.DEAD;
+  return ExitCode.EXISTS;
+}
+
+function toJson(r: Result): Record<string, unknown> {
+  const out: Record<string, unknown> = { host: r.host, pid: r.pid, state: r.state, tries: r.tries, ms: Math.round(r.ms * 10) / 10 };
+  if (r.start !== undefined) out['start'] = r.start;
+  if (r.error !== undefined) out['error'] = r.error;
+  return out;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  // `ping` reports its own usage errors as a monitoring plugin does, with 3.
+  const isPing = argv.find((word) => !word.startsWith('-')) === 'ping';
+  const parser = buildParser(argv, isPing ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
+  const args = parser.parseSync();
+  if (args.help) {
+    process.stdout.write((await parser.getHelp()) + '\n');
+    return 0;
+  }
+  if (args.version) {
+    process.stdout.write(`pidstat ${readVersion()}\n`);
+    return 0;
+  }
+  const words = args._.map(String);
+  const isPingCommand = words[0] === 'ping';
+  let options: ClientOptions;
+  let output: Output;
+  try {
+    options = {
+      port: portFrom(args.port, process.env) ?? defaultPort(),
+      timeoutMs: args.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(args.timeout, '--timeout'),
+      tries: args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000),
+      // ping checks the daemon, so it never answers locally.
+      local: args.local && !isPingCommand,
+    };
+    if (args.debug) options.onDebug = (line) => process.stderr.write(`pidstat: ${line}\n`);
+    output = new Output({
+      color: colorLevel(args.color, process.stdout.isTTY === true, process.env),
+      silent: args.silent === true,
+      stdout: process.stdout,
+      stderr: process.stderr,
+    });
+  } catch (err) {
+    if (err instanceof CommandError && isPingCommand) throw new CommandError(err.message, ExitCode.PLUGIN_UNKNOWN);
+    throw err;
+  }
+  if (isPingCommand) return ping(options, output, words.slice(1), args.host);
+  const targets = parseTargets(words[0] === 'exists' ? words.slice(1) : words, args.host ?? 'localhost');
+  const client = new PidStatClient(options);
+  try {
+    const results = await output.whileWaiting(client.queryMany(targets), () => {
+      const { missing, tryNo } = client.progress();
+      return `waiting for ${missing} ${missing === 1 ? 'answer' : 'answers'} (try ${tryNo} of ${client.tries})`;
+    });
+    for (const r of results) {
+      if (r.error !== undefined) output.warn(`pidstat: ${formatTarget(r.host, r.pid)}: ${r.error}`);
+    }
+    if (args.json) output.json(results.map(toJson));
+    else output.results(results);
+    return exitCodeFor(results);
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * A monitoring check of the daemon on HOST: asks about pid 1 and takes any
+ * answer as OK. Never answered locally: it checks the daemon, not the process.
+ * @see https://nagios-plugins.org/doc/guidelines.html#PLUGOUTPUT
+ */
+async function ping(options: ClientOptions, output: Output, words: string[], hostOption: string | undefined): Promise<number> {
+  if (words.length > 1) throw new CommandError(`ping takes one HOST, not ${words.length}`, ExitCode.PLUGIN_UNKNOWN);
+  const host = words[0] ?? hostOption ?? 'localhost';
+  if (!isValidHost(host)) throw new CommandError(`'${host}' is not a host name or address`, ExitCode.PLUGIN_UNKNOWN);
+  const client = new PidStatClient(options);
+  const where = `${isIPv6(host) ? `[${host}]` : host}:${client.port}`;
+  try {
+    const result = await client.query({ host, pid: 1, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
+    if (result.state === 'no_reply') {
+      output.line(`PIDSTATD CRITICAL - No response from pidstatd on ${where}`);
+      return ExitCode.PLUGIN_CRITICAL;
+    }
+    output.line(`PIDSTATD OK - ${(result.ms / 1000).toFixed(3)} second response on ${where}`);
+    return ExitCode.PLUGIN_OK;
+  } finally {
+    await client.close();
+  }
+}
+
+export const run = (): void => runCli('pidstat', main);

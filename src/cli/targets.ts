@@ -1,0 +1,75 @@
+import { isIPv6 } from 'node:net';
+import type { Target } from '../client.js';
+import { CommandError } from '../errors.js';
+import { isValidHost, parsePid } from '../protocol.js';
+
+/** Signed, hex and exponent numbers: meant as pids, never host names. */
+const LOOKS_NUMERIC = /^(?:[+-][0-9]+|0x[0-9a-f]+|[0-9]+(?:\.[0-9]+)?e[+-]?[0-9]+)$/i;
+
+/**
+ * Reads pidstat's target words (CONTRACT section 2): HOST:PID, [IPv6]:PID,
+ * a PID on the current host, or a HOST that becomes the current host for the
+ * PIDs after it. Throws a CommandError that names the offending word.
+ */
+export function parseTargets(words: readonly string[], defaultHost: string): Target[] {
+  const targets: Target[] = [];
+  let current = checkHost(defaultHost, '--host');
+  let hostWithoutPid: string | undefined;
+  for (const word of words) {
+    if (/^[0-9]+$/.test(word) || LOOKS_NUMERIC.test(word)) {
+      targets.push({ host: current, pid: checkPid(word, word) });
+      hostWithoutPid = undefined;
+      continue;
+    }
+    const split = splitHostPid(word);
+    if (split !== undefined) {
+      targets.push({ host: checkHost(split.host, word), pid: checkPid(split.pid, word) });
+      continue;
+    }
+    if (hostWithoutPid !== undefined) throw noPidAfter(hostWithoutPid, word);
+    current = checkHost(unbracket(word), word);
+    hostWithoutPid = word;
+  }
+  if (hostWithoutPid !== undefined) throw noPidAfter(hostWithoutPid);
+  if (targets.length === 0) throw new CommandError('no target given: name HOST PID, HOST:PID or a PID');
+  return targets;
+}
+
+/** HOST:PID or [IPv6]:PID; undefined for a word that is a host alone. */
+function splitHostPid(word: string): { host: string; pid: string } | undefined {
+  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(word);
+  if (bracketed) return { host: bracketed[1]!, pid: bracketed[2]! };
+  if (!word.includes(':') || isIPv6(unbracket(word))) return undefined;
+  const colon = word.lastIndexOf(':');
+  const host = word.slice(0, colon);
+  if (host.includes(':')) {
+    throw new CommandError(`'${word}': write an IPv6 address in brackets, as [::1]:PID`);
+  }
+  return { host, pid: word.slice(colon + 1) };
+}
+
+function unbracket(word: string): string {
+  return /^\[.*\]$/.test(word) ? word.slice(1, -1) : word;
+}
+
+function checkPid(text: string, word: string): number {
+  const pid = parsePid(text);
+  if (pid === undefined) {
+    const where = text === word ? '' : `'${word}': `;
+    throw new CommandError(`${where}'${text}' is not a pid (a decimal number from 1 to 2147483647)`);
+  }
+  return pid;
+}
+
+function checkHost(host: string, word: string): string {
+  if (!isValidHost(host)) {
+    const what = host === '' ? 'an empty host' : `'${host}' is not a host name or address`;
+    throw new CommandError(`'${word}': ${what}`);
+  }
+  return host;
+}
+
+function noPidAfter(host: string, next?: string): CommandError {
+  const then = next === undefined ? '' : ` but the host '${next}'`;
+  return new CommandError(`host '${host}' has no PID after it${then}: name HOST PID or HOST:PID`);
+}

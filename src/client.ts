@@ -1,0 +1,363 @@
+import dgram from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { isIP, isIPv6 } from 'node:net';
+import { defaultPort, isLocalHost } from './host.js';
+import { localPidExists, readStartToken } from './probe.js';
+import {
+  ALL_FLAGS,
+  decodeReply,
+  encodeRequest,
+  isValidHost,
+  MAX_PID,
+  type Reply,
+  type State,
+} from './protocol.js';
+
+/**
+ * Asks daemons about processes: every target at once, each target retried on
+ * its own schedule, replies matched to requests by pid and host.
+ *
+ * Sockets: one unconnected socket per address family, bound to a port, plus
+ * one socket per daemon address bound to that same port (SO_REUSEADDR) and
+ * connected to the daemon. Only a connected socket hears the host's ICMP
+ * "port unreachable", which ends a try at once. A daemon bound to a wildcard
+ * address may answer from another address than the one asked; the kernel then
+ * hands the reply to the unconnected socket, where it is matched like any
+ * other. Past the descriptor budget, addresses share the unconnected socket
+ * and simply wait for their timeouts.
+ */
+
+export interface ClientOptions {
+  /** The daemons' UDP port. @default the pidstatd entry of /etc/services, else 1752 */
+  port?: number;
+  /** Time to wait for a reply before sending again, in ms. @default 1000 */
+  timeoutMs?: number;
+  /** Requests sent per target, the first included. @default 5 */
+  tries?: number;
+  /** Answer targets on this host with the local probe, no daemon. @default true */
+  local?: boolean;
+  /** Called with each datagram sent and received (for --debug). */
+  onDebug?: (line: string) => void;
+}
+
+export interface Target {
+  host: string;
+  pid: number;
+  /** Start token of the process meant: a reused pid then counts as dead. */
+  start?: string;
+  /** Request flags (protocol FLAG_*): which answers the daemon may send. @default 15 */
+  flags?: number;
+}
+
+export interface Result {
+  host: string;
+  pid: number;
+  state: State | 'no_reply';
+  /** Requests sent; 0 when answered locally. */
+  tries: number;
+  /** Time from the query to its answer, in ms. */
+  ms: number;
+  /** Start token of the live process, where known. */
+  start?: string;
+  /** Why there is no answer, for `no_reply`. */
+  error?: string;
+}
+
+export const DEFAULT_TIMEOUT_MS = 1000;
+export const DEFAULT_TRIES = 5;
+/**
+ * The wait before the next try when the host reported that nothing listens:
+ * long enough for a daemon being (re)started to bind, short enough that a
+ * host without one is reported in about a second over five tries.
+ */
+export const REFUSED_RETRY_MS = 200;
+/** Descriptors left free for everything else the process opens. */
+const RESERVED_FDS = 64;
+
+interface Endpoint {
+  address: string;
+  socket: dgram.Socket;
+  connected: boolean;
+  /** Targets whose current try went to this address and is unanswered. */
+  waiting: Set<Pending>;
+}
+
+interface Pending {
+  key: string;
+  target: Target;
+  wire: Buffer;
+  endpoints: Endpoint[];
+  tries: number;
+  /** Endpoints that refused the current try. */
+  refused: number;
+  startedAt: number;
+  timer?: NodeJS.Timeout;
+  settle: ((result: Result) => void)[];
+}
+
+/** The soft limit of open descriptors, from /proc/self/limits; Node has no getrlimit. */
+function descriptorBudget(): number {
+  try {
+    const limits = readFileSync('/proc/self/limits', 'latin1');
+    const soft = /^Max open files\s+(\d+|unlimited)/m.exec(limits)?.[1];
+    const open = readdirSync('/proc/self/fd').length;
+    const max = soft === undefined || soft === 'unlimited' ? 65536 : Number(soft);
+    return Math.max(0, max - open - RESERVED_FDS);
+  } catch {
+    return 1024 - RESERVED_FDS;
+  }
+}
+
+function keyOf(pid: number, host: string): string {
+  return `${pid} ${host}`;
+}
+
+function hostPort(address: string, port: number): string {
+  return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function onceEvent(socket: dgram.Socket, start: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    socket.once('error', onError);
+    start(() => {
+      socket.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+export class PidStatClient {
+  readonly port: number;
+  readonly timeoutMs: number;
+  readonly tries: number;
+  private readonly local: boolean;
+  private readonly debug: ((line: string) => void) | undefined;
+  private readonly pending = new Map<string, Pending>();
+  private readonly addresses = new Map<string, Promise<string[]>>();
+  private readonly endpoints = new Map<string, Promise<Endpoint>>();
+  private readonly shared = new Map<4 | 6, Promise<dgram.Socket>>();
+  private readonly sockets: dgram.Socket[] = [];
+  private budget: number | undefined;
+  private highestTry = 0;
+  private closed = false;
+
+  constructor(opts: ClientOptions = {}) {
+    this.port = opts.port ?? defaultPort();
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.tries = opts.tries ?? DEFAULT_TRIES;
+    this.local = opts.local ?? true;
+    this.debug = opts.onDebug;
+    if (!Number.isInteger(this.port) || this.port < 1 || this.port > 65535) {
+      throw new RangeError(`port ${this.port} is not from 1 to 65535`);
+    }
+    if (!(this.timeoutMs > 0)) throw new RangeError(`timeout ${this.timeoutMs} ms is not positive`);
+    if (!Number.isInteger(this.tries) || this.tries < 1) throw new RangeError(`tries ${this.tries} is not 1 or more`);
+  }
+
+  /** How many answers are still awaited, and the highest try sent so far. */
+  progress(): { missing: number; tryNo: number } {
+    return { missing: this.pending.size, tryNo: this.highestTry };
+  }
+
+  /** Asks about every target at once; the results come in the same order. */
+  queryMany(targets: readonly Target[]): Promise<Result[]> {
+    return Promise.all(targets.map((target) => this.query(target)));
+  }
+
+  async query(target: Target): Promise<Result> {
+    const { host, pid } = target;
+    if (!Number.isInteger(pid) || pid < 1 || pid > MAX_PID) {
+      throw new RangeError(`pid ${pid} is not from 1 to ${MAX_PID}`);
+    }
+    if (!isValidHost(host)) throw new RangeError(`host '${host}' is not a name or address`);
+    if (this.closed) throw new Error('the client is closed');
+    const startedAt = performance.now();
+    if (this.local && (await isLocalHost(host))) {
+      const exists = localPidExists(pid, target.start);
+      if (exists !== undefined) {
+        const result: Result = { host, pid, state: exists ? 'exists' : 'dead', tries: 0, ms: performance.now() - startedAt };
+        const start = exists ? readStartToken(pid) : undefined;
+        if (start !== undefined) result.start = start;
+        return result;
+      }
+    }
+    const key = keyOf(pid, host);
+    const joined = this.pending.get(key);
+    if (joined !== undefined) return new Promise((resolve) => joined.settle.push(resolve));
+    const flags = target.flags ?? ALL_FLAGS;
+    const wire = encodeRequest(target.start === undefined ? { pid, host, flags } : { pid, host, flags, start: target.start });
+    const pending: Pending = { key, target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [] };
+    this.pending.set(key, pending);
+    const answered = new Promise<Result>((resolve) => pending.settle.push(resolve));
+    try {
+      pending.endpoints = await this.endpointsFor(host);
+    } catch (err) {
+      this.finish(pending, { state: 'no_reply', error: `cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+      return answered;
+    }
+    if (this.pending.get(key) === pending) this.sendTry(pending);
+    return answered;
+  }
+
+  /** Ends every query still waiting (as no_reply) and closes the sockets. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const pending of [...this.pending.values()]) this.finish(pending, { state: 'no_reply', error: 'client closed' });
+    await Promise.allSettled([...this.endpoints.values(), ...this.shared.values()]);
+    await Promise.all(this.sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
+  }
+
+  private resolve(host: string): Promise<string[]> {
+    let addresses = this.addresses.get(host);
+    if (addresses === undefined) {
+      addresses = isIP(host)
+        ? Promise.resolve([host])
+        : lookup(host, { all: true, verbatim: true }).then((found) => [...new Set(found.map((a) => a.address))]);
+      this.addresses.set(host, addresses);
+    }
+    return addresses;
+  }
+
+  private async endpointsFor(host: string): Promise<Endpoint[]> {
+    const addresses = await this.resolve(host);
+    return Promise.all(addresses.map((address) => this.endpoint(address)));
+  }
+
+  private endpoint(address: string): Promise<Endpoint> {
+    let endpoint = this.endpoints.get(address);
+    if (endpoint === undefined) {
+      endpoint = this.openEndpoint(address);
+      this.endpoints.set(address, endpoint);
+    }
+    return endpoint;
+  }
+
+  private sharedSocket(family: 4 | 6): Promise<dgram.Socket> {
+    let socket = this.shared.get(family);
+    if (socket === undefined) {
+      const created = this.createSocket(family);
+      socket = onceEvent(created, (done) => created.bind({ address: family === 6 ? '::' : '0.0.0.0', port: 0 }, done))
+        .then(() => created);
+      this.shared.set(family, socket);
+    }
+    return socket;
+  }
+
+  private createSocket(family: 4 | 6): dgram.Socket {
+    const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
+    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    socket.unref();
+    this.sockets.push(socket);
+    return socket;
+  }
+
+  private async openEndpoint(address: string): Promise<Endpoint> {
+    const family = isIPv6(address) ? 6 : 4;
+    const shared = await this.sharedSocket(family);
+    const fallback: Endpoint = { address, socket: shared, connected: false, waiting: new Set() };
+    this.budget ??= descriptorBudget();
+    if (this.budget <= 0) return fallback;
+    this.budget--;
+    const socket = this.createSocket(family);
+    const endpoint: Endpoint = { address, socket, connected: true, waiting: new Set() };
+    try {
+      const port = shared.address().port;
+      await onceEvent(socket, (done) => socket.bind({ address: family === 6 ? '::' : '0.0.0.0', port }, done));
+      await onceEvent(socket, (done) => socket.connect(this.port, address, done));
+    } catch (err) {
+      this.debug?.(`cannot connect a socket to ${hostPort(address, this.port)} (${(err as Error).message}); sharing one`);
+      socket.close();
+      this.sockets.splice(this.sockets.indexOf(socket), 1);
+      return fallback;
+    }
+    // Errors after the connect are ICMP reports about what we sent.
+    socket.on('error', (err: NodeJS.ErrnoException) => this.onSocketError(endpoint, err));
+    return endpoint;
+  }
+
+  private sendTry(pending: Pending): void {
+    pending.tries++;
+    pending.refused = 0;
+    if (pending.tries > this.highestTry) this.highestTry = pending.tries;
+    for (const endpoint of pending.endpoints) {
+      endpoint.waiting.add(pending);
+      this.debug?.(`> ${hostPort(endpoint.address, this.port)} ${pending.wire.toString('latin1').trimEnd()}`);
+      const onSent = (err: NodeJS.ErrnoException | null) => {
+        if (err?.code === 'ECONNREFUSED') this.onRefused(endpoint);
+        else if (err) this.debug?.(`send to ${endpoint.address} failed: ${err.message}`);
+      };
+      if (endpoint.connected) endpoint.socket.send(pending.wire, onSent);
+      else endpoint.socket.send(pending.wire, this.port, endpoint.address, onSent);
+    }
+    pending.timer = setTimeout(() => this.onTimeout(pending), this.timeoutMs);
+  }
+
+  private onTimeout(pending: Pending): void {
+    this.leaveEndpoints(pending);
+    if (pending.tries >= this.tries) {
+      this.finish(pending, { state: 'no_reply', error: `no reply after ${pending.tries} ${pending.tries === 1 ? 'try' : 'tries'}` });
+    } else {
+      this.sendTry(pending);
+    }
+  }
+
+  private onSocketError(endpoint: Endpoint, err: NodeJS.ErrnoException): void {
+    this.debug?.(`< ${hostPort(endpoint.address, this.port)} ${err.code ?? err.message}`);
+    if (err.code === 'ECONNREFUSED') this.onRefused(endpoint);
+  }
+
+  /** The host said nothing listens on the port: every try waiting there failed. */
+  private onRefused(endpoint: Endpoint): void {
+    for (const pending of endpoint.waiting) {
+      pending.refused++;
+      if (pending.refused < pending.endpoints.length) continue;
+      clearTimeout(pending.timer);
+      this.leaveEndpoints(pending);
+      if (pending.tries >= this.tries) {
+        this.finish(pending, { state: 'no_reply', error: 'no daemon listening' });
+      } else {
+        pending.timer = setTimeout(() => this.sendTry(pending), REFUSED_RETRY_MS);
+      }
+    }
+    endpoint.waiting.clear();
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const from = hostPort(rinfo.address, rinfo.port);
+    let reply: Reply;
+    try {
+      reply = decodeReply(msg);
+    } catch (err) {
+      this.debug?.(`< ${from} ${JSON.stringify(msg.toString('latin1'))} ignored: ${(err as Error).message}`);
+      return;
+    }
+    const pending = this.pending.get(keyOf(reply.pid, reply.host));
+    this.debug?.(`< ${from} ${msg.toString('latin1').trimEnd()}${pending ? '' : ' ignored: no such question'}`);
+    if (pending === undefined) return;
+    const { start } = pending.target;
+    // An old daemon ignores the start token it was sent: compare it here.
+    if (reply.state === 'exists' && start !== undefined && reply.start !== undefined && reply.start !== start) {
+      this.finish(pending, { state: 'dead' });
+    } else {
+      this.finish(pending, reply.start === undefined ? { state: reply.state } : { state: reply.state, start: reply.start });
+    }
+  }
+
+  private leaveEndpoints(pending: Pending): void {
+    for (const endpoint of pending.endpoints) endpoint.waiting.delete(pending);
+  }
+
+  private finish(pending: Pending, outcome: Pick<Result, 'state' | 'start' | 'error'>): void {
+    clearTimeout(pending.timer);
+    this.leaveEndpoints(pending);
+    this.pending.delete(pending.key);
+    const { host, pid } = pending.target;
+    const result: Result = { host, pid, state: outcome.state, tries: pending.tries, ms: performance.now() - pending.startedAt };
+    if (outcome.start !== undefined) result.start = outcome.start;
+    if (outcome.error !== undefined) result.error = outcome.error;
+    for (const settle of pending.settle) settle(result);
+  }
+}

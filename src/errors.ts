@@ -1,0 +1,39 @@
+/**
+ * Exit codes, for scripts. pidstat answers like grep: 0 = every target
+ * exists, 1 = some target is dead, 2 = some target got no clear answer.
+ * A usage error is 64, sysexits' EX_USAGE, so a typo never reads as "dead".
+ * Monitoring checks (`pidstat ping`) use the plugin codes instead.
+ * @see https://man.freebsd.org/cgi/man.cgi?query=sysexits
+ * @see https://nagios-plugins.org/doc/guidelines.html#AEN78
+ */
+export const ExitCode = {
+  EXISTS: 0,
+  DEAD: 1,
+  NO_ANSWER: 2,
+  /** Something failed that is no user's mistake: the daemon cannot listen. */
+  FAILURE: 1,
+  USAGE: 64,
+  PLUGIN_OK: 0,
+  PLUGIN_CRITICAL: 2,
+  PLUGIN_UNKNOWN: 3,
+} as const;
+
+/**
+ * An expected failure: bad usage, or an environment that does not allow the
+ * command (a busy port). The CLI prints only its message, then exits with
+ * `exitCode`; for usage errors it adds a pointer to --help.
+ */
+export class CommandError extends Error {
+  override name = 'CommandError';
+  constructor(
+    message: string,
+    readonly exitCode: number = ExitCode.USAGE,
+  ) {
+    super(message);
+  }
+}
+
+/** Whether an exit code reports bad usage, for which the CLI points to --help. */
+export function isUsageExit(code: number): boolean {
+  return code === ExitCode.USAGE || code === ExitCode.PLUGIN_UNKNOWN;
+}

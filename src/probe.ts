@@ -1,0 +1,57 @@
+import { existsSync, readFileSync } from 'node:fs';
+
+/**
+ * The only code that asks this host's kernel about a process.
+ *
+ * kill(pid, 0): success means the process exists (a zombie too, as with
+ * `kill -0`); ESRCH means it does not; EPERM (another user's process) falls
+ * back to /proc/<pid> where /proc is mounted, else the answer is unknown.
+ * @see https://man7.org/linux/man-pages/man2/kill.2.html
+ */
+
+const PROC_MOUNTED = existsSync('/proc/self/stat');
+
+/** What kill(pid, 0) tells: true exists, false does not, undefined cannot tell. */
+export function pidExists(pid: number): boolean | undefined {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ESRCH') return false;
+    if (code === 'EPERM' && PROC_MOUNTED) return existsSync(`/proc/${pid}`);
+    return undefined;
+  }
+}
+
+/**
+ * The start token of a process: its start time in clock ticks since boot,
+ * field 22 of /proc/<pid>/stat. undefined where it cannot be read.
+ * @see https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html
+ */
+export function readStartToken(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  // Field 2, the command name, is in parentheses and may hold spaces and
+  // parentheses itself: count fields from the last ')'. It ends field 2, so
+  // field 3 is the first one after it and field 22 the 20th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const token = fields[19];
+  return token !== undefined && /^[0-9]+$/.test(token) ? token : undefined;
+}
+
+/**
+ * Whether process `pid` exists on this host: true, false, or undefined when
+ * that cannot be told. With `start`, a live process whose start token differs
+ * is another process that got the pid again, and counts as dead.
+ */
+export function localPidExists(pid: number, start?: string): boolean | undefined {
+  const exists = pidExists(pid);
+  if (exists !== true || start === undefined) return exists;
+  const token = readStartToken(pid);
+  return token === undefined || token === start;
+}

@@ -1,0 +1,281 @@
+import dgram from 'node:dgram';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
+import { defaultPort, localFqdn } from './host.js';
+import { pidExists, readStartToken } from './probe.js';
+import {
+  decodeRequest,
+  encodeReply,
+  FLAG_DEAD,
+  FLAG_EXISTS,
+  FLAG_START,
+  FLAG_UNKNOWN,
+  ProtocolError,
+  type Reply,
+  type Request,
+} from './protocol.js';
+
+/**
+ * The daemon's socket: it hands each datagram to `handle`, which filters,
+ * decodes, probes and answers. Nothing here prints; `onDatagram` tells the
+ * caller each datagram's fate when it wants to log them.
+ *
+ * Contract of a handler (as statsd's docs/server_interface.md states its own):
+ * a datagram is answered with at most one datagram, to the address and port it
+ * came from, or dropped and counted in `stats`. Nothing a datagram holds can
+ * throw out of the handler or slow the next one.
+ */
+
+export interface ServerOptions {
+  /** UDP port; 0 picks a free one. @default 1752 or /etc/services */
+  port?: number;
+  /** One address to listen on. @default `::` dual-stack, else 0.0.0.0 */
+  bind?: string;
+  /** An inherited, already bound UDP socket (systemd socket activation). */
+  fd?: number;
+  /** Answer only clients inside these CIDR ranges (IPv4 and IPv6). @default everyone */
+  allow?: string[];
+  /** Requests per second answered from one source address; 0 = no limit. @default 10000 */
+  rate?: number;
+  /** The name echoed to requests that name no host. @default this host's fully qualified name */
+  hostname?: string;
+  /** Called with each datagram's source, text and fate (for --debug). */
+  onDatagram?: (from: string, text: string, fate: string) => void;
+  /** Called with socket errors after the bind; the server goes on serving. */
+  onError?: (err: Error) => void;
+}
+
+/** Counters of what happened to each datagram received. */
+export interface ServerStats {
+  received: number;
+  answered: number;
+  /** Valid requests whose flags asked for no reply to this answer. */
+  suppressed: number;
+  malformed: number;
+  /** From a source outside `allow`. */
+  denied: number;
+  /** Over the per-source `rate`. */
+  limited: number;
+  /** Replies the kernel refused to send. */
+  sendErrors: number;
+}
+
+export interface Server {
+  address(): AddressInfo;
+  readonly stats: ServerStats;
+  /** Closes the socket and clears timers; safe to call more than once. */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_RATE = 10000;
+
+/** Parses `--allow` ranges into a matcher; throws a RangeError naming a bad one. */
+export function parseAllow(ranges: string[]): BlockList {
+  const list = new BlockList();
+  for (const range of ranges) {
+    const [, address = '', prefixText] = /^([^/]*)(?:\/([0-9]{1,3}))?$/.exec(range.trim()) ?? [];
+    const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined;
+    const max = family === 'ipv4' ? 32 : 128;
+    const prefix = prefixText === undefined ? max : Number(prefixText);
+    if (family === undefined || prefix > max) {
+      throw new RangeError(`'${range}' is not an address or CIDR range (like 10.0.0.0/8 or fd00::/8)`);
+    }
+    list.addSubnet(address, prefix, family);
+  }
+  return list;
+}
+
+/**
+ * Per-source token buckets: each address may send `rate` requests a second,
+ * in bursts of up to `rate`. Full buckets are forgotten every few seconds, so
+ * the map holds only sources that sent recently.
+ */
+class RateLimiter {
+  private buckets = new Map<string, { tokens: number; at: number }>();
+  private sweeper: NodeJS.Timeout;
+
+  constructor(private readonly rate: number) {
+    this.sweeper = setInterval(() => this.sweep(), 5000).unref();
+  }
+
+  take(source: string): boolean {
+    const now = Date.now();
+    const bucket = this.buckets.get(source);
+    if (bucket === undefined) {
+      this.buckets.set(source, { tokens: this.rate - 1, at: now });
+      return true;
+    }
+    bucket.tokens = Math.min(this.rate, bucket.tokens + ((now - bucket.at) * this.rate) / 1000);
+    bucket.at = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [source, bucket] of this.buckets) {
+      if (bucket.tokens + ((now - bucket.at) * this.rate) / 1000 >= this.rate) this.buckets.delete(source);
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+}
+
+/** The answer to a request, or undefined when its flags ask for none. */
+export function answer(req: Request, ownHost: string): Reply | undefined {
+  const host = req.host ?? ownHost;
+  let exists = pidExists(req.pid);
+  let start: string | undefined;
+  // Only a request that carries or asks for a start token costs a read of
+  // /proc: the common request costs one kill(), as in the original.
+  if (exists === true && (req.start !== undefined || req.flags & FLAG_START)) {
+    start = readStartToken(req.pid);
+    if (req.start !== undefined && start !== undefined && start !== req.start) exists = false;
+  }
+  if (exists === true) {
+    if (!(req.flags & FLAG_EXISTS)) return undefined;
+    return req.flags & FLAG_START && start !== undefined
+      ? { pid: req.pid, host, state: 'exists', start }
+      : { pid: req.pid, host, state: 'exists' };
+  }
+  if (exists === false) return req.flags & FLAG_DEAD ? { pid: req.pid, host, state: 'dead' } : undefined;
+  return req.flags & FLAG_UNKNOWN ? { pid: req.pid, host, state: 'unknown' } : undefined;
+}
+
+/**
+ * The family of an inherited socket, found by its inode in /proc/net/udp6:
+ * dgram must wrap it with the same type or every send fails with EINVAL.
+ */
+function inheritedSocketType(fd: number): 'udp4' | 'udp6' {
+  const link = readlinkSync(`/proc/self/fd/${fd}`);
+  const inode = /^socket:\[([0-9]+)\]$/.exec(link)?.[1];
+  if (inode === undefined) throw new Error(`descriptor ${fd} is not a socket (${link})`);
+  let table = '';
+  try {
+    table = readFileSync('/proc/net/udp6', 'latin1');
+  } catch {
+    return 'udp4';
+  }
+  const inUdp6 = table.split('\n').some((line) => line.trim().split(/\s+/)[9] === inode);
+  return inUdp6 ? 'udp6' : 'udp4';
+}
+
+function bindSocket(socket: dgram.Socket, options: dgram.BindOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      socket.off('listening', onListening);
+      reject(err);
+    };
+    const onListening = () => {
+      socket.off('error', onError);
+      resolve();
+    };
+    socket.once('error', onError);
+    socket.once('listening', onListening);
+    socket.bind(options);
+  });
+}
+
+async function openSocket(opts: ServerOptions, port: number): Promise<dgram.Socket> {
+  if (opts.fd !== undefined) {
+    const socket = dgram.createSocket({ type: inheritedSocketType(opts.fd) });
+    await bindSocket(socket, { fd: opts.fd });
+    return socket;
+  }
+  if (opts.bind !== undefined) {
+    const type = isIPv6(opts.bind) ? 'udp6' : 'udp4';
+    const socket = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
+    await bindSocket(socket, { address: opts.bind, port });
+    return socket;
+  }
+  const dual = dgram.createSocket({ type: 'udp6', ipv6Only: false });
+  try {
+    await bindSocket(dual, { address: '::', port });
+    return dual;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // A host without IPv6 refuses the family itself; any other error, such as
+    // a busy port, is the answer for IPv4 too.
+    if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EPROTONOSUPPORT') throw err;
+  }
+  const v4 = dgram.createSocket({ type: 'udp4' });
+  await bindSocket(v4, { address: '0.0.0.0', port });
+  return v4;
+}
+
+function describe(rinfo: dgram.RemoteInfo): string {
+  return rinfo.family === 'IPv6' ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
+}
+
+/** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */
+export async function startServer(opts: ServerOptions = {}): Promise<Server> {
+  const allow = opts.allow && opts.allow.length > 0 ? parseAllow(opts.allow) : undefined;
+  const rate = opts.rate ?? DEFAULT_RATE;
+  const ownHost = opts.hostname ?? (await localFqdn());
+  const socket = await openSocket(opts, opts.port ?? defaultPort());
+  const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
+  const stats: ServerStats = {
+    received: 0, answered: 0, suppressed: 0, malformed: 0, denied: 0, limited: 0, sendErrors: 0,
+  };
+  const log = opts.onDatagram;
+  const onSent = (err: Error | null) => {
+    if (err) stats.sendErrors++;
+  };
+
+  function handle(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    stats.received++;
+    if (allow !== undefined && !allow.check(rinfo.address, rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4')) {
+      stats.denied++;
+      log?.(describe(rinfo), msg.toString('latin1'), 'dropped: source not allowed');
+      return;
+    }
+    if (limiter !== undefined && !limiter.take(rinfo.address)) {
+      stats.limited++;
+      log?.(describe(rinfo), msg.toString('latin1'), 'dropped: over the rate limit');
+      return;
+    }
+    let reply: Reply | undefined;
+    try {
+      reply = answer(decodeRequest(msg), ownHost);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      stats.malformed++;
+      log?.(describe(rinfo), msg.toString('latin1'), `dropped: ${err.message}`);
+      return;
+    }
+    if (reply === undefined) {
+      stats.suppressed++;
+      log?.(describe(rinfo), msg.toString('latin1'), 'no reply: the flags ask for none');
+      return;
+    }
+    const out = encodeReply(reply);
+    stats.answered++;
+    log?.(describe(rinfo), msg.toString('latin1'), `answered ${out.toString('latin1')}`);
+    socket.send(out, rinfo.port, rinfo.address, onSent);
+  }
+
+  socket.on('message', handle);
+  socket.on('error', (err) => opts.onError?.(err));
+  try {
+    // A deeper queue rides out bursts; the kernel caps it at net.core.rmem_max.
+    socket.setRecvBufferSize(4 * 1024 * 1024);
+  } catch {
+    // Not allowed here: the default queue still works.
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    address: () => socket.address(),
+    stats,
+    close() {
+      closing ??= new Promise((resolve) => {
+        limiter?.stop();
+        socket.close(() => resolve());
+      });
+      return closing;
+    },
+  };
+}
