@@ -52,7 +52,7 @@ export function runBin(
   args: readonly string[],
   options: SpawnOptions & { timeoutMs?: number; input?: string } = {},
 ): Promise<RunResult> {
-  const env = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...options.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...options.env };
   for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
   return run(process.execPath, [BIN[name], ...args], { ...options, env });
 }
