@@ -1,0 +1,250 @@
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { after, before, describe, test } from 'node:test';
+import { PidStatClient, type Result } from '../src/client.js';
+import { readStartToken } from '../src/probe.js';
+import { startServer, type Server } from '../src/server.js';
+import { deadPid, freePort, sleep, startSleeper } from './helpers.js';
+
+/**
+ * The client of CONTRACT section 2 against real sockets on loopback: a real
+ * server, a port with nothing behind it, a port that never answers, a relay
+ * that loses datagrams and a responder that answers late and out of order.
+ */
+
+function udpSocket(address = '127.0.0.1'): Promise<dgram.Socket> {
+  const socket = dgram.createSocket('udp4');
+  return new Promise((resolve) => socket.bind(0, address, () => resolve(socket)));
+}
+
+const states = (results: Result[]) => results.map((r) => `${r.host}:${r.pid} ${r.state}`);
+
+describe('client against a real server', () => {
+  let server: Server;
+  let sleeper: ReturnType<typeof startSleeper>;
+  let dead: number;
+  before(async () => {
+    server = await startServer({ port: 0, hostname: 'me' });
+    sleeper = startSleeper();
+    dead = await deadPid();
+  });
+  after(async () => {
+    await sleeper?.stop();
+    await server?.close();
+  });
+
+  test('queryMany answers every target, in the order given, with the start token', async () => {
+    const client = new PidStatClient({ port: server.address().port, local: false });
+    try {
+      const results = await client.queryMany([
+        { host: '127.0.0.1', pid: sleeper.pid },
+        { host: '127.0.0.1', pid: dead },
+        { host: 'localhost', pid: sleeper.pid },
+        { host: '127.0.0.1', pid: 1 },
+      ]);
+      assert.deepEqual(states(results), [
+        `127.0.0.1:${sleeper.pid} exists`, `127.0.0.1:${dead} dead`, `localhost:${sleeper.pid} exists`, '127.0.0.1:1 exists',
+      ]);
+      assert.equal(results[0]!.start, readStartToken(sleeper.pid));
+      assert.equal(results[1]!.start, undefined);
+      assert.ok(results.every((r) => r.tries === 1 && r.ms >= 0 && r.ms < 1000));
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('a query with the start token of another process gets dead (pid reused)', async () => {
+    const client = new PidStatClient({ port: server.address().port, local: false });
+    const token = readStartToken(sleeper.pid)!;
+    try {
+      const same = await client.query({ host: '127.0.0.1', pid: sleeper.pid, start: token });
+      const other = await client.query({ host: '127.0.0.1', pid: sleeper.pid, start: String(BigInt(token) + 7n) });
+      assert.equal(same.state, 'exists');
+      assert.equal(other.state, 'dead');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('the local probe answers this host without any daemon, and judges start tokens too', async () => {
+    const client = new PidStatClient({ port: await freePort() });
+    const token = readStartToken(sleeper.pid)!;
+    try {
+      const results = await client.queryMany([
+        { host: 'localhost', pid: sleeper.pid },
+        { host: '127.0.0.1', pid: dead },
+        { host: '::1', pid: sleeper.pid, start: token },
+        { host: 'localhost', pid: sleeper.pid, start: `${token}1` },
+      ]);
+      assert.deepEqual(results.map((r) => [r.state, r.tries]), [['exists', 0], ['dead', 0], ['exists', 0], ['dead', 0]]);
+      assert.equal(results[0]!.start, token);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('a daemon on a wildcard address that answers from another address still counts', async () => {
+    // Asked at 127.1.2.3, Linux answers from 127.0.0.1: the reply reaches the
+    // unconnected socket, and is matched by pid and host.
+    const client = new PidStatClient({ port: server.address().port, local: false, tries: 2, timeoutMs: 500 });
+    try {
+      const result = await client.query({ host: '127.1.2.3', pid: sleeper.pid });
+      assert.equal(result.state, 'exists');
+      assert.equal(result.tries, 1);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('bad input is refused before anything is sent', async () => {
+    const client = new PidStatClient({ port: server.address().port });
+    try {
+      await assert.rejects(client.query({ host: 'h', pid: 0 }), RangeError);
+      await assert.rejects(client.query({ host: 'a b', pid: 1 }), RangeError);
+      await assert.rejects(client.query({ host: 'h'.repeat(256), pid: 1 }), RangeError);
+      assert.throws(() => new PidStatClient({ port: 0 }), RangeError);
+      assert.throws(() => new PidStatClient({ tries: 0 }), RangeError);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+test('a port with no daemon gives no_reply, "no daemon listening", in about a second', async () => {
+  const client = new PidStatClient({ port: await freePort(), local: false });
+  try {
+    const started = performance.now();
+    const [a, b] = await client.queryMany([{ host: '127.0.0.1', pid: 1 }, { host: '127.0.0.1', pid: 2 }]);
+    const ms = performance.now() - started;
+    for (const r of [a!, b!]) {
+      assert.equal(r.state, 'no_reply');
+      assert.equal(r.error, 'no daemon listening');
+      assert.equal(r.tries, 5);
+    }
+    // Five tries, each refused at once and followed 200 ms later by the next.
+    assert.ok(ms >= 750 && ms < 1600, `${ms} ms`);
+  } finally {
+    await client.close();
+  }
+});
+
+test('a silent port gives no_reply within tries x timeout plus a small margin', async () => {
+  const silent = await udpSocket(); // bound, never answers: no ICMP error either
+  const client = new PidStatClient({ port: silent.address().port, local: false, timeoutMs: 300, tries: 3 });
+  let received = 0;
+  silent.on('message', () => received++);
+  try {
+    const started = performance.now();
+    const result = await client.query({ host: '127.0.0.1', pid: 1 });
+    const ms = performance.now() - started;
+    assert.equal(result.state, 'no_reply');
+    assert.equal(result.error, 'no reply after 3 tries');
+    assert.equal(received, 3);
+    assert.ok(ms >= 880 && ms < 1300, `${ms} ms`);
+  } finally {
+    await client.close();
+    silent.close();
+  }
+});
+
+describe('retries through a lossy relay', () => {
+  let server: Server;
+  let relay: dgram.Socket;
+  let upstream: dgram.Socket;
+  let dropFirst = 0;
+  let seen = 0;
+  before(async () => {
+    server = await startServer({ port: 0, bind: '127.0.0.1', hostname: 'me' });
+    relay = await udpSocket();
+    upstream = await udpSocket();
+    let client: dgram.RemoteInfo | undefined;
+    // client -> relay -> server, dropping the first `dropFirst` requests; replies go back.
+    relay.on('message', (msg, rinfo) => {
+      client = rinfo;
+      if (seen++ < dropFirst) return;
+      upstream.send(msg, server.address().port, '127.0.0.1');
+    });
+    upstream.on('message', (msg) => client && relay.send(msg, client.port, client.address));
+  });
+  after(async () => {
+    relay?.close();
+    upstream?.close();
+    await server?.close();
+  });
+
+  test('the first two requests lost: answered on the third try', async () => {
+    dropFirst = 2;
+    seen = 0;
+    const client = new PidStatClient({ port: relay.address().port, local: false, timeoutMs: 150, tries: 5 });
+    try {
+      const started = performance.now();
+      const result = await client.query({ host: '127.0.0.1', pid: 1 });
+      assert.equal(result.state, 'exists');
+      assert.equal(result.tries, 3);
+      assert.ok(performance.now() - started >= 290, 'two timeouts passed first');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('more lost than tries: no_reply', async () => {
+    dropFirst = 3;
+    seen = 0;
+    const client = new PidStatClient({ port: relay.address().port, local: false, timeoutMs: 100, tries: 3 });
+    try {
+      const result = await client.query({ host: '127.0.0.1', pid: 1 });
+      assert.equal(result.state, 'no_reply');
+      assert.equal(seen, 3);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+test('late replies to earlier requests never answer another question', async () => {
+  // A responder whose truth depends on pid and host, so that one host name's
+  // answer is wrong for another's. It ignores every first request, answers
+  // the second ones late and in reverse order, and sprays replies to
+  // questions nobody asked, so replies to old tries arrive during new ones.
+  const truth = (pid: number, host: string) => ((pid + host.length) % 2 === 0 ? 1 : 0);
+  // Bound to the wildcard, so 127.0.0.2 is answered from 127.0.0.1.
+  const responder = await udpSocket('0.0.0.0');
+  const firstSeen = new Set<string>();
+  let batch: { text: string; rinfo: dgram.RemoteInfo }[] = [];
+  responder.on('message', (msg, rinfo) => {
+    const [, pidText, host] = msg.toString().trim().split(' ');
+    const pid = Number(pidText);
+    const key = `${pid} ${host}`;
+    responder.send(`EXIS ${pid + 1000} 1 ${host}`, rinfo.port, rinfo.address);
+    responder.send(`EXIS ${pid} 1 not-${host}`, rinfo.port, rinfo.address);
+    if (!firstSeen.has(key)) {
+      firstSeen.add(key);
+      return;
+    }
+    batch.push({ text: `EXIS ${pid} ${truth(pid, host!)} ${host}`, rinfo });
+    if (batch.length === 1) {
+      setTimeout(() => {
+        const due = batch.reverse();
+        batch = [];
+        for (const { text, rinfo: to } of due) responder.send(text, to.port, to.address);
+      }, 80);
+    }
+  });
+  const targets = [];
+  for (const host of ['127.0.0.1', 'localhost', '127.0.0.2']) {
+    for (const pid of [100, 101, 102, 4000000]) targets.push({ host, pid });
+  }
+  const client = new PidStatClient({ port: responder.address().port, local: false, timeoutMs: 60, tries: 5 });
+  try {
+    const results = await client.queryMany(targets);
+    assert.deepEqual(
+      states(results),
+      targets.map((t) => `${t.host}:${t.pid} ${truth(t.pid, t.host) ? 'exists' : 'dead'}`),
+    );
+    assert.ok(results.every((r) => r.tries >= 2), 'first tries were never answered');
+  } finally {
+    await client.close();
+    responder.close();
+    await sleep(10);
+  }
+});

@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { after, before, describe, test } from 'node:test';
+import { readStartToken } from '../src/probe.js';
+import { startServer, type Server } from '../src/server.js';
+import { ask, deadPid, exchange, hasIPv6Loopback, startDaemon, sleep, startSleeper, type Daemon } from './helpers.js';
+
+/**
+ * The daemon's side of CONTRACT section 1 over real UDP: the built pidstatd
+ * in the foreground on an ephemeral port, asked with raw datagrams.
+ */
+
+for (const address of ['127.0.0.1', '::1']) {
+  describe(`pidstatd on ${address}`, async () => {
+    const ipv6 = address.includes(':');
+    const skip = ipv6 && !(await hasIPv6Loopback()) ? 'this host has no ::1' : false;
+    let daemon: Daemon;
+    let sleeper: ReturnType<typeof startSleeper>;
+    let dead: number;
+    before(async () => {
+      if (skip) return;
+      daemon = await startDaemon(['--bind', address]);
+      sleeper = startSleeper();
+      dead = await deadPid();
+    });
+    after(async () => {
+      await sleeper?.stop();
+      assert.equal(await daemon?.stop(), 0, 'SIGTERM ends the daemon with 0');
+    });
+    const q = (text: string, waitMs?: number) => ask(daemon.port, text, waitMs === undefined ? { address } : { address, waitMs });
+
+    test('a live pid exists', { skip }, async () => {
+      assert.equal(await q(`PIDR ${sleeper.pid} h1 3\n`), `EXIS ${sleeper.pid} 1 h1`);
+    });
+    test('a dead pid does not', { skip }, async () => {
+      assert.equal(await q(`PIDR ${dead} h1 3\n`), `EXIS ${dead} 0 h1`);
+    });
+    test('a pid above pid_max does not exist', { skip }, async () => {
+      assert.equal(await q('PIDR 2147483647 h1 3\n'), 'EXIS 2147483647 0 h1');
+    });
+    test('a request without flags is answered as flags 3, as old clients send it', { skip }, async () => {
+      assert.equal(await q(`PIDR ${sleeper.pid} h1`), `EXIS ${sleeper.pid} 1 h1`);
+      assert.equal(await q(`PIDR ${dead} h1`), `EXIS ${dead} 0 h1`);
+    });
+    test('a request without a host is answered with the daemon\'s own name', { skip }, async () => {
+      const reply = await q(`PIDR ${sleeper.pid}\n`);
+      assert.match(reply ?? '', new RegExp(`^EXIS ${sleeper.pid} 1 [\\x21-\\x7e]+$`));
+    });
+    test('the host is echoed unchanged', { skip }, async () => {
+      assert.equal(await q(`PIDR 1 Some.Host.EXAMPLE 3`), 'EXIS 1 1 Some.Host.EXAMPLE');
+    });
+    test('flags suppress replies', { skip }, async () => {
+      assert.equal(await q(`PIDR ${sleeper.pid} h 2`, 300), undefined, 'flags 2: no reply for a live pid');
+      assert.equal(await q(`PIDR ${dead} h 1`, 300), undefined, 'flags 1: no reply for a dead pid');
+      assert.equal(await q(`PIDR ${dead} h 2`), `EXIS ${dead} 0 h`);
+      assert.equal(await q(`PIDR ${sleeper.pid} h 1`), `EXIS ${sleeper.pid} 1 h`);
+    });
+    test('flag 8 adds the start token of /proc/<pid>/stat', { skip }, async () => {
+      const token = readStartToken(sleeper.pid);
+      assert.match(token ?? '', /^[0-9]+$/);
+      assert.equal(await q(`PIDR ${sleeper.pid} h 9`), `EXIS ${sleeper.pid} 1 h ${token}`);
+      assert.equal(await q(`PIDR ${dead} h 11`), `EXIS ${dead} 0 h`, 'never for a dead pid');
+    });
+    test('a request with the right start token is answered as exists, a wrong one as dead', { skip }, async () => {
+      const token = readStartToken(sleeper.pid)!;
+      assert.equal(await q(`PIDR ${sleeper.pid} h 3 ${token}`), `EXIS ${sleeper.pid} 1 h`);
+      assert.equal(await q(`PIDR ${sleeper.pid} h 3 ${BigInt(token) + 1n}`), `EXIS ${sleeper.pid} 0 h`);
+      assert.equal(await q(`PIDR ${sleeper.pid} h 3 notanumber`), `EXIS ${sleeper.pid} 1 h`, 'a non-decimal token is ignored');
+    });
+    test('hostile datagrams get no reply, and the next valid request is answered', { skip }, async () => {
+      const hostile = [
+        'PIDR 0 h 3', 'PIDR -1 h 3', 'PIDR +5 h 3', 'PIDR 0x10 h 3', 'PIDR 99999999999 h 3', '', 'PIDR', 'hello world',
+        `PIDR 1 ${'h'.repeat(300)} 3`, 'PIDR 1 h\u00e9 3', 'PIDR 1\u0000 h 3', 'PIDR 1 h\u0000 3', '\u0000'.repeat(64),
+        `PIDR 1 h 3 ${'1'.repeat(2000)}`, 'EXIS 1 1 h',
+      ];
+      for (const text of hostile) {
+        assert.deepEqual(await exchange(daemon.port, text, { address, waitMs: 20 }), [], JSON.stringify(text));
+      }
+      assert.deepEqual(await exchange(daemon.port, Buffer.alloc(9000, 0x41), { address, waitMs: 20 }), [], '9000 bytes');
+      assert.equal(await q('PIDR 1 after 3'), 'EXIS 1 1 after');
+    });
+    test('a reply is never more than 16 bytes longer than a request naming a host', { skip }, async () => {
+      for (const text of [`PIDR ${sleeper.pid} h 15`, `PIDR ${sleeper.pid} h`, `PIDR ${dead} h`, `PIDR 1 h 9`]) {
+        const reply = await q(text);
+        assert.ok(reply !== undefined && reply.length <= text.length + 16, `${text} -> ${reply}`);
+      }
+    });
+  });
+}
+
+describe('--allow', () => {
+  let inside: Daemon;
+  let outside: Daemon;
+  before(async () => {
+    inside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8,127.0.0.0/24']);
+    outside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8', '--allow', 'fd00::/8', '--debug']);
+  });
+  after(async () => {
+    await inside?.stop();
+    await outside?.stop();
+  });
+  test('a client inside a listed range is answered', async () => {
+    assert.equal(await ask(inside.port, 'PIDR 1 h 3'), 'EXIS 1 1 h');
+  });
+  test('a client outside every range gets nothing, and the drop is logged', async () => {
+    assert.equal(await ask(outside.port, 'PIDR 1 h 3', { waitMs: 300 }), undefined);
+    assert.match(outside.log(), /not allowed/);
+  });
+});
+
+describe('--allow on a dual-stack socket (library)', () => {
+  let server: Server;
+  before(async () => {
+    server = await startServer({ port: 0, allow: ['127.0.0.1/32'], hostname: 'me' });
+  });
+  after(() => server?.close());
+  test('an IPv4 client arriving as ::ffff:127.0.0.1 matches an IPv4 range', async () => {
+    assert.equal(await ask(server.address().port, 'PIDR 1 h 3'), 'EXIS 1 1 h');
+  });
+  test('::1 is outside 127.0.0.1/32', async (t) => {
+    if (!(await hasIPv6Loopback())) return t.skip('this host has no ::1');
+    assert.equal(await ask(server.address().port, 'PIDR 1 h 3', { address: '::1', waitMs: 300 }), undefined);
+    assert.equal(server.stats.denied, 1);
+  });
+});
+
+describe('counters and the rate limit (library)', () => {
+  test('answered and dropped datagrams are counted', async () => {
+    const server = await startServer({ port: 0, bind: '127.0.0.1', hostname: 'me' });
+    try {
+      const { port } = server.address();
+      await ask(port, 'PIDR 1 h 3');
+      await exchange(port, 'PIDR 0 h 3', { waitMs: 50 });
+      await exchange(port, `PIDR 1 h 2`, { waitMs: 50 });
+      assert.deepEqual(server.stats, { received: 3, answered: 1, suppressed: 1, malformed: 1, denied: 0, limited: 0, sendErrors: 0 });
+    } finally {
+      await server.close();
+      await server.close(); // close() is idempotent
+    }
+  });
+  test('--rate N answers at most N requests in a burst from one source, and counts the rest', async () => {
+    const server = await startServer({ port: 0, bind: '127.0.0.1', hostname: 'me', rate: 5 });
+    const socket = dgram.createSocket('udp4');
+    try {
+      let replies = 0;
+      socket.on('message', () => replies++);
+      await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+      for (let i = 0; i < 20; i++) socket.send('PIDR 1 h 3', server.address().port, '127.0.0.1');
+      await sleep(200);
+      assert.equal(server.stats.received, 20);
+      assert.ok(replies >= 5 && replies <= 6, `${replies} replies`);
+      assert.equal(server.stats.limited, 20 - server.stats.answered);
+    } finally {
+      socket.close();
+      await server.close();
+    }
+  });
+});
