@@ -37,6 +37,19 @@ function buildParser(argv: string[], usageExitCode: number) {
     .wrap(Math.min(100, process.stdout.columns || 80));
 }
 
+const VALUE_OPTIONS = new Set(['--host', '--port', '--timeout', '--tries']);
+
+/** The first word that is neither an option nor an option's value, before yargs reads argv. */
+function firstWord(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === '--') return argv[i + 1];
+    if (!word.startsWith('-') || word === '-') return word;
+    if (VALUE_OPTIONS.has(word)) i++;
+  }
+  return undefined;
+}
+
 /** The exit status for a list of results: grep's convention, 2 winning over 1. */
 export function exitCodeFor(results: readonly Result[]): number {
   if (results.some((r) => r.state === 'unknown' || r.state === 'no_reply')) return ExitCode.NO_ANSWER;
@@ -53,8 +66,7 @@ function toJson(r: Result): Record<string, unknown> {
 
 export async function main(argv: string[]): Promise<number> {
   // `ping` reports its own usage errors as a monitoring plugin does, with 3.
-  const isPing = argv.find((word) => !word.startsWith('-')) === 'ping';
-  const parser = buildParser(argv, isPing ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
+  const parser = buildParser(argv, firstWord(argv) === 'ping' ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
   const args = parser.parseSync();
   if (args.help) {
     process.stdout.write((await parser.getHelp()) + '\n');

@@ -71,5 +71,6 @@ function checkHost(host: string, word: string): string {
 
 function noPidAfter(host: string, next?: string): CommandError {
   const then = next === undefined ? '' : ` but the host '${next}'`;
-  return new CommandError(`host '${host}' has no PID after it${then}: name HOST PID or HOST:PID`);
+  const form = host.includes(':') ? 'HOST PID, or an IPv6 address in brackets, as [::1]:PID' : 'HOST PID or HOST:PID';
+  return new CommandError(`host '${host}' has no PID after it${then}: name ${form}`);
 }
