@@ -147,12 +147,20 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
     report?.({ error: message });
     throw new CommandError(message, ExitCode.FAILURE);
   }
+  // A supervised server is only a child: the supervisor owns the pidfile.
+  // Written once the port is ours, so a daemon refused for a busy port never
+  // touches the pidfile of the one that holds it.
+  if (!report) {
+    try {
+      writePidfile(config.pidfile, process.pid);
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+  }
   const where = describeAddress(server.address());
   log(`listening on ${where}`);
   report?.({ ready: where });
-  // A supervised server is only a child: the supervisor owns the pidfile,
-  // and a server whose supervisor is gone has no one to restart it.
-  if (!report) writePidfile(config.pidfile, process.pid);
   const why = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
