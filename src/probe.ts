@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { constants } from 'node:os';
 
 /**
  * The only code that asks this host's kernel about a process.
@@ -10,18 +11,35 @@ import { existsSync, readFileSync } from 'node:fs';
  */
 
 const PROC_MOUNTED = existsSync('/proc/self/stat');
+const ESRCH = -constants.errno.ESRCH;
+const EPERM = -constants.errno.EPERM;
+
+/**
+ * kill(2) returning the negative errno instead of throwing. process.kill()
+ * builds an exception with a stack for every dead pid, which costs ten times
+ * the system call; process._kill is the binding it wraps (Node's
+ * lib/internal/process/per_thread.js), used where it exists.
+ */
+const rawKill: (pid: number, signal: number) => number =
+  typeof (process as unknown as { _kill?: unknown })._kill === 'function'
+    ? (process as unknown as { _kill: (pid: number, signal: number) => number })._kill.bind(process)
+    : (pid, signal) => {
+        try {
+          process.kill(pid, signal);
+          return 0;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          return code === 'ESRCH' ? ESRCH : code === 'EPERM' ? EPERM : -Infinity;
+        }
+      };
 
 /** What kill(pid, 0) tells: true exists, false does not, undefined cannot tell. */
 export function pidExists(pid: number): boolean | undefined {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ESRCH') return false;
-    if (code === 'EPERM' && PROC_MOUNTED) return existsSync(`/proc/${pid}`);
-    return undefined;
-  }
+  const err = rawKill(pid, 0);
+  if (err === 0) return true;
+  if (err === ESRCH) return false;
+  if (err === EPERM && PROC_MOUNTED) return existsSync(`/proc/${pid}`);
+  return undefined;
 }
 
 /**

@@ -179,19 +179,32 @@ function bindSocket(socket: dgram.Socket, options: dgram.BindOptions): Promise<v
   });
 }
 
+/**
+ * Replies go to the literal address a request came from: a look-up that only
+ * hands it back spares dgram's dns.lookup() round on every send.
+ */
+function literalLookup(address: string, options: unknown, callback?: (err: null, address: string, family: number) => void): void {
+  const done = typeof options === 'function' ? (options as typeof callback)! : callback!;
+  done(null, address, isIPv6(address) ? 6 : 4);
+}
+
+function createSocket(type: 'udp4' | 'udp6', ipv6Only = false): dgram.Socket {
+  return dgram.createSocket({ type, ipv6Only, lookup: literalLookup as unknown as dgram.SocketOptions['lookup'] });
+}
+
 async function openSocket(opts: ServerOptions, port: number): Promise<dgram.Socket> {
   if (opts.fd !== undefined) {
-    const socket = dgram.createSocket({ type: inheritedSocketType(opts.fd) });
+    const socket = createSocket(inheritedSocketType(opts.fd));
     await bindSocket(socket, { fd: opts.fd });
     return socket;
   }
   if (opts.bind !== undefined) {
     const type = isIPv6(opts.bind) ? 'udp6' : 'udp4';
-    const socket = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
+    const socket = createSocket(type, type === 'udp6');
     await bindSocket(socket, { address: opts.bind, port });
     return socket;
   }
-  const dual = dgram.createSocket({ type: 'udp6', ipv6Only: false });
+  const dual = createSocket('udp6');
   try {
     await bindSocket(dual, { address: '::', port });
     return dual;
@@ -201,7 +214,7 @@ async function openSocket(opts: ServerOptions, port: number): Promise<dgram.Sock
     // a busy port, is the answer for IPv4 too.
     if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EPROTONOSUPPORT') throw err;
   }
-  const v4 = dgram.createSocket({ type: 'udp4' });
+  const v4 = createSocket('udp4');
   await bindSocket(v4, { address: '0.0.0.0', port });
   return v4;
 }
