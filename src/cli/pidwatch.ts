@@ -44,8 +44,30 @@ function checkPid(text: string | undefined, option: string): number {
   return pid;
 }
 
+const VALUE_OPTIONS = new Set(['--pid', '--host', '--port', '--signal', '--killer', '--interval', '--cd', '--foreground']);
+
+/**
+ * `--signal -HUP` as one option: yargs would read `-HUP` as options -H -U -P.
+ * Only pidwatch's own options are looked at, up to the command's first word.
+ */
+function joinSignalValue(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === '--' || !word.startsWith('-')) return out.concat(argv.slice(i));
+    if (!VALUE_OPTIONS.has(word) || i + 1 >= argv.length) {
+      out.push(word);
+    } else if (word === '--signal') {
+      out.push(`--signal=${argv[++i]}`);
+    } else {
+      out.push(word, argv[++i]!);
+    }
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const parser = buildParser(argv);
+  const parser = buildParser(joinSignalValue(argv));
   const args = parser.parseSync();
   if (args.help) {
     process.stdout.write((await parser.getHelp()) + '\n');

@@ -1,0 +1,652 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { BIN, IS_ROOT, ROOT, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
+
+/**
+ * pidwatch (CONTRACT section 4), with real processes: exit status pass-through,
+ * death of the watched pid (locally, through a daemon on loopback, between two
+ * network namespaces, and across pid reuse in a PID namespace of our own),
+ * signals, --killer, --foreground, --cd and usage errors. Every process a test
+ * starts is stopped by that test, by its pid or by the process group it learnt.
+ */
+
+const PIDWATCH = `${ROOT}bin/pidwatch.js`;
+
+/** runBin's environment rules: no colour settings or PIDSTAT_PORT leak in. */
+function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...extra };
+  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
+  return env;
+}
+
+/** Runs pidwatch to its end (only for jobs that leave no process holding its stdout). */
+function runPidwatch(args: readonly string[], options: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return run(process.execPath, [PIDWATCH, ...args], { env: cleanEnv(options.env), timeoutMs: options.timeoutMs ?? 15_000, ...(options.cwd !== undefined && { cwd: options.cwd }) });
+}
+
+function describeRun(result: { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }): string {
+  return `exit ${result.code}${result.signal ? ` (${result.signal})` : ''}; stdout: ${JSON.stringify(result.stdout)}; stderr: ${JSON.stringify(result.stderr)}`;
+}
+
+/** Fields 3 onwards of /proc/PID/stat (state, ppid, pgrp, ...), or undefined once gone. */
+function statFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+function pgrpOf(pid: number): number | undefined {
+  const field = statFields(pid)?.[2];
+  return field === undefined ? undefined : Number(field);
+}
+
+/** Every live (not zombie) process of process group `pgid`, from field 5 of /proc/PID/stat. */
+function groupMembers(pgid: number): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => pgrpOf(pid) === pgid && isRunning(pid));
+}
+
+function startToken(pid: number): string | undefined {
+  return statFields(pid)?.[19];
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  if (pid === 0 || pid === -0) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Gone already.
+  }
+}
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** performance.now() when the process exited. */
+  at: number;
+}
+
+/** A pidwatch (or a shell around one) started in the background, with its job. */
+interface Watch {
+  child: ChildProcess;
+  pid: number;
+  startedAt: number;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once the process exited and its output is read (or 500 ms later, if a survivor holds the pipes). */
+  exited: Promise<Exit>;
+  running(): boolean;
+  /** The job's pid: the descendant that leads its own process group (the sh of `sh -c COMMAND`). */
+  job(timeoutMs?: number): Promise<number>;
+  /** Resolves with the job's group members once there are at least `count` of them. */
+  groupOf(count: number, timeoutMs?: number): Promise<number[]>;
+  /** SIGKILL to the job's process group(s) learnt so far and to the process itself; waits for its exit. */
+  stop(): Promise<void>;
+}
+
+function startWatch(t: TestContext, command: string, args: readonly string[], options: { cwd?: string } = {}): Watch {
+  const startedAt = performance.now();
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), ...(options.cwd !== undefined && { cwd: options.cwd }) });
+  const out = { stdout: '', stderr: '' };
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
+  const pgids = new Set<number>();
+  let exitInfo: Exit | undefined;
+  const exited = new Promise<Exit>((resolve) => {
+    let closed = false;
+    child.on('close', () => {
+      closed = true;
+      if (exitInfo) resolve(exitInfo);
+    });
+    child.on('exit', (code, signal) => {
+      exitInfo = { code, signal, at: performance.now() };
+      if (closed) resolve(exitInfo);
+      else setTimeout(() => resolve(exitInfo!), 500);
+    });
+    child.on('error', () => {
+      exitInfo ??= { code: null, signal: null, at: performance.now() };
+      resolve(exitInfo);
+    });
+  });
+  const pid = child.pid ?? -1;
+  const findJob = (): number | undefined => {
+    const found = descendantsOf(pid).find((p) => p !== pid && pgrpOf(p) === p);
+    if (found !== undefined) pgids.add(found);
+    return found;
+  };
+  const watch: Watch = {
+    child,
+    pid,
+    startedAt,
+    stdout: () => out.stdout,
+    stderr: () => out.stderr,
+    exited,
+    running: () => exitInfo === undefined,
+    async job(timeoutMs = 5000) {
+      let found: number | undefined;
+      const ok = await waitFor(() => (found = findJob()) !== undefined || exitInfo !== undefined, timeoutMs);
+      assert.ok(ok && found !== undefined, `pidwatch (pid ${pid}) started no job within ${timeoutMs} ms; ${describeRun({ code: exitInfo?.code ?? null, signal: exitInfo?.signal ?? null, ...out })}`);
+      return found;
+    },
+    async groupOf(count, timeoutMs = 5000) {
+      const leader = await watch.job(timeoutMs);
+      let members: number[] = [];
+      const ok = await waitFor(() => (members = groupMembers(leader)).length >= count, timeoutMs);
+      assert.ok(ok, `the job's process group ${leader} has ${members.length} live members, not ${count}; stdout: ${JSON.stringify(out.stdout)} stderr: ${JSON.stringify(out.stderr)}`);
+      return members;
+    },
+    async stop() {
+      if (exitInfo === undefined) findJob();
+      for (const pgid of pgids) killQuietly(-pgid);
+      if (exitInfo === undefined && pid > 0) killQuietly(pid);
+      if (pid > 0) await exited;
+    },
+  };
+  t.after(() => watch.stop());
+  return watch;
+}
+
+/** pidwatch ARGS... started in the background. */
+function startPidwatch(t: TestContext, args: readonly string[], options: { cwd?: string } = {}): Watch {
+  return startWatch(t, process.execPath, [PIDWATCH, ...args], options);
+}
+
+/** A sleeper stopped after the test. */
+function sleeperFor(t: TestContext): ReturnType<typeof startSleeper> {
+  const sleeper = startSleeper();
+  t.after(() => sleeper.stop());
+  return sleeper;
+}
+
+/** Resolves with the exit, or rejects after `timeoutMs`. */
+async function exitWithin(watch: Watch, timeoutMs: number, what: string): Promise<Exit> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: pidwatch (pid ${watch.pid}) still runs after ${timeoutMs} ms; stdout: ${JSON.stringify(watch.stdout())} stderr: ${JSON.stringify(watch.stderr())}`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([watch.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A job that traps `sig` (INT, TERM, ...), says so and exits `code`, and otherwise loops. */
+function trapJob(sig: string, code: number): string {
+  return `trap "echo got ${sig}; exit ${code}" ${sig}; while :; do sleep 0.1; done`;
+}
+
+let dir = '';
+
+before(() => {
+  dir = realpathSync(mkdtempSync(join(tmpdir(), 'pidwatch-test-')));
+});
+
+after(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('pidwatch: the command\'s ending is pidwatch\'s', () => {
+  test('exit code 0 passes through', async (t) => {
+    const sleeper = sleeperFor(t);
+    const result = await runPidwatch(['--pid', String(sleeper.pid), 'echo hi'], { cwd: dir });
+    assert.equal(result.code, 0, describeRun(result));
+    assert.equal(result.stdout, 'hi\n');
+  });
+
+  test('exit code 7 passes through', async (t) => {
+    const sleeper = sleeperFor(t);
+    const result = await runPidwatch(['--pid', String(sleeper.pid), 'echo hi; exit 7'], { cwd: dir });
+    assert.equal(result.code, 7, describeRun(result));
+    assert.equal(result.signal, null);
+    assert.equal(result.stdout, 'hi\n');
+  });
+
+  test('a command killed by SIGTERM makes pidwatch die by SIGTERM', async (t) => {
+    const sleeper = sleeperFor(t);
+    const result = await runPidwatch(['--pid', String(sleeper.pid), 'kill -TERM $$'], { cwd: dir });
+    assert.equal(result.signal, 'SIGTERM', describeRun(result));
+    assert.equal(result.code, null);
+  });
+
+  test('a command that does not exist: exit 127, the shell\'s "not found" on stderr', async (t) => {
+    const sleeper = sleeperFor(t);
+    const result = await runPidwatch(['--pid', String(sleeper.pid), 'pidwatch_no_such_command_x9'], {
+      cwd: dir,
+      // Only searchable directories: a PATH entry the user cannot read turns "not found" into "Permission denied".
+      env: { PATH: '/usr/local/bin:/usr/bin:/bin' },
+    });
+    assert.equal(result.code, 127, describeRun(result));
+    assert.match(result.stderr, /pidwatch_no_such_command_x9: .*not found/);
+  });
+
+  test('the words of the command are joined with spaces and run by /bin/sh -c', async (t) => {
+    const sleeper = sleeperFor(t);
+    const result = await runPidwatch(['--pid', String(sleeper.pid), 'echo', 'a', 'b;', 'echo', 'c', '&&', 'exit', '5'], { cwd: dir });
+    assert.equal(result.code, 5, describeRun(result));
+    assert.equal(result.stdout, 'a b\nc\n');
+  });
+});
+
+describe('pidwatch: the watched pid dies', () => {
+  test('through a daemon on loopback (--interval 200): the job and its child end within 2 s, pidwatch dies by SIGHUP', async (t) => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1']);
+    t.after(() => daemon.stop());
+    const sleeper = sleeperFor(t);
+    const watch = startPidwatch(t, ['--host', '127.0.0.1', '--no-local', '--port', String(daemon.port), '--interval', '200', '--pid', String(sleeper.pid), 'sleep 60 & sleep 60'], { cwd: dir });
+    const leader = await watch.job();
+    // The sh and both sleeps (or the two sleeps, were the last one exec'd).
+    const members = await watch.groupOf(3);
+    assert.ok(members.includes(leader));
+    assert.ok(members.every((p) => readFileSync(`/proc/${p}/comm`, 'latin1').trim() !== 'node'));
+    await sleep(500);
+    assert.ok(watch.running(), `pidwatch ended before the watched pid died; stdout: ${JSON.stringify(watch.stdout())} stderr: ${JSON.stringify(watch.stderr())}`);
+    assert.ok(members.every(isRunning), 'the job ended before the watched pid died');
+
+    const killedAt = performance.now();
+    await sleeper.stop();
+    const gone = await waitFor(() => members.every((p) => !isRunning(p)), 2000);
+    const ms = performance.now() - killedAt;
+    assert.ok(gone, `the job still runs 2 s after the watched pid died: ${members.filter(isRunning).join(' ')} alive`);
+    t.diagnostic(`job gone ${Math.round(ms)} ms after the watched pid died`);
+    const exit = await exitWithin(watch, 2000, 'after the job ended');
+    assert.equal(exit.signal, 'SIGHUP', describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
+  });
+
+  test('an already dead --pid kills the command at once: it prints nothing, pidwatch ends well under 1 s', async () => {
+    const pid = await deadPid();
+    const result = await runPidwatch(['--pid', String(pid), 'sleep 1; echo never_executed'], { cwd: dir });
+    assert.doesNotMatch(result.stdout, /never_executed/);
+    assert.equal(result.signal, 'SIGHUP', describeRun(result));
+    assert.ok(result.ms < 1000, `pidwatch took ${Math.round(result.ms)} ms`);
+  });
+
+  test('an already dead --pid through a daemon (--no-local) kills the command at once', async (t) => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1']);
+    t.after(() => daemon.stop());
+    const pid = await deadPid();
+    const result = await runPidwatch(['--host', '127.0.0.1', '--no-local', '--port', String(daemon.port), '--pid', String(pid), 'sleep 1; echo never_executed'], { cwd: dir });
+    assert.doesNotMatch(result.stdout, /never_executed/);
+    assert.equal(result.signal, 'SIGHUP', describeRun(result));
+    assert.ok(result.ms < 1000, `pidwatch took ${Math.round(result.ms)} ms`);
+  });
+
+  for (const spelling of ['TERM', '15', '-SIGTERM']) {
+    test(`--signal ${spelling} delivers SIGTERM to the job`, async (t) => {
+      const sleeper = sleeperFor(t);
+      const job = `trap "echo got HUP; exit 1" HUP; trap "echo got TERM; exit 0" TERM; while :; do sleep 0.1; done`;
+      const watch = startPidwatch(t, ['--interval', '200', '--signal', spelling, '--pid', String(sleeper.pid), job], { cwd: dir });
+      await watch.groupOf(2);
+      assert.ok(watch.running(), 'pidwatch ended before the watched pid died');
+      await sleeper.stop();
+      const exit = await exitWithin(watch, 3000, 'after the watched pid died');
+      const text = describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() });
+      assert.equal(exit.code, 0, text);
+      assert.equal(watch.stdout(), 'got TERM\n', text);
+    });
+  }
+
+  for (const extra of [[], ['--signal', 'HUP'], ['--signal', 'SIGHUP'], ['--signal', '-HUP'], ['--signal=-HUP'], ['--signal', '1']]) {
+    test(`${extra.join(' ') || 'no --signal'}: a dead pid's job gets SIGHUP`, async () => {
+      const pid = await deadPid();
+      const result = await runPidwatch([...extra, '--pid', String(pid), 'sleep 5'], { cwd: dir });
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+    });
+  }
+
+  for (const [extra, name, signal] of [[[], 'HUP', 'SIGHUP'], [['--signal', 'TERM'], 'TERM', 'SIGTERM']] as const) {
+    test(`--killer PROG${extra.length ? ` ${extra.join(' ')}` : ''} runs PROG -${name} <the command's pid>`, async (t) => {
+      const sleeper = sleeperFor(t);
+      const log = join(dir, `killer-${name}.log`);
+      const killer = join(dir, `killer-${name}.sh`);
+      writeFileSync(killer, `#!/bin/sh\necho "$@" >> ${shellQuote(log)}\nkill "$@"\n`);
+      chmodSync(killer, 0o755);
+      const watch = startPidwatch(t, ['--interval', '200', ...extra, '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: dir });
+      const leader = await watch.job();
+      await watch.groupOf(2);
+      assert.equal(statFields(leader)?.[1], String(watch.pid), 'the job is not pidwatch\'s child');
+      await sleeper.stop();
+      const exit = await exitWithin(watch, 3000, 'after the watched pid died');
+      assert.equal(readFileSync(log, 'latin1'), `-${name} ${leader}\n`);
+      assert.equal(exit.signal, signal, describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
+    });
+  }
+
+  test('silence never kills: no daemon on the port, a dead pid, the job runs to its end', async () => {
+    const port = await freePort();
+    const pid = await deadPid();
+    const result = await runPidwatch(['--host', '127.0.0.1', '--no-local', '--port', String(port), '--interval', '200', '--pid', String(pid), 'sleep 3; echo finished'], { cwd: dir });
+    assert.equal(result.code, 0, describeRun(result));
+    assert.equal(result.stdout, 'finished\n');
+    assert.ok(result.ms >= 2900, `the job ended after ${Math.round(result.ms)} ms`);
+  });
+
+  test('the README barrier: `pidwatch ... sleep 9999999; echo PID finished` ends once PID dies', async (t) => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1']);
+    t.after(() => daemon.stop());
+    const sleeper = sleeperFor(t);
+    const line = `${shellQuote(process.execPath)} ${shellQuote(PIDWATCH)} --host 127.0.0.1 --no-local --port ${daemon.port} --pid ${sleeper.pid} sleep 9999999; echo ${sleeper.pid} finished`;
+    const shell = startWatch(t, '/bin/sh', ['-c', line], { cwd: dir });
+    const leader = await shell.job();
+    await sleep(700);
+    assert.ok(shell.running() && isRunning(leader), 'the barrier ended before the pid died');
+    await sleeper.stop();
+    const exit = await exitWithin(shell, 5000, 'after the watched pid died');
+    assert.equal(exit.code, 0, describeRun({ ...exit, stdout: shell.stdout(), stderr: shell.stderr() }));
+    assert.equal(shell.stdout(), `${sleeper.pid} finished\n`);
+    assert.ok(!isRunning(leader), 'sleep 9999999 still runs');
+  });
+});
+
+describe('pidwatch: signals sent to pidwatch reach the command', () => {
+  for (const sig of ['INT', 'TERM', 'HUP', 'QUIT'] as const) {
+    test(`SIG${sig} to pidwatch reaches the command: it traps it and exits 3`, async (t) => {
+      const sleeper = sleeperFor(t);
+      const watch = startPidwatch(t, ['--pid', String(sleeper.pid), trapJob(sig, 3)], { cwd: dir });
+      // The trap is set once the loop runs its first sleep.
+      await watch.groupOf(2);
+      process.kill(watch.pid, `SIG${sig}`);
+      const exit = await exitWithin(watch, 3000, `after SIG${sig}`);
+      const text = describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() });
+      assert.equal(exit.code, 3, text);
+      assert.equal(watch.stdout(), `got ${sig}\n`, text);
+      assert.ok(isRunning(sleeper.pid), 'the watched sleeper was touched');
+    });
+  }
+});
+
+describe('pidwatch --foreground FGPID', () => {
+  test('exits 0 shortly after FGPID exits (the watched pid still lives)', async (t) => {
+    const sleeper = sleeperFor(t);
+    const fg = spawn('sleep', ['1'], { stdio: 'ignore' });
+    t.after(() => void killQuietly(fg.pid!));
+    const fgExit = new Promise<number>((resolve) => fg.on('exit', () => resolve(performance.now())));
+    const watch = startPidwatch(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    const exit = await exitWithin(watch, 5000, 'FGPID is a sleep 1');
+    const fgAt = await fgExit;
+    assert.equal(exit.code, 0, describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
+    assert.ok(exit.at >= fgAt - 50, `pidwatch exited ${Math.round(fgAt - exit.at)} ms before FGPID`);
+    assert.ok(exit.at - fgAt < 1000, `pidwatch exited ${Math.round(exit.at - fgAt)} ms after FGPID`);
+    assert.ok(isRunning(sleeper.pid));
+  });
+
+  test('signals FGPID (SIGHUP) when the watched pid dies, then exits 0', async (t) => {
+    const sleeper = sleeperFor(t);
+    const fg = spawn('sleep', ['600'], { stdio: 'ignore' });
+    t.after(() => void killQuietly(fg.pid!));
+    const fgExit = new Promise<{ signal: NodeJS.Signals | null; at: number }>((resolve) => fg.on('exit', (_, signal) => resolve({ signal, at: performance.now() })));
+    const watch = startPidwatch(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    await sleep(700);
+    assert.ok(watch.running(), `pidwatch ended while FGPID and the pid live: ${watch.stderr()}`);
+    assert.ok(isRunning(fg.pid!), 'FGPID died before the watched pid');
+    const killedAt = performance.now();
+    await sleeper.stop();
+    const exit = await exitWithin(watch, 3000, 'after the watched pid died');
+    const fgEnd = await fgExit;
+    assert.equal(fgEnd.signal, 'SIGHUP');
+    assert.ok(fgEnd.at - killedAt < 2000, `FGPID signalled ${Math.round(fgEnd.at - killedAt)} ms after the pid died`);
+    assert.equal(exit.code, 0, describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
+  });
+
+  test('a command given with --foreground is a usage error: exit 64', async (t) => {
+    const sleeper = sleeperFor(t);
+    const result = await runPidwatch(['--pid', String(sleeper.pid), '--foreground', String(sleeper.pid), 'echo ran'], { cwd: dir });
+    assert.equal(result.code, 64, describeRun(result));
+    assert.equal(result.stdout, '');
+    assert.match(result.stderr, /--help/);
+  });
+});
+
+describe('pidwatch --cd DIR', () => {
+  test('runs the command in DIR', async (t) => {
+    const sleeper = sleeperFor(t);
+    const there = mkdtempSync(join(dir, 'cd-'));
+    const result = await runPidwatch(['--cd', there, '--pid', String(sleeper.pid), 'pwd'], { cwd: dir });
+    assert.equal(result.code, 0, describeRun(result));
+    assert.equal(result.stdout, `${realpathSync(there)}\n`);
+  });
+
+  test('a missing DIR: a warning on stderr, the command runs in pidwatch\'s directory', async (t) => {
+    const sleeper = sleeperFor(t);
+    const missing = join(dir, 'no-such-dir');
+    const result = await runPidwatch(['--cd', missing, '--pid', String(sleeper.pid), 'pwd'], { cwd: dir });
+    assert.equal(result.code, 0, describeRun(result));
+    assert.equal(result.stdout, `${dir}\n`);
+    assert.ok(result.stderr.includes(missing), `stderr names not ${missing}: ${result.stderr}`);
+  });
+});
+
+describe('pidwatch: usage', () => {
+  const live = String(process.pid);
+  const cases: [string, string[]][] = [
+    ['no --pid', ['echo ran']],
+    ['--pid 0', ['--pid', '0', 'echo ran']],
+    ['--pid abc', ['--pid', 'abc', 'echo ran']],
+    ['no command', ['--pid', live]],
+    ['--signal FOO', ['--pid', live, '--signal', 'FOO', 'echo ran']],
+    ['an unknown option before the command', ['--pid', live, '--bogus', 'echo', 'ran']],
+  ];
+  for (const [what, args] of cases) {
+    test(`${what}: exit 64, one line on stderr pointing to --help, nothing run`, async () => {
+      const result = await runPidwatch(args, { cwd: dir });
+      assert.equal(result.code, 64, describeRun(result));
+      assert.equal(result.stdout, '');
+      assert.equal(result.stderr.trimEnd().split('\n').length, 1, `stderr: ${result.stderr}`);
+      assert.match(result.stderr, /--help/);
+    });
+  }
+
+  test('options after the command belong to the command: `pidwatch --pid P echo --bogus` prints --bogus', async () => {
+    const result = await runPidwatch(['--pid', live, 'echo', '--bogus'], { cwd: dir });
+    assert.equal(result.code, 0, describeRun(result));
+    assert.equal(result.stdout, '--bogus\n');
+  });
+});
+
+/** Why a PID namespace of our own (unshare --pid --fork --mount-proc) cannot be made here, or undefined. */
+function pidnsUnavailable(): string | undefined {
+  if (!IS_ROOT) return `not root (uid ${process.getuid?.()}): PID namespaces and ns_last_pid need root`;
+  const result = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', 'test -w /proc/sys/kernel/ns_last_pid'], { encoding: 'utf8', timeout: 10_000 });
+  if (result.error) return `unshare: ${result.error.message}`;
+  if (result.status !== 0) return `cannot make a PID namespace with a writable ns_last_pid: ${result.stderr.trim() || `exit ${result.status}`}`;
+  return undefined;
+}
+
+/**
+ * pid 1 of a fresh PID namespace: starts (for "daemon") a daemon on loopback,
+ * the watched sleeper W and pidwatch watching W; on "go" on stdin kills and
+ * reaps W, makes the kernel hand W's pid to a new sleep through ns_last_pid,
+ * and reports how pidwatch ended.
+ */
+const REUSE_SCRIPT = `
+node=$1 pw=$2 pd=$3 mode=$4
+if [ "$mode" = daemon ]; then
+  log=$(mktemp)
+  "$node" "$pd" --foreground --bind 127.0.0.1 --port 0 2>"$log" &
+  i=0 port=
+  while [ -z "$port" ] && [ $i -lt 200 ]; do
+    port=$(sed -n 's/.*listening on .*:\\([0-9][0-9]*\\)$/\\1/p' "$log" | head -n 1)
+    [ -n "$port" ] || sleep 0.05
+    i=$((i + 1))
+  done
+  rm -f "$log"
+  echo "port $port"
+  set -- --host 127.0.0.1 --no-local --port "$port"
+else
+  set --
+fi
+sleep 600 &
+w=$!
+echo "watched $w"
+"$node" "$pw" "$@" --interval 500 --pid "$w" 'sleep 600' &
+p=$!
+echo "pidwatch $p"
+read go
+kill -KILL "$w"
+wait "$w" 2>/dev/null
+echo $((w - 1)) > /proc/sys/kernel/ns_last_pid
+sleep 600 &
+echo "reused $!"
+wait "$p"
+echo "pidwatch-exit $?"
+`;
+
+describe('pidwatch: pid reuse in a PID namespace of our own', () => {
+  const unavailable = pidnsUnavailable();
+  if (unavailable) process.stdout.write(`pidwatch: pid reuse tests skipped: ${unavailable}\n`);
+
+  for (const mode of ['local', 'daemon'] as const) {
+    const title = mode === 'local'
+      ? 'local probe (--host localhost): W dies and its pid goes to a new process between two polls; the job still ends'
+      : 'through a daemon in the namespace (--no-local): W dies and its pid is reused; the job still ends';
+    test(title, { skip: unavailable ?? false }, async (t) => {
+      const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', REUSE_SCRIPT, 'sh', process.execPath, PIDWATCH, BIN.pidstatd, mode], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: cleanEnv(),
+        cwd: dir,
+      });
+      let out = '';
+      let err = '';
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+      child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+      const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+      const initPid = (): number | undefined => descendantsOf(child.pid!).find((p) => p !== child.pid && innerPid(p) === 1);
+      t.after(async () => {
+        // SIGKILL to the namespace's pid 1 ends every process in it, pidwatch's job included.
+        const init = initPid();
+        if (init !== undefined) killQuietly(init);
+        const timer = setTimeout(() => killQuietly(child.pid!), 3000);
+        child.stdin!.destroy();
+        await exited;
+        clearTimeout(timer);
+      });
+      const line = async (pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> => {
+        let match: RegExpExecArray | null = null;
+        await waitFor(() => (match = pattern.exec(out)) !== null, timeoutMs);
+        assert.ok(match, `no ${pattern} within ${timeoutMs} ms; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
+        return match;
+      };
+      if (mode === 'daemon') {
+        const [, port] = await line(/^port (\d*)$/m, 15_000);
+        assert.ok(port, `the daemon in the namespace did not start: ${err}`);
+      }
+      const watched = Number((await line(/^watched (\d+)$/m, 10_000))[1]);
+      const pidwatchInner = Number((await line(/^pidwatch (\d+)$/m, 10_000))[1]);
+      // Map inner pids to ours, and wait for pidwatch's job (the sh leading its group).
+      const outer = (inner: number): number | undefined => {
+        const init = initPid();
+        return init === undefined ? undefined : descendantsOf(init).find((p) => innerPid(p) === inner);
+      };
+      let pidwatchHere: number | undefined;
+      let watchedHere: number | undefined;
+      let jobHere: number | undefined;
+      assert.ok(
+        await waitFor(() => {
+          pidwatchHere = outer(pidwatchInner);
+          watchedHere = outer(watched);
+          jobHere = pidwatchHere === undefined ? undefined : descendantsOf(pidwatchHere).find((p) => p !== pidwatchHere && pgrpOf(p) === p);
+          return jobHere !== undefined && watchedHere !== undefined;
+        }, 10_000),
+        `pidwatch's job never started in the namespace; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`,
+      );
+      const tokenBefore = startToken(watchedHere!);
+      // Two polls at 500 ms: pidwatch has learnt W's start token.
+      await sleep(1200);
+      assert.ok(isRunning(jobHere!), `the job ended while W lived; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
+      assert.doesNotMatch(out, /pidwatch-exit/);
+
+      child.stdin!.write('go\n');
+      const reusedAt = performance.now();
+      const reused = Number((await line(/^reused (\d+)$/m, 5000))[1]);
+      assert.equal(reused, watched, `the new process got pid ${reused}, not W's ${watched}: the reuse could not be made; stderr: ${err}`);
+      const reusedHere = outer(reused);
+      assert.ok(reusedHere !== undefined && isRunning(reusedHere), 'the process that took W\'s pid is not running');
+      assert.notEqual(startToken(reusedHere), tokenBefore, 'the new process has W\'s start token');
+      t.diagnostic(`W = ${watched} in the namespace (${watchedHere} here), now a new sleep (${reusedHere} here)`);
+
+      const [, status] = await line(/^pidwatch-exit (\d+)$/m, 4000);
+      t.diagnostic(`pidwatch ended ${Math.round(performance.now() - reusedAt)} ms after the reuse`);
+      // 129 = 128 + SIGHUP: pidwatch died by the signal that ended its job.
+      assert.equal(status, '129', `stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
+      assert.ok(!isRunning(jobHere!), 'the job still runs');
+    });
+  }
+});
+
+/**
+ * pid 1 of B's PID namespace (as in twohosts.test.ts): a sleeper at a pid
+ * that is free in A's view, and the daemon; it reaps the sleeper once killed.
+ */
+const TWOHOSTS_SCRIPT = `
+echo "$1" > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo "ns_last_pid not writable" >&2
+sleep 600 &
+echo "sleeper $!"
+"$2" "$3" --foreground --port 0 &
+d=$!
+echo "daemon $d"
+wait "$d"
+echo "daemon-exit $?"
+`;
+
+/** A pid that no process or thread uses in this PID namespace, clear of the usual ones. */
+function pidFreeHere(): number {
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'latin1'));
+  for (;;) {
+    const pid = Math.floor(pidMax * (0.5 + Math.random() * 0.4));
+    if (!pidInUse(pid) && !pidInUse(pid - 1)) return pid;
+  }
+}
+
+describe('pidwatch between two hosts: network namespaces A and B, the daemon in B in its own PID namespace', () => {
+  const unavailable = IS_ROOT ? netnsUnavailable({ pidns: true }) : `not root (uid ${process.getuid?.()}): network namespaces need root`;
+  if (unavailable) process.stdout.write(`pidwatch: two-hosts test skipped: ${unavailable}\n`);
+
+  test('pidwatch in A ends its job (by SIGHUP) within 2 s of the process in B dying', { skip: unavailable ?? false }, async (t) => {
+    let pair: HostPair | undefined;
+    let tree: NsTree | undefined;
+    t.after(async () => {
+      await tree?.stop();
+      await pair?.destroy();
+    });
+    pair = await createHostPair();
+    const wanted = pidFreeHere();
+    tree = spawnInPidNamespace(pair.b, 'sh', ['-c', TWOHOSTS_SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
+    const inB = Number((await tree.waitFor(/^sleeper (\d+)$/m, { stream: 'stdout' }))[1]);
+    const port = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr' }))[1]);
+    const b = tree;
+    assert.ok(await waitFor(() => b.outerPid(inB) !== undefined, 5000), 'the sleeper in B is not found from here');
+    const sleeperHere = b.outerPid(inB)!;
+    t.after(() => void (b.processes().some((p) => p.pid === sleeperHere) && killQuietly(sleeperHere)));
+    if (inB === wanted) assert.ok(!pidInUse(inB), `pid ${inB} is in use in A too`);
+    else t.diagnostic(`B gave the sleeper pid ${inB}, not ${wanted}: ns_last_pid was not honoured`);
+
+    const watch = startWatch(t, 'ip', ['netns', 'exec', pair.a.name, process.execPath, PIDWATCH, '--host', pair.b.ipv4, '--port', String(port), '--interval', '200', '--pid', String(inB), 'sleep 60'], { cwd: dir });
+    const leader = await watch.job(10_000);
+    await sleep(800);
+    assert.ok(watch.running() && isRunning(leader), `the job ended while the process in B lived: ${watch.stderr()}`);
+
+    const killedAt = performance.now();
+    killQuietly(sleeperHere);
+    const exit = await exitWithin(watch, 2000, 'after the process in B died');
+    t.diagnostic(`pidwatch ended ${Math.round(exit.at - killedAt)} ms after the process in B was killed`);
+    assert.equal(exit.signal, 'SIGHUP', describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
+    assert.ok(await waitFor(() => !isRunning(leader), 1000), 'the job still runs');
+  });
+});
