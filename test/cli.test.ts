@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   BIN,
   ROOT,
+  binEnv,
   deadPid,
   freePort,
   hasIPv6Loopback,
@@ -68,8 +69,7 @@ function shellQuote(word: string): string {
  * `script`); resolves undefined where no such terminal can be made.
  */
 async function runPidstatOnTerminal(args: readonly string[], extraEnv: NodeJS.ProcessEnv): Promise<RunResult | undefined> {
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...extraEnv };
-  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
+  const env = binEnv(extraEnv);
   try {
     const probe = await run('script', ['-qec', 'true', '/dev/null'], { env, timeoutMs: 5000 });
     if (probe.code !== 0) return undefined;

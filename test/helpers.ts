@@ -12,6 +12,7 @@ export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const BIN = {
   pidstat: `${ROOT}bin/pidstat.js`,
   pidstatd: `${ROOT}bin/pidstatd.js`,
+  pidwatch: `${ROOT}bin/pidwatch.js`,
 };
 export const IS_ROOT = process.getuid?.() === 0;
 
@@ -46,15 +47,20 @@ export function run(
   });
 }
 
-/** Runs one of the built bins with node; NO_COLOR and FORCE_COLOR are cleared unless given. */
+/** The environment the bins run in: NO_COLOR, FORCE_COLOR and PIDSTAT_PORT cleared unless given. */
+export function binEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...extra };
+  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
+  return env;
+}
+
+/** Runs one of the built bins with node, in binEnv(). */
 export function runBin(
   name: keyof typeof BIN,
   args: readonly string[],
   options: SpawnOptions & { timeoutMs?: number; input?: string } = {},
 ): Promise<RunResult> {
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...options.env };
-  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
-  return run(process.execPath, [BIN[name], ...args], { ...options, env });
+  return run(process.execPath, [BIN[name], ...args], { ...options, env: binEnv(options.env) });
 }
 
 export interface Daemon {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { BIN, run, sleep, type RunResult } from './helpers.js';
+import { BIN, binEnv, run, sleep, type RunResult } from './helpers.js';
 
 /**
  * Two "hosts" on one machine, for tests that need a real network between a
@@ -197,9 +197,7 @@ export function runBinIn(
   args: readonly string[],
   options: SpawnOptions & { timeoutMs?: number; input?: string } = {},
 ): Promise<RunResult> {
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...options.env };
-  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
-  return runIn(host, process.execPath, [BIN[name], ...args], { ...options, env });
+  return runIn(host, process.execPath, [BIN[name], ...args], { ...options, env: binEnv(options.env) });
 }
 
 /** The pids (in this process's view) of `pid`'s children, from /proc/PID/task/TID/children. */
@@ -380,3 +378,20 @@ export function spawnInPidNamespace(host: NetnsHost | string, command: string, a
 export function pidInUse(pid: number): boolean {
   return existsSync(`/proc/${pid}`);
 }
+
+/**
+ * pid 1 of B's PID namespace: picks the sleeper's pid (through ns_last_pid,
+ * a pid that is free in A's view), starts the sleeper and the daemon, names
+ * both pids as B sees them, and reaps the sleeper when it is killed (a zombie
+ * would still count as existing). Its last word is the daemon's exit status.
+ */
+export const REMOTE_HOST_SCRIPT = `
+echo "$1" > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo "ns_last_pid not writable" >&2
+sleep 600 &
+echo "sleeper $!"
+"$2" "$3" --foreground --port 0 &
+d=$!
+echo "daemon $d"
+wait "$d"
+echo "daemon-exit $?"
+`;

@@ -4,8 +4,8 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { BIN, IS_ROOT, ROOT, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
-import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
+import { BIN, IS_ROOT, binEnv, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
 /**
  * pidwatch (CONTRACT section 4), with real processes: exit status pass-through,
@@ -15,14 +15,8 @@ import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, sp
  * starts is stopped by that test, by its pid or by the process group it learnt.
  */
 
-const PIDWATCH = `${ROOT}bin/pidwatch.js`;
-
-/** runBin's environment rules: no colour settings or PIDSTAT_PORT leak in. */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...extra };
-  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
-  return env;
-}
+const PIDWATCH = BIN.pidwatch;
+const cleanEnv = binEnv;
 
 /** Runs pidwatch to its end (only for jobs that leave no process holding its stdout). */
 function runPidwatch(args: readonly string[], options: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
@@ -590,20 +584,6 @@ describe('pidwatch: pid reuse in a PID namespace of our own', () => {
   }
 });
 
-/**
- * pid 1 of B's PID namespace (as in twohosts.test.ts): a sleeper at a pid
- * that is free in A's view, and the daemon; it reaps the sleeper once killed.
- */
-const TWOHOSTS_SCRIPT = `
-echo "$1" > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo "ns_last_pid not writable" >&2
-sleep 600 &
-echo "sleeper $!"
-"$2" "$3" --foreground --port 0 &
-d=$!
-echo "daemon $d"
-wait "$d"
-echo "daemon-exit $?"
-`;
 
 /** A pid that no process or thread uses in this PID namespace, clear of the usual ones. */
 function pidFreeHere(): number {
@@ -627,7 +607,7 @@ describe('pidwatch between two hosts: network namespaces A and B, the daemon in 
     });
     pair = await createHostPair();
     const wanted = pidFreeHere();
-    tree = spawnInPidNamespace(pair.b, 'sh', ['-c', TWOHOSTS_SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
+    tree = spawnInPidNamespace(pair.b, 'sh', ['-c', REMOTE_HOST_SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
     const inB = Number((await tree.waitFor(/^sleeper (\d+)$/m, { stream: 'stdout' }))[1]);
     const port = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr' }))[1]);
     const b = tree;

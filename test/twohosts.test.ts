@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { BIN, waitFor, type RunResult } from './helpers.js';
-import { createHostPair, netnsUnavailable, pidInUse, runBinIn, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
+import { createHostPair, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, runBinIn, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
 /**
  * Two hosts for real: network namespaces A and B joined by veth, the daemon
@@ -17,22 +17,6 @@ if (unavailable) process.stdout.write(`twohosts: every test skipped: ${unavailab
 /** Each test's options: skipped, with the reason, where namespaces cannot be made. */
 const opts = { skip: unavailable ?? false };
 
-/**
- * pid 1 of B's PID namespace: picks the sleeper's pid (through ns_last_pid,
- * a pid that is free in A's view), starts the sleeper and the daemon, names
- * both pids as B sees them, and reaps the sleeper when it is killed (a zombie
- * would still count as existing). Its last word is the daemon's exit status.
- */
-const SCRIPT = `
-echo "$1" > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo "ns_last_pid not writable" >&2
-sleep 600 &
-echo "sleeper $!"
-"$2" "$3" --foreground --port 0 &
-d=$!
-echo "daemon $d"
-wait "$d"
-echo "daemon-exit $?"
-`;
 
 /** The start time of a process (field 22 of /proc/PID/stat), as the daemon's start token. */
 function startToken(pid: number): string {
@@ -71,7 +55,7 @@ describe('two hosts: network namespaces A and B, the daemon in B in its own PID 
     pair = await createHostPair();
     try {
       wanted = pidFreeHere();
-      tree = spawnInPidNamespace(pair.b, 'sh', ['-c', SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
+      tree = spawnInPidNamespace(pair.b, 'sh', ['-c', REMOTE_HOST_SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
       sleeper = Number((await tree.waitFor(/^sleeper (\d+)$/m, { stream: 'stdout' }))[1]);
       const daemon = Number((await tree.waitFor(/^daemon (\d+)$/m, { stream: 'stdout' }))[1]);
       port = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr' }))[1]);

@@ -38,6 +38,16 @@ export function createParser(name: string, argv: string[], usageExitCode?: numbe
     });
 }
 
+/**
+ * Answers --help and --version, which print to stdout and exit 0; true when
+ * it did, and the command has nothing more to do.
+ */
+export async function answeredInfo(parser: Argv<unknown>, args: { help?: boolean; version?: boolean }, name: string): Promise<boolean> {
+  if (args.help) process.stdout.write((await parser.getHelp()) + '\n');
+  else if (args.version) process.stdout.write(`${name} ${readVersion()}\n`);
+  return args.help === true || args.version === true;
+}
+
 /** The `--port` option, shared by all commands. */
 export function addPortOption<T>(parser: Argv<T>, allowZero = false) {
   return parser.option('port', {

@@ -3,7 +3,7 @@ import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, t
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort } from '../host.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
-import { addPortOption, colorLevel, createParser, parseDuration, parseInteger, portFrom, readVersion } from './options.js';
+import { addPortOption, answeredInfo, colorLevel, createParser, parseDuration, parseInteger, portFrom } from './options.js';
 import { formatTarget, Output } from './output.js';
 import { runCli } from './runner.js';
 import { parseTargets } from './targets.js';
@@ -68,14 +68,7 @@ export async function main(argv: string[]): Promise<number> {
   // `ping` reports its own usage errors as a monitoring plugin does, with 3.
   const parser = buildParser(argv, firstWord(argv) === 'ping' ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
   const args = parser.parseSync();
-  if (args.help) {
-    process.stdout.write((await parser.getHelp()) + '\n');
-    return 0;
-  }
-  if (args.version) {
-    process.stdout.write(`pidstat ${readVersion()}\n`);
-    return 0;
-  }
+  if (await answeredInfo(parser, args, 'pidstat')) return 0;
   const words = args._.map(String);
   const isPingCommand = words[0] === 'ping';
   let options: ClientOptions;

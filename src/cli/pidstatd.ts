@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort } from '../host.js';
 import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../server.js';
-import { addPortOption, createParser, parseInteger, portFrom, readVersion } from './options.js';
+import { addPortOption, answeredInfo, createParser, parseInteger, portFrom } from './options.js';
 import { runCli } from './runner.js';
 
 /**
@@ -112,14 +112,7 @@ function readConfig(args: ReturnType<ReturnType<typeof buildParser>['parseSync']
 export async function main(argv: string[]): Promise<number> {
   const parser = buildParser(argv);
   const args = parser.parseSync();
-  if (args.help) {
-    process.stdout.write((await parser.getHelp()) + '\n');
-    return 0;
-  }
-  if (args.version) {
-    process.stdout.write(`pidstatd ${readVersion()}\n`);
-    return 0;
-  }
+  if (await answeredInfo(parser, args, 'pidstatd')) return 0;
   if (args._.length > 0) throw new CommandError(`unexpected argument '${args._[0]}'`);
   const config = readConfig(args);
   const role = process.env[ROLE_ENV];

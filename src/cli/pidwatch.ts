@@ -5,7 +5,7 @@ import { CommandError } from '../errors.js';
 import { localPidExists } from '../probe.js';
 import { isValidHost, parsePid } from '../protocol.js';
 import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type WatchOptions } from '../watch.js';
-import { addPortOption, createParser, parseDuration, portFrom, readVersion } from './options.js';
+import { addPortOption, answeredInfo, createParser, parseDuration, portFrom } from './options.js';
 import { runCli } from './runner.js';
 
 const USAGE = `Usage:
@@ -69,14 +69,7 @@ function joinSignalValue(argv: readonly string[]): string[] {
 export async function main(argv: string[]): Promise<number> {
   const parser = buildParser(joinSignalValue(argv));
   const args = parser.parseSync();
-  if (args.help) {
-    process.stdout.write((await parser.getHelp()) + '\n');
-    return 0;
-  }
-  if (args.version) {
-    process.stdout.write(`pidwatch ${readVersion()}\n`);
-    return 0;
-  }
+  if (await answeredInfo(parser, args, 'pidwatch')) return 0;
   const words = args._.map(String);
   const pid = checkPid(args.pid, '--pid');
   const host = args.host ?? 'localhost';
