@@ -249,6 +249,8 @@ export class PidStatClient {
   private createSocket(family: 4 | 6): dgram.Socket {
     const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    // An unhandled 'error' would end the process; a connected socket adds its own handler.
+    socket.on('error', (err) => this.debug?.(`socket error: ${err.message}`));
     socket.unref();
     this.sockets.push(socket);
     return socket;
@@ -274,6 +276,7 @@ export class PidStatClient {
       return fallback;
     }
     // Errors after the connect are ICMP reports about what we sent.
+    socket.removeAllListeners('error');
     socket.on('error', (err: NodeJS.ErrnoException) => this.onSocketError(endpoint, err));
     return endpoint;
   }

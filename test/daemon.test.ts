@@ -92,8 +92,9 @@ describe('--allow', () => {
   let inside: Daemon;
   let outside: Daemon;
   before(async () => {
-    inside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8,127.0.0.0/24']);
-    outside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8', '--allow', 'fd00::/8', '--debug']);
+    // Ranges come comma-separated, or in repeated options: the last range counts too.
+    inside = await startDaemon(['--bind', '127.0.0.1', '--allow', 'fd00::/8,10.0.0.0/8', '--allow', '127.0.0.0/24']);
+    outside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8,fd00::/8', '--debug']);
   });
   after(async () => {
     await inside?.stop();
