@@ -1,8 +1,9 @@
 import dgram from 'node:dgram';
-import { lookup } from 'node:dns/promises';
+import { lookup } from 'node:dns';
 import { readdirSync, readFileSync } from 'node:fs';
 import { isIP, isIPv6 } from 'node:net';
 import { defaultPort, isLocalHost } from './host.js';
+import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {
   ALL_FLAGS,
@@ -74,6 +75,8 @@ export const DEFAULT_TRIES = 5;
 export const REFUSED_RETRY_MS = 200;
 /** Descriptors left free for everything else the process opens. */
 const RESERVED_FDS = 64;
+/** Addresses that get connected sockets before the descriptor limit is read. */
+const SMALL_RUN = 64;
 
 interface Endpoint {
   address: string;
@@ -173,11 +176,11 @@ export class PidStatClient {
     }
     if (!isValidHost(host)) throw new RangeError(`host '${host}' is not a name or address`);
     if (this.closed) throw new Error('the client is closed');
-    const startedAt = performance.now();
+    const startedAt = monotonicMs();
     if (this.local && (await isLocalHost(host))) {
       const exists = localPidExists(pid, target.start);
       if (exists !== undefined) {
-        const result: Result = { host, pid, state: exists ? 'exists' : 'dead', tries: 0, ms: performance.now() - startedAt };
+        const result: Result = { host, pid, state: exists ? 'exists' : 'dead', tries: 0, ms: monotonicMs() - startedAt };
         const start = exists ? readStartToken(pid) : undefined;
         if (start !== undefined) result.start = start;
         return result;
@@ -215,7 +218,10 @@ export class PidStatClient {
     if (addresses === undefined) {
       addresses = isIP(host)
         ? Promise.resolve([host])
-        : lookup(host, { all: true, verbatim: true }).then((found) => [...new Set(found.map((a) => a.address))]);
+        : new Promise<string[]>((resolve, reject) =>
+            // The callback form: node:dns is loaded by dgram already, dns/promises is not.
+            lookup(host, { all: true, verbatim: true }, (err, found) => (err ? reject(err) : resolve([...new Set(found.map((a) => a.address))]))),
+          );
       this.addresses.set(host, addresses);
     }
     return addresses;
@@ -260,9 +266,9 @@ export class PidStatClient {
     const family = isIPv6(address) ? 6 : 4;
     const shared = await this.sharedSocket(family);
     const fallback: Endpoint = { address, socket: shared, connected: false, waiting: new Set() };
-    this.budget ??= descriptorBudget();
-    if (this.budget <= 0) return fallback;
-    this.budget--;
+    // Reading the limit costs a look at /proc: only runs with many hosts need it.
+    if (this.endpoints.size > SMALL_RUN) this.budget ??= descriptorBudget();
+    if (this.budget !== undefined && this.budget-- <= 0) return fallback;
     const socket = this.createSocket(family);
     const endpoint: Endpoint = { address, socket, connected: true, waiting: new Set() };
     try {
@@ -358,7 +364,7 @@ export class PidStatClient {
     this.leaveEndpoints(pending);
     this.pending.delete(pending.key);
     const { host, pid } = pending.target;
-    const result: Result = { host, pid, state: outcome.state, tries: pending.tries, ms: performance.now() - pending.startedAt };
+    const result: Result = { host, pid, state: outcome.state, tries: pending.tries, ms: monotonicMs() - pending.startedAt };
     if (outcome.start !== undefined) result.start = outcome.start;
     if (outcome.error !== undefined) result.error = outcome.error;
     for (const settle of pending.settle) settle(result);

@@ -1,4 +1,4 @@
-import { lookup, lookupService } from 'node:dns/promises';
+import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 
@@ -46,8 +46,8 @@ async function findFqdn(): Promise<string> {
   const name = hostname();
   if (name.includes('.')) return name;
   try {
-    const { address } = await lookup(name);
-    const { hostname: canonical } = await lookupService(address, 0);
+    const { address } = await dns.lookup(name);
+    const { hostname: canonical } = await dns.lookupService(address, 0);
     if (canonical.toLowerCase().startsWith(name.toLowerCase() + '.')) return canonical;
   } catch {
     // No resolver entry for this host: the plain name is all there is.

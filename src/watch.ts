@@ -4,6 +4,7 @@ import { PidStatClient } from './client.js';
 import { isLocalHost } from './host.js';
 import { localPidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
+import { monotonicMs } from './time.js';
 
 /**
  * pidwatch's core: watch a pid, on this host or through a daemon, and report
@@ -57,7 +58,7 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     let start: string | undefined;
     let knowsStart = false;
     while (!signal.aborted) {
-      const began = performance.now();
+      const began = monotonicMs();
       const flags = knowsStart ? FLAG_DEAD : FLAG_EXISTS | FLAG_DEAD | FLAG_START;
       const result = await client.query(start === undefined ? { host: opts.host, pid: opts.pid, flags } : { host: opts.host, pid: opts.pid, flags, start });
       if (result.state === 'dead') return;
@@ -66,7 +67,7 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
         start = result.start;
         knowsStart = true;
       }
-      const rest = opts.intervalMs - (performance.now() - began);
+      const rest = opts.intervalMs - (monotonicMs() - began);
       if (rest > 0) await delay(rest, signal);
     }
   } finally {

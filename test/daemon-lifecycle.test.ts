@@ -96,7 +96,7 @@ function pidsWithArgs(...needle: string[]): number[] {
       continue;
     }
     const at = argv.findIndex((_, i) => needle.every((word, j) => argv[i + j] === word));
-    if (at >= 0 && argv.some((word) => word.endsWith('pidstatd.js')) && isRunning(Number(entry))) found.push(Number(entry));
+    if (at >= 0 && argv.some((word) => word.endsWith('pidstatd.cjs')) && isRunning(Number(entry))) found.push(Number(entry));
   }
   return found;
 }

@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const BIN = {
-  pidstat: `${ROOT}bin/pidstat.js`,
-  pidstatd: `${ROOT}bin/pidstatd.js`,
-  pidwatch: `${ROOT}bin/pidwatch.js`,
+  pidstat: `${ROOT}bin/pidstat.cjs`,
+  pidstatd: `${ROOT}bin/pidstatd.cjs`,
+  pidwatch: `${ROOT}bin/pidwatch.cjs`,
 };
 export const IS_ROOT = process.getuid?.() === 0;
 

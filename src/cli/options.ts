@@ -1,60 +1,28 @@
 import { readFileSync } from 'node:fs';
-import yargs, { type Argv } from 'yargs';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
 import { CommandError } from '../errors.js';
+import type { OptionSpec } from './args.js';
 
 /**
- * What every command shares: the yargs factory with this suite's parser
- * settings, the options all of them take, and the parsers of their values.
- * Precedence: defaults < PIDSTAT_* environment < flags.
+ * What every command shares: the options all of them take and the parsers
+ * of their values. Precedence: defaults < PIDSTAT_* environment < flags.
  */
 
 export const ENV_PORT = 'PIDSTAT_PORT';
 
 /** The package's version, read only when asked for. */
 export function readVersion(): string {
-  const pkg = new URL('../../../package.json', import.meta.url);
+  const pkg = join(packageRoot(), 'package.json');
   return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
 }
 
-/**
- * A parser for `argv` that never exits, never prints and never converts words
- * to numbers (`010` stays a string: pids are checked by the protocol's rule).
- * A usage error becomes a CommandError with the given exit code.
- * @see https://github.com/yargs/yargs/blob/main/docs/api.md#fail
- */
-export function createParser(name: string, argv: string[], usageExitCode?: number) {
-  return yargs(argv)
-    .scriptName(name)
-    .locale('en')
-    .parserConfiguration({ 'parse-positional-numbers': false, 'duplicate-arguments-array': false })
-    .strictOptions()
-    .exitProcess(false)
-    .help(false)
-    .version(false)
-    .option('help', { alias: 'h', type: 'boolean', description: 'Show this help and exit' })
-    .option('version', { type: 'boolean', description: 'Show the version and exit' })
-    .fail((msg, err) => {
-      throw new CommandError(msg ?? err?.message ?? 'bad arguments', usageExitCode);
-    });
-}
-
-/**
- * Answers --help and --version, which print to stdout and exit 0; true when
- * it did, and the command has nothing more to do.
- */
-export async function answeredInfo(parser: Argv<unknown>, args: { help?: boolean; version?: boolean }, name: string): Promise<boolean> {
-  if (args.help) process.stdout.write((await parser.getHelp()) + '\n');
-  else if (args.version) process.stdout.write(`${name} ${readVersion()}\n`);
-  return args.help === true || args.version === true;
-}
-
 /** The `--port` option, shared by all commands. */
-export function addPortOption<T>(parser: Argv<T>, allowZero = false) {
-  return parser.option('port', {
+export function portOption(allowZero = false): OptionSpec {
+  return {
     type: 'string',
     description: `UDP port of the daemons (env ${ENV_PORT}; default: the pidstatd entry of /etc/services, else 1752)${allowZero ? '; 0 picks a free one' : ''}`,
-    requiresArg: true,
-  });
+  };
 }
 
 /** An integer from min to max; `what` names the value in the error. */

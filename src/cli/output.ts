@@ -1,4 +1,3 @@
-import { Chalk } from 'chalk';
 import { isIPv6 } from 'node:net';
 import type { Result } from '../client.js';
 
@@ -24,18 +23,29 @@ export function formatTarget(host: string, pid: number): string {
 /** A spinner appears only after this long without every answer. */
 const SPINNER_DELAY_MS = 200;
 
-export class Output {
-  private readonly chalk: InstanceType<typeof Chalk>;
+type Paint = (text: string) => string;
+type Palette = Record<Result['state'], Paint>;
 
-  constructor(private readonly opts: OutputOptions) {
-    this.chalk = new Chalk({ level: opts.color });
+const PLAIN: Palette = { exists: String, dead: String, unknown: String, no_reply: String };
+
+export class Output {
+  private constructor(
+    private readonly opts: OutputOptions,
+    private readonly palette: Palette,
+  ) {}
+
+  /** chalk is loaded only when there is colour to paint. */
+  static async create(opts: OutputOptions): Promise<Output> {
+    if (opts.color === 0 || opts.silent) return new Output(opts, PLAIN);
+    const { Chalk } = await import('chalk');
+    const chalk = new Chalk({ level: opts.color });
+    return new Output(opts, { exists: chalk.green, dead: chalk.red, unknown: chalk.yellow, no_reply: chalk.yellow });
   }
 
   /** One line per result, `HOST:PID STATE`, coloured by state. */
   results(results: readonly Result[]): void {
     if (this.opts.silent) return;
-    const colours = { exists: this.chalk.green, dead: this.chalk.red, unknown: this.chalk.yellow, no_reply: this.chalk.yellow };
-    const lines = results.map((r) => `${formatTarget(r.host, r.pid)} ${colours[r.state](r.state)}\n`);
+    const lines = results.map((r) => `${formatTarget(r.host, r.pid)} ${this.palette[r.state](r.state)}\n`);
     this.opts.stdout.write(lines.join(''));
   }
 

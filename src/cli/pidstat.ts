@@ -3,7 +3,8 @@ import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, t
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort } from '../host.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
-import { addPortOption, answeredInfo, colorLevel, createParser, parseDuration, parseInteger, portFrom } from './options.js';
+import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
+import { colorLevel, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { formatTarget, Output } from './output.js';
 import { runCli } from './runner.js';
 import { parseTargets } from './targets.js';
@@ -22,24 +23,26 @@ const EPILOG = `Exit status: 0 every target exists; 1 a target is dead and all a
 2 a target is unknown or got no reply; 64 usage error.
 ping prints a monitoring-plugin line and exits 0 OK, 2 CRITICAL, 3 UNKNOWN.`;
 
-function buildParser(argv: string[], usageExitCode: number) {
-  return addPortOption(createParser('pidstat', argv, usageExitCode))
-    .usage(USAGE)
-    .option('host', { type: 'string', requiresArg: true, description: 'Host of the PIDs given alone (default localhost)' })
-    .option('timeout', { type: 'string', requiresArg: true, description: 'Wait this long for a reply before asking again: ms, or 500ms, 2s (default 1000)' })
-    .option('tries', { type: 'string', requiresArg: true, description: 'Requests per target, the first included (default 5)' })
-    .option('silent', { alias: 's', type: 'boolean', description: 'Print nothing; only the exit status tells' })
-    .option('json', { type: 'boolean', description: 'Print one JSON array of {host, pid, state, tries, ms, start?, error?}' })
-    .option('local', { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)' })
-    .option('debug', { type: 'boolean', description: 'Show each datagram sent and received, on stderr' })
-    .option('color', { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)' })
-    .epilog(EPILOG)
-    .wrap(Math.min(100, process.stdout.columns || 80));
-}
+const SPEC = {
+  name: 'pidstat',
+  usage: USAGE,
+  epilog: EPILOG,
+  options: {
+    host: { type: 'string', description: 'Host of the PIDs given alone (default localhost)' },
+    port: portOption(),
+    timeout: { type: 'string', description: 'Wait this long for a reply before asking again: ms, or 500ms, 2s (default 1000)' },
+    tries: { type: 'string', description: 'Requests per target, the first included (default 5)' },
+    silent: { type: 'boolean', alias: 's', description: 'Print nothing; only the exit status tells' },
+    json: { type: 'boolean', description: 'Print one JSON array of {host, pid, state, tries, ms, start?, error?}' },
+    local: { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)' },
+    debug: { type: 'boolean', description: 'Show each datagram sent and received, on stderr' },
+    color: { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)' },
+  },
+} as const satisfies CommandSpec<OptionTable>;
 
-const VALUE_OPTIONS = new Set(['--host', '--port', '--timeout', '--tries']);
+const VALUE_OPTIONS = valueOptions(SPEC);
 
-/** The first word that is neither an option nor an option's value, before yargs reads argv. */
+/** The first word that is neither an option nor an option's value, before argv is parsed. */
 function firstWord(argv: readonly string[]): string | undefined {
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
@@ -66,10 +69,9 @@ function toJson(r: Result): Record<string, unknown> {
 
 export async function main(argv: string[]): Promise<number> {
   // `ping` reports its own usage errors as a monitoring plugin does, with 3.
-  const parser = buildParser(argv, firstWord(argv) === 'ping' ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
-  const args = parser.parseSync();
-  if (await answeredInfo(parser, args, 'pidstat')) return 0;
-  const words = args._.map(String);
+  const args = await parseArgs(SPEC, argv, firstWord(argv) === 'ping' ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
+  if (args === undefined) return 0;
+  const { words } = args;
   const isPingCommand = words[0] === 'ping';
   let options: ClientOptions;
   let output: Output;
@@ -82,7 +84,7 @@ export async function main(argv: string[]): Promise<number> {
       local: args.local && !isPingCommand,
     };
     if (args.debug) options.onDebug = (line) => process.stderr.write(`pidstat: ${line}\n`);
-    output = new Output({
+    output = await Output.create({
       color: colorLevel(args.color, process.stdout.isTTY === true, process.env),
       silent: args.silent === true,
       stdout: process.stdout,

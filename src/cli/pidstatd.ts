@@ -2,11 +2,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort } from '../host.js';
 import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../server.js';
-import { addPortOption, answeredInfo, createParser, parseInteger, portFrom } from './options.js';
+import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
+import { parseInteger, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 
 /**
@@ -23,7 +25,6 @@ import { runCli } from './runner.js';
  */
 
 const ROLE_ENV = 'PIDSTATD_ROLE';
-const BIN = fileURLToPath(new URL('../../../bin/pidstatd.js', import.meta.url));
 /** Wait before restarting a server that died: well inside the 2 s promised. */
 const RESTART_DELAY_MS = 500;
 
@@ -35,18 +36,20 @@ const USAGE = `Usage: $0 [--port N] [--bind ADDR] [--foreground] [--allow CIDR,.
 Answers pidstat's questions (IPC::Locker's pidstatd protocol) on UDP: does
 process PID exist on this host? Detaches unless --foreground is given.`;
 
-function buildParser(argv: string[]) {
-  return addPortOption(createParser('pidstatd', argv), true)
-    .usage(USAGE)
-    .option('bind', { type: 'string', requiresArg: true, description: 'Listen on this address only (default :: dual-stack, else 0.0.0.0)' })
-    .option('foreground', { alias: 'nofork', type: 'boolean', description: 'Stay attached and log to stderr (what a service manager runs)' })
-    .option('allow', { type: 'string', array: true, requiresArg: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' })
-    .option('rate', { type: 'string', requiresArg: true, description: `Requests answered per second per source address, 0 = no limit (default ${DEFAULT_RATE})` })
-    .option('pidfile', { type: 'string', requiresArg: true, description: 'Write the pid that SIGTERM stops to FILE; removed on exit' })
-    .option('debug', { type: 'boolean', description: 'Log each datagram and its fate' })
-    .epilog('Exit status: 0 once the daemon answers (detached) or after SIGTERM/SIGINT (foreground); 1 if it cannot listen; 64 usage error.')
-    .wrap(Math.min(100, process.stdout.columns || 80));
-}
+const SPEC = {
+  name: 'pidstatd',
+  usage: USAGE,
+  epilog: 'Exit status: 0 once the daemon answers (detached) or after SIGTERM/SIGINT (foreground); 1 if it cannot listen; 64 usage error.',
+  options: {
+    port: portOption(true),
+    bind: { type: 'string', description: 'Listen on this address only (default :: dual-stack, else 0.0.0.0)' },
+    foreground: { type: 'boolean', alias: 'nofork', description: 'Stay attached and log to stderr (what a service manager runs)' },
+    allow: { type: 'string', array: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' },
+    rate: { type: 'string', description: `Requests answered per second per source address, 0 = no limit (default ${DEFAULT_RATE})` },
+    pidfile: { type: 'string', description: 'Write the pid that SIGTERM stops to FILE; removed on exit' },
+    debug: { type: 'boolean', description: 'Log each datagram and its fate' },
+  },
+} as const satisfies CommandSpec<OptionTable>;
 
 interface DaemonConfig {
   server: ServerOptions;
@@ -87,7 +90,7 @@ function inheritedFd(env: NodeJS.ProcessEnv): number | undefined {
   return Number(env['LISTEN_FDS']) >= 1 ? 3 : undefined;
 }
 
-function readConfig(args: ReturnType<ReturnType<typeof buildParser>['parseSync']>): DaemonConfig {
+function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   const server: ServerOptions = {};
   const port = portFrom(args.port, process.env, true);
   if (port !== undefined) server.port = port;
@@ -96,7 +99,7 @@ function readConfig(args: ReturnType<ReturnType<typeof buildParser>['parseSync']
     server.bind = args.bind;
   }
   if (args.allow !== undefined) {
-    server.allow = args.allow.flatMap((list) => String(list).split(',')).filter((range) => range !== '');
+    server.allow = args.allow.flatMap((list) => list.split(',')).filter((range) => range !== '');
     try {
       parseAllow(server.allow);
     } catch (err) {
@@ -110,10 +113,9 @@ function readConfig(args: ReturnType<ReturnType<typeof buildParser>['parseSync']
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const parser = buildParser(argv);
-  const args = parser.parseSync();
-  if (await answeredInfo(parser, args, 'pidstatd')) return 0;
-  if (args._.length > 0) throw new CommandError(`unexpected argument '${args._[0]}'`);
+  const args = await parseArgs(SPEC, argv);
+  if (args === undefined) return 0;
+  if (args.words.length > 0) throw new CommandError(`unexpected argument '${args.words[0]}'`);
   const config = readConfig(args);
   const role = process.env[ROLE_ENV];
   if (role === 'supervisor') return supervise(argv, config);
@@ -183,7 +185,7 @@ function removePidfile(file: string | undefined): void {
 
 /** Spawns this command again in another role, with an IPC channel and no terminal. */
 function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean): ChildProcess {
-  return spawn(process.execPath, [BIN, ...argv], {
+  return spawn(process.execPath, [join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
     env: { ...process.env, [ROLE_ENV]: role },

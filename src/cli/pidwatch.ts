@@ -5,7 +5,8 @@ import { CommandError } from '../errors.js';
 import { localPidExists } from '../probe.js';
 import { isValidHost, parsePid } from '../protocol.js';
 import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type WatchOptions } from '../watch.js';
-import { addPortOption, answeredInfo, createParser, parseDuration, portFrom } from './options.js';
+import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
+import { parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 
 const USAGE = `Usage:
@@ -19,23 +20,25 @@ PID on HOST dies. Options end at the first word that is not one of them.`;
 /** Signals pidwatch passes on to its command, as a shell's job would get them. */
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
-function buildParser(argv: string[]) {
-  return addPortOption(createParser('pidwatch', argv))
-    .usage(USAGE)
-    // Everything from the first word that is not an option belongs to the command.
-    .parserConfiguration({ 'halt-at-non-option': true, 'parse-positional-numbers': false, 'duplicate-arguments-array': false })
-    .option('pid', { type: 'string', requiresArg: true, description: 'The process to watch' })
-    .option('host', { type: 'string', requiresArg: true, description: 'Host of PID (default: this host)' })
-    .option('signal', { type: 'string', requiresArg: true, description: 'Signal for the command\'s process group: HUP, SIGHUP, -HUP or 1 (default HUP)' })
-    .option('killer', { type: 'string', requiresArg: true, description: 'Run PROG -SIG CMDPID instead of sending the signal' })
-    .option('interval', { type: 'string', requiresArg: true, description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' })
-    .option('cd', { type: 'string', requiresArg: true, description: 'Run the command in DIR (if missing: warn, run here)' })
-    .option('foreground', { type: 'string', requiresArg: true, description: 'Run no command: signal FGPID when PID dies, exit once FGPID is gone' })
-    .option('local', { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)' })
-    .option('debug', { type: 'boolean', description: 'Show the datagrams, on stderr' })
-    .epilog('Exit status: that of the command (or its death by the same signal); 0 with --foreground; 64 usage error.')
-    .wrap(Math.min(100, process.stdout.columns || 80));
-}
+const SPEC = {
+  name: 'pidwatch',
+  usage: USAGE,
+  epilog: 'Exit status: that of the command (or its death by the same signal); 0 with --foreground; 64 usage error.',
+  // Everything from the first word that is not an option belongs to the command.
+  haltAtNonOption: true,
+  options: {
+    pid: { type: 'string', description: 'The process to watch' },
+    host: { type: 'string', description: 'Host of PID (default: this host)' },
+    port: portOption(),
+    signal: { type: 'string', description: "Signal for the command's process group: HUP, SIGHUP, -HUP or 1 (default HUP)" },
+    killer: { type: 'string', description: 'Run PROG -SIG CMDPID instead of sending the signal' },
+    interval: { type: 'string', description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' },
+    cd: { type: 'string', description: 'Run the command in DIR (if missing: warn, run here)' },
+    foreground: { type: 'string', description: 'Run no command: signal FGPID when PID dies, exit once FGPID is gone' },
+    local: { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)' },
+    debug: { type: 'boolean', description: 'Show the datagrams, on stderr' },
+  },
+} as const satisfies CommandSpec<OptionTable>;
 
 function checkPid(text: string | undefined, option: string): number {
   if (text === undefined) throw new CommandError(`${option} is required: the pid to watch`);
@@ -44,10 +47,10 @@ function checkPid(text: string | undefined, option: string): number {
   return pid;
 }
 
-const VALUE_OPTIONS = new Set(['--pid', '--host', '--port', '--signal', '--killer', '--interval', '--cd', '--foreground']);
+const VALUE_OPTIONS = valueOptions(SPEC);
 
 /**
- * `--signal -HUP` as one option: yargs would read `-HUP` as options -H -U -P.
+ * `--signal -HUP` as one option: the parser would read `-HUP` as options -H -U -P.
  * Only pidwatch's own options are looked at, up to the command's first word.
  */
 function joinSignalValue(argv: readonly string[]): string[] {
@@ -67,10 +70,9 @@ function joinSignalValue(argv: readonly string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const parser = buildParser(joinSignalValue(argv));
-  const args = parser.parseSync();
-  if (await answeredInfo(parser, args, 'pidwatch')) return 0;
-  const words = args._.map(String);
+  const args = await parseArgs(SPEC, joinSignalValue(argv));
+  if (args === undefined) return 0;
+  const { words } = args;
   const pid = checkPid(args.pid, '--pid');
   const host = args.host ?? 'localhost';
   if (!isValidHost(host)) throw new CommandError(`--host '${host}' is not a host name or address`);

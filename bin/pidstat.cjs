@@ -1,0 +1,2 @@
+#!/usr/bin/env node
+require('../dist/bundle/pidstat.cjs').run();
