@@ -35,6 +35,9 @@ export type Values<O extends OptionTable> = {
   [K in keyof O]?: O[K] extends { type: 'boolean' } ? boolean : O[K] extends { array: true } ? string[] : string;
 } & { words: string[] };
 
+/** The word that prints a bash/zsh completion script, yargs's own. */
+const COMPLETION = 'completion';
+
 const COMMON: OptionTable = {
   help: { type: 'boolean', alias: 'h', description: 'Show this help and exit' },
   version: { type: 'boolean', description: 'Show the version and exit' },
@@ -84,7 +87,9 @@ export async function parseArgs<O extends OptionTable>(
   const parsed = yargsParser.detailed(argv, options);
   const known = new Set(['_', '--', ...Object.keys(COMMON), ...Object.keys(spec.options)]);
   const unknown = Object.keys(parsed.argv).some((key) => !known.has(key));
-  if (parsed.error || unknown || parsed.argv['help']) return explainWithYargs(spec, argv, options, usageExitCode);
+  // --get-yargs-completions, the script's question, is an unknown option too.
+  const completion = argv[0] === COMPLETION;
+  if (parsed.error || unknown || parsed.argv['help'] || completion) return explainWithYargs(spec, argv, options, usageExitCode);
   if (parsed.argv['version']) {
     process.stdout.write(`${spec.name} ${readVersion()}\n`);
     return undefined;
@@ -102,10 +107,12 @@ async function explainWithYargs<O extends OptionTable>(
   usageExitCode: number | undefined,
 ): Promise<undefined> {
   const { default: yargs } = await import('yargs');
+  // yargs's completion command is not seen under halt-at-non-option (PITFALLS.md).
+  const configuration = argv[0] === COMPLETION ? { ...options.configuration, 'halt-at-non-option': false } : options.configuration!;
   let parser = yargs(argv)
     .scriptName(spec.name)
     .locale('en')
-    .parserConfiguration(options.configuration!)
+    .parserConfiguration(configuration)
     .strictOptions()
     .exitProcess(false)
     .help(false)
@@ -113,6 +120,7 @@ async function explainWithYargs<O extends OptionTable>(
     .usage(spec.usage)
     .epilog(spec.epilog)
     .wrap(Math.min(100, process.stdout.columns || 80))
+    .completion(COMPLETION, 'Print a bash/zsh completion script (add it to ~/.bashrc or ~/.zshrc)')
     // yargs exits 1 on bad usage, which would read as "dead": throw instead.
     // https://github.com/yargs/yargs/blob/main/docs/api.md#fail
     .fail((msg, err) => {
@@ -133,6 +141,8 @@ async function explainWithYargs<O extends OptionTable>(
     process.stdout.write((await parser.getHelp()) + '\n');
     return undefined;
   }
+  // yargs printed the script, or the completions the script asked for.
+  if (argv[0] === COMPLETION || result['get-yargs-completions'] !== undefined) return undefined;
   // yargs-parser refused what yargs accepts: say so rather than guess.
   throw new CommandError(`cannot read the command line ${JSON.stringify(argv.join(' '))}`, usageExitCode);
 }
