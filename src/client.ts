@@ -197,7 +197,9 @@ export class PidStatClient {
     try {
       pending.endpoints = await this.endpointsFor(host);
     } catch (err) {
-      this.finish(pending, { state: 'no_reply', error: `cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+      const { code, message, syscall } = err as NodeJS.ErrnoException;
+      const what = syscall === 'getaddrinfo' ? `cannot resolve ${host}` : `cannot reach ${host}`;
+      this.finish(pending, { state: 'no_reply', error: `${what}: ${code ?? message}` });
       return answered;
     }
     if (this.pending.get(key) === pending) this.sendTry(pending);
@@ -227,9 +229,13 @@ export class PidStatClient {
     return addresses;
   }
 
+  /** The endpoints of a host's addresses; an address this host cannot reach (IPv6 where it has none) is left out. */
   private async endpointsFor(host: string): Promise<Endpoint[]> {
     const addresses = await this.resolve(host);
-    return Promise.all(addresses.map((address) => this.endpoint(address)));
+    const opened = await Promise.allSettled(addresses.map((address) => this.endpoint(address)));
+    const endpoints = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    if (endpoints.length === 0) throw (opened[0] as PromiseRejectedResult).reason;
+    return endpoints;
   }
 
   private endpoint(address: string): Promise<Endpoint> {
