@@ -17,11 +17,12 @@ export function readVersion(): string {
   return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
 }
 
-/** The `--port` option, shared by all commands. */
-export function portOption(allowZero = false): OptionSpec {
+/** The `--port` option, shared by all commands: the daemons' port, or for the daemon its own. */
+export function portOption(daemon = false): OptionSpec {
+  const what = daemon ? 'UDP port to listen on' : 'UDP port of the daemons';
   return {
     type: 'string',
-    description: `UDP port of the daemons (env ${ENV_PORT}; default: the pidstatd entry of /etc/services, else 1752)${allowZero ? '; 0 picks a free one' : ''}`,
+    description: `${what} (env ${ENV_PORT}; default: the pidstatd entry of /etc/services, else 1752)${daemon ? '; 0 picks a free one' : ''}`,
   };
 }
 

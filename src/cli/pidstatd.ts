@@ -31,7 +31,7 @@ const RESTART_DELAY_MS = 500;
 type Message = { ready: string } | { error: string };
 
 const USAGE = `Usage: $0 [--port N] [--bind ADDR] [--foreground] [--allow CIDR,...]
-                [--rate N] [--pidfile FILE] [--debug]
+                [--rate N] [--pidfile FILE] [--debug] [--version] [--help]
 
 Answers pidstat's questions (IPC::Locker's pidstatd protocol) on UDP: does
 process PID exist on this host? Detaches unless --foreground is given.`;

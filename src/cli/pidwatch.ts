@@ -11,7 +11,7 @@ import { runCli } from './runner.js';
 
 const USAGE = `Usage:
   $0 [--cd DIR] [--host HOST] --pid PID [--port N] [--signal SIG]
-           [--killer PROG] [--interval MS] COMMAND [ARG ...]
+           [--killer PROG] [--interval MS] [--no-local] [--debug] COMMAND [ARG ...]
   $0 [--host HOST] --pid PID --foreground FGPID [...]
 
 Runs COMMAND (joined with spaces, by /bin/sh -c) and ends it when process
@@ -23,7 +23,7 @@ const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 const SPEC = {
   name: 'pidwatch',
   usage: USAGE,
-  epilog: 'Exit status: that of the command (or its death by the same signal); 0 with --foreground; 64 usage error.',
+  epilog: 'Exit status: that of the command (or its death by the same signal); 127 if it cannot be started; 0 with --foreground; 64 usage error.',
   // Everything from the first word that is not an option belongs to the command.
   haltAtNonOption: true,
   options: {

@@ -1,0 +1,289 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { binEnv, deadPid, freePort, ROOT, run, type RunResult } from './helpers.js';
+
+/**
+ * The package as a user gets it: `npm pack`, the tarball's contents, a global
+ * install into a temporary prefix, the installed commands, manual pages and
+ * systemd units, and the library type-checked and run from a fresh project.
+ * Every process started here is stopped by its pid.
+ */
+
+const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
+const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+const NPM_TIMEOUT_MS = 90_000;
+
+/** Whether a program is on PATH. */
+function has(program: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${program}`], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * npm's environment: this node first on PATH, and none of the npm_* variables
+ * an enclosing `npm test` sets (npm_config_global, npm_config_prefix...) but
+ * those that say where the registry and the cache are.
+ */
+function npmEnv(): NodeJS.ProcessEnv {
+  const env = binEnv({ PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}` });
+  for (const key of Object.keys(env)) {
+    if (/^npm_/i.test(key) && !/^npm_config_(cache|registry|userconfig|globalconfig|cafile|proxy|https_proxy|noproxy|strict_ssl)$/i.test(key)) delete env[key];
+  }
+  return env;
+}
+
+function npm(args: string[], cwd: string): Promise<RunResult> {
+  return run('npm', args, { cwd, env: npmEnv(), timeoutMs: NPM_TIMEOUT_MS });
+}
+
+/** Why an install failed, when it is the network's fault (a reason to skip), else undefined. */
+function offlineReason(result: RunResult): string | undefined {
+  const text = result.stderr + result.stdout;
+  if (!/E(NOTFOUND|AI_AGAIN|CONNREFUSED|CONNRESET|TIMEDOUT|NETUNREACH|NOTCACHED)|network|offline|getaddrinfo|proxy|socket hang up/i.test(text)) return undefined;
+  const line = text.split('\n').find((l) => /npm (error|ERR!) (code|network|request)/i.test(l)) ?? text.trim().split('\n').at(-1);
+  return `npm cannot reach a registry for the dependencies, and they are not in the cache: ${line}`;
+}
+
+function skip(t: TestContext, reason: string): void {
+  t.diagnostic(reason);
+  t.skip(reason);
+}
+
+/** A process started here, and its stderr so far. */
+interface Started {
+  child: ChildProcess;
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+function start(command: string, args: string[], env: NodeJS.ProcessEnv): Started {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    child,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(killer);
+    },
+  };
+}
+
+/** Waits for a line matching `pattern` on the process's stderr. */
+async function waitForLine(started: Started, pattern: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const match = pattern.exec(started.stderr());
+    if (match) return match;
+    if (started.child.exitCode !== null || started.child.signalCode !== null) {
+      throw new Error(`exited (${started.child.exitCode ?? started.child.signalCode}) before ${pattern}: ${started.stderr()}`);
+    }
+    if (performance.now() > deadline) throw new Error(`no ${pattern} within ${timeoutMs} ms: ${started.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The library as a user's program uses it: a daemon, a client, the local probe. */
+const PROGRAM = `import { PidStatClient, localPidExists, startServer, type Result } from 'pidstat';
+
+const dead = Number(process.argv[2]);
+const server = await startServer({ port: 0, bind: '127.0.0.1' });
+const client = new PidStatClient({ port: server.address().port, timeoutMs: 500, tries: 4, local: false });
+try {
+  const results: Result[] = await client.queryMany([
+    { host: '127.0.0.1', pid: process.pid },
+    { host: '127.0.0.1', pid: dead },
+  ]);
+  const local: boolean | undefined = localPidExists(process.pid);
+  const states: Array<Result['state']> = results.map((r) => r.state);
+  console.log(JSON.stringify({ states, local, answered: server.stats.answered }));
+} finally {
+  await client.close();
+  await server.close();
+}
+`;
+
+/** What must not type-check: the declarations are real types, not any. */
+const WRONG = `import { PidStatClient, type Result } from 'pidstat';
+
+const state: Result['state'] = 'alive';
+new PidStatClient({ port: 'twelve' });
+export { state };
+`;
+
+test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, async (t) => {
+  const tmp = mkdtempSync(join(tmpdir(), 'pidstat-package-'));
+  t.after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  // The build is fresh (npm test builds first): no prepare script again.
+  const packed = await npm(['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], ROOT);
+  assert.equal(packed.code, 0, packed.stderr);
+  const [{ filename }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as [{ filename: string }];
+  const tarball = join(tmp, filename);
+
+  await t.test('the tarball holds what a user needs and nothing else', async () => {
+    const listed = await run('tar', ['-tzf', tarball]);
+    assert.equal(listed.code, 0, listed.stderr);
+    const files = listed.stdout.split('\n').filter((line) => line !== '' && !line.endsWith('/')).map((line) => line.replace(/^package\//, ''));
+    const expected = [
+      'package.json', 'README.md', 'LICENSE', 'CHANGELOG.md',
+      'bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch.cjs',
+      'dist/bundle/pidstat.cjs', 'dist/bundle/pidstatd.cjs', 'dist/bundle/pidwatch.cjs',
+      'dist/src/index.js', 'dist/src/index.d.ts',
+      'man/pidstat.1', 'man/pidwatch.1', 'man/pidstatd.8',
+      'contrib/systemd/pidstatd.service', 'contrib/systemd/pidstatd.socket',
+    ];
+    for (const file of expected) assert.ok(files.includes(file), `${file} is missing from the tarball`);
+    for (const file of files) {
+      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|contrib\/)/, `${file} does not belong in the tarball`);
+      assert.doesNotMatch(file, /(^|\/)test(s)?\/|\.test\.|\.spec\./, `${file}: tests do not belong in the tarball`);
+      assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
+      assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
+    }
+    const verbose = (await run('tar', ['-tvzf', tarball])).stdout;
+    for (const file of ['bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch.cjs']) {
+      assert.match(verbose, new RegExp(`^-rwxr-xr-x .* package/${file}$`, 'm'), `${file} is executable`);
+    }
+  });
+
+  const prefix = join(tmp, 'global');
+  const installed = await npm(['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], tmp);
+  if (installed.code !== 0) {
+    const reason = offlineReason(installed);
+    if (reason !== undefined) return skip(t, reason);
+    assert.fail(`npm install -g failed:\n${installed.stderr}`);
+  }
+  const bin = (name: string) => join(prefix, 'bin', name);
+  const env = binEnv({ PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}` });
+
+  await t.test('the installed commands print the version of package.json', async () => {
+    for (const name of ['pidstat', 'pidstatd', 'pidwatch']) {
+      const result = await run(bin(name), ['--version'], { env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout, `${name} ${PKG.version}\n`);
+    }
+  });
+
+  await t.test('the installed pidstatd answers the installed pidstat, and pidwatch ends at a dead pid', async () => {
+    const daemon = start(bin('pidstatd'), ['--foreground', '--port', '0', '--bind', '127.0.0.1'], env);
+    try {
+      const port = (await waitForLine(daemon, /listening on 127\.0\.0\.1:(\d+)$/m))[1]!;
+      const pid = String(daemon.child.pid);
+      const asked = await run(bin('pidstat'), ['--no-local', '--port', port, '127.0.0.1', pid], { env });
+      assert.equal(asked.stdout, `127.0.0.1:${pid} exists\n`, asked.stderr);
+      assert.equal(asked.code, 0);
+    } finally {
+      await daemon.stop();
+    }
+    const watched = await run(bin('pidwatch'), ['--pid', String(await deadPid()), 'sleep 5'], { env, timeoutMs: 10_000 });
+    assert.ok(watched.ms < 4000, `pidwatch took ${Math.round(watched.ms)} ms`);
+    assert.equal(watched.signal, 'SIGHUP', `pidwatch ends as its command did, by SIGHUP (exit ${watched.code}): ${watched.stderr}`);
+  });
+
+  await t.test('the installed pidstatd serves a socket handed over by socket activation', async (t) => {
+    if (!has('systemd-socket-activate')) return skip(t, 'systemd-socket-activate is not installed (Debian package systemd)');
+    const port = await freePort();
+    // It holds the socket, and at the first datagram execs pidstatd (same pid) with it as fd 3.
+    const activator = start('systemd-socket-activate', ['--datagram', '--listen', `127.0.0.1:${port}`, '-E', 'PATH', bin('pidstatd'), '--foreground', '--port', '0'], env);
+    try {
+      await waitForLine(activator, /Listening on/);
+      const pid = String(activator.child.pid);
+      const asked = await run(bin('pidstat'), ['--no-local', '--port', String(port), '--timeout', '500', '127.0.0.1', pid], { env });
+      assert.equal(asked.stdout, `127.0.0.1:${pid} exists\n`, `${asked.stderr}\n${activator.stderr()}`);
+      // --port 0 is ignored: the daemon serves the inherited socket.
+      assert.match(activator.stderr(), new RegExp(`pidstatd: listening on 127\\.0\\.0\\.1:${port}$`, 'm'));
+    } finally {
+      await activator.stop();
+    }
+    assert.match(activator.stderr(), /SIGTERM: stopping/);
+  });
+
+  await t.test('npm installs the manual pages, and man shows them', async (t) => {
+    for (const page of ['man1/pidstat.1', 'man1/pidwatch.1', 'man8/pidstatd.8']) {
+      assert.ok(readdirSync(join(prefix, 'share', 'man', dirname(page))).includes(page.split('/')[1]!), `${page} is not installed`);
+    }
+    const manEnv = { ...env, MANPAGER: 'cat', PAGER: 'cat', MANWIDTH: '80' };
+    let shown: RunResult;
+    if (has('man')) shown = await run('man', ['-M', join(prefix, 'share', 'man'), 'pidstat'], { env: manEnv });
+    else if (has('mandoc')) shown = await run('mandoc', ['-T', 'utf8', join(prefix, 'share', 'man', 'man1', 'pidstat.1')], { env: manEnv });
+    else return skip(t, 'neither man nor mandoc is installed');
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout.replace(/.\x08/g, ''), /^PIDSTAT\(1\)/m);
+    assert.match(shown.stdout.replace(/.\x08/g, ''), /EXIT STATUS/);
+  });
+
+  await t.test('the shipped systemd units pass systemd-analyze verify', async (t) => {
+    const unitDir = join(prefix, 'lib', 'node_modules', PKG.name, 'contrib', 'systemd');
+    const service = readFileSync(join(unitDir, 'pidstatd.service'), 'utf8');
+    const socket = readFileSync(join(unitDir, 'pidstatd.socket'), 'utf8');
+    assert.match(service, /^Type=simple$/m);
+    assert.match(service, /^ExecStart=\/usr(\/local)?\/bin\/pidstatd --foreground$/m);
+    assert.match(service, /^Restart=on-failure$/m);
+    assert.match(service, /^CapabilityBoundingSet=CAP_KILL$/m);
+    // It must see every process, and node's JIT needs writable code.
+    assert.doesNotMatch(service, /^(DynamicUser|PrivatePIDs|MemoryDenyWriteExecute|ProtectProc|ProcSubset)=/m);
+    assert.match(socket, /^ListenDatagram=1752$/m);
+    assert.match(socket, /^BindIPv6Only=both$/m);
+    if (!has('systemd-analyze')) return skip(t, 'systemd-analyze is not installed (Debian package systemd)');
+    // verify wants ExecStart= to exist and Documentation=man: pages to open: the installed ones.
+    const dir = join(tmp, 'units');
+    mkdirSync(dir);
+    cpSync(join(unitDir, 'pidstatd.socket'), join(dir, 'pidstatd.socket'));
+    writeFileSync(join(dir, 'pidstatd.service'), service.replace(/^ExecStart=\S+/m, `ExecStart=${bin('pidstatd')}`));
+    const verified = await run('systemd-analyze', ['verify', join(dir, 'pidstatd.service'), join(dir, 'pidstatd.socket')], {
+      env: { ...env, MANPATH: join(prefix, 'share', 'man'), SYSTEMD_LOG_COLOR: '0' },
+    });
+    const ours = `${verified.stdout}${verified.stderr}`.split('\n').filter((line) => /pidstatd/.test(line));
+    assert.deepEqual(ours, [], 'systemd-analyze verify has something to say about our units');
+    assert.equal(verified.code, 0, verified.stderr);
+  });
+
+  await t.test('a TypeScript project installs the tarball, type-checks against it and runs', async (t) => {
+    const project = join(tmp, 'project');
+    mkdirSync(project);
+    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'scratch', version: '1.0.0', private: true, type: 'module' }, null, 2));
+    const added = await npm(['install', '--no-audit', '--no-fund', '--prefer-offline', '--no-package-lock', tarball], project);
+    if (added.code !== 0) {
+      const reason = offlineReason(added);
+      if (reason !== undefined) return skip(t, reason);
+      assert.fail(`npm install failed:\n${added.stderr}`);
+    }
+    const tsconfig = (include: string) => ({
+      compilerOptions: {
+        target: 'ES2022',
+        module: 'NodeNext',
+        moduleResolution: 'NodeNext',
+        strict: true,
+        // The package's own declarations are checked too, under the user's settings.
+        skipLibCheck: false,
+        outDir: 'out',
+        // @types/node from this repository: the scratch project installs only the tarball.
+        typeRoots: [join(ROOT, 'node_modules', '@types')],
+        types: ['node'],
+      },
+      include: [include],
+    });
+    writeFileSync(join(project, 'main.ts'), PROGRAM);
+    writeFileSync(join(project, 'wrong.ts'), WRONG);
+    writeFileSync(join(project, 'tsconfig.json'), JSON.stringify(tsconfig('main.ts'), null, 2));
+    writeFileSync(join(project, 'tsconfig.wrong.json'), JSON.stringify({ ...tsconfig('wrong.ts'), compilerOptions: { ...tsconfig('wrong.ts').compilerOptions, noEmit: true } }, null, 2));
+
+    const checked = await run(process.execPath, [TSC, '-p', 'tsconfig.json'], { cwd: project, timeoutMs: 60_000 });
+    assert.equal(checked.code, 0, `tsc:\n${checked.stdout}${checked.stderr}`);
+    const wrong = await run(process.execPath, [TSC, '-p', 'tsconfig.wrong.json'], { cwd: project, timeoutMs: 60_000 });
+    assert.notEqual(wrong.code, 0, 'tsc accepts a wrong state and a wrong port: the types are not there');
+    assert.match(wrong.stdout, /wrong\.ts\(3,7\): error TS2322/);
+    assert.match(wrong.stdout, /wrong\.ts\(4,\d+\): error TS2322/);
+
+    const ran = await run(process.execPath, [join(project, 'out', 'main.js'), String(await deadPid())], { cwd: project, timeoutMs: 20_000 });
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.deepEqual(JSON.parse(ran.stdout), { states: ['exists', 'dead'], local: true, answered: 2 });
+  });
+});
