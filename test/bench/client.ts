@@ -1,0 +1,175 @@
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import { freePort, run, runBin, startDaemon, startSleeper, type Daemon } from '../helpers.js';
+import { alternate, isGone, killPid, median, ms, stopChild, until } from './lib.js';
+import { metOrNot, type Row } from './table.js';
+
+/** The client: how soon one answer comes, and how 1000 targets over four hosts fare. */
+
+/** One `pidstat --no-local` run that must print `127.0.0.1:PID exists`; its wall time. */
+async function timedPidstat(port: number, pid: number): Promise<number> {
+  const result = await runBin('pidstat', ['--no-local', '--port', String(port), '127.0.0.1', String(pid)]);
+  const expected = `127.0.0.1:${pid} exists`;
+  if (result.code !== 0 || result.stdout.trim() !== expected) {
+    throw new Error(`pidstat exited ${result.code} with ${JSON.stringify(result.stdout + result.stderr)}, not "${expected}"`);
+  }
+  return result.ms;
+}
+
+async function timedNode(): Promise<number> {
+  const result = await run(process.execPath, ['-e', '0']);
+  if (result.code !== 0) throw new Error(`node -e 0 exited ${result.code}`);
+  return result.ms;
+}
+
+/** Wall time of `node bin/pidstat.cjs --no-local --port P 127.0.0.1 PID` vs `node -e 0`, 10 of each alternated. */
+export async function startToAnswer(): Promise<Row[]> {
+  const daemon = await startDaemon(['--bind', '127.0.0.1']);
+  const sleeper = startSleeper();
+  try {
+    // One untimed run of each first, so neither pays for a cold file cache.
+    await timedPidstat(daemon.port, sleeper.pid);
+    await timedNode();
+    const runs = await alternate(() => timedPidstat(daemon.port, sleeper.pid), timedNode, 10);
+    const ours = median(runs.a);
+    const node = median(runs.b);
+    return [
+      {
+        figure: 'pidstat start-to-answer (median of 10)',
+        ours: ms(ours),
+        reference: `${ms(node)} \`node -e 0\``,
+        ratio: ours / node,
+        goal: '<= 1.15 x `node -e 0`',
+        met: metOrNot(ours / node <= 1.15),
+      },
+    ];
+  } finally {
+    await sleeper.stop();
+    await daemon.stop();
+  }
+}
+
+/** `n` sleeps started by one shell (fast), each reported by pid; each killed by its pid, once. */
+async function startSleepers(n: number): Promise<{ pids: number[]; kill(pid: number): void; stop(): Promise<void> }> {
+  const script = `i=0; while [ $i -lt ${n} ]; do sleep 600 >/dev/null 2>&1 & echo $!; i=$((i+1)); done; wait`;
+  const shell = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  shell.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  const pids = () => out.split('\n').filter((line) => /^\d+$/.test(line)).map(Number);
+  const killed = new Set<number>();
+  const kill = (pid: number) => {
+    if (!killed.has(pid)) killPid(pid);
+    killed.add(pid);
+  };
+  const stop = async () => {
+    pids().forEach(kill);
+    await stopChild(shell, 'SIGKILL', 2000);
+  };
+  try {
+    await until(() => pids().length >= n || shell.exitCode !== null, 10_000, `${n} sleeps did not start`);
+    if (pids().length < n) throw new Error(`the shell starting ${n} sleeps exited early`);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pids: pids(), kill, stop };
+}
+
+/** A UDP socket that takes datagrams and never answers (so no ICMP error shortens the wait). */
+async function silentSocket(address: string, port: number): Promise<dgram.Socket> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(port, address, () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
+  socket.on('error', () => {});
+  return socket;
+}
+
+interface FanoutHosts {
+  port: number;
+  daemons: Daemon[];
+  silent: dgram.Socket;
+  stop(): Promise<void>;
+}
+
+/** Daemons on 127.0.0.1-3 and a silent socket on 127.0.0.4, all on one port free on the four. */
+async function startFanoutHosts(): Promise<FanoutHosts> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort('127.0.0.1');
+    const daemons: Daemon[] = [];
+    let silent: dgram.Socket | undefined;
+    const stop = async () => {
+      silent?.close();
+      await Promise.all(daemons.map((daemon) => daemon.stop()));
+    };
+    try {
+      silent = await silentSocket('127.0.0.4', port);
+      for (const n of [1, 2, 3]) daemons.push(await startDaemon(['--bind', `127.0.0.${n}`, '--port', String(port), '--rate', '0']));
+      return { port, daemons, silent, stop };
+    } catch (err) {
+      lastError = err;
+      await stop();
+    }
+  }
+  throw lastError;
+}
+
+const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'];
+const SILENT_HOST = '127.0.0.4';
+
+/**
+ * One `pidstat --no-local --timeout 1000 --tries 5` with 1000 targets: 250
+ * pids (half live sleeps, half sleeps killed and reaped a moment ago) on
+ * each of three daemons and one silent host. Wall time, and every line checked.
+ */
+export async function fanout(): Promise<Row[]> {
+  const hosts = await startFanoutHosts();
+  try {
+    const sleepers = await startSleepers(250);
+    try {
+      const dead = new Set(sleepers.pids.filter((_, i) => i % 2 === 1));
+      dead.forEach(sleepers.kill);
+      await until(() => [...dead].every(isGone), 5000, 'killed sleeps were not reaped');
+
+      const targets = sleepers.pids.flatMap((pid) => HOSTS.map((host) => ({ host, pid })));
+      const expected = targets.map(({ host, pid }) => `${host}:${pid} ${host === SILENT_HOST ? 'no_reply' : dead.has(pid) ? 'dead' : 'exists'}`);
+      const args = ['--no-local', '--timeout', '1000', '--tries', '5', '--port', String(hosts.port)];
+      const result = await runBin('pidstat', [...args, ...targets.map(({ host, pid }) => `${host}:${pid}`)], { timeoutMs: 60_000 });
+
+      const lines = result.stdout.split('\n').filter((line) => line !== '');
+      const wrong = expected.filter((line, i) => lines[i] !== line).length + Math.max(0, lines.length - expected.length);
+      if (wrong > 0) {
+        const firstWrong = expected.findIndex((line, i) => lines[i] !== line);
+        console.log(`  fan-out: ${wrong} wrong lines; first: expected "${expected[firstWrong]}", got "${lines[firstWrong]}" (exit ${result.code})`);
+      }
+      const seconds = result.ms / 1000;
+      return [
+        {
+          figure: 'fan-out: 1000 targets, 3 daemons + 1 silent host, wall',
+          ours: `${seconds.toFixed(2)} s`,
+          reference: '5.0 s (silent host budget: 5 tries x 1000 ms)',
+          ratio: seconds / 5,
+          goal: '<= 5.3 s',
+          met: metOrNot(seconds <= 5.3),
+        },
+        {
+          figure: 'fan-out: lines right',
+          ours: `${expected.length - wrong}/${expected.length}`,
+          reference: `${expected.length} (every target)`,
+          ratio: (expected.length - wrong) / expected.length,
+          goal: 'every line right',
+          met: metOrNot(wrong === 0 && result.code === 2),
+        },
+      ];
+    } finally {
+      await sleepers.stop();
+    }
+  } finally {
+    await hosts.stop();
+  }
+}

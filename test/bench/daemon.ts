@@ -1,0 +1,123 @@
+import { ask, startDaemon, type Daemon } from '../helpers.js';
+import { alternate, mb, median, perSecond, rssKb } from './lib.js';
+import { metOrNot, type Row } from './table.js';
+import { startFloor, udpload, type Tools } from './tools.js';
+
+/** The daemon under load: throughput and round trip against the C floor, and memory. */
+
+/** A fresh daemon as the figures want it: no rate limit, loopback only. */
+function startUnlimitedDaemon(): Promise<Daemon> {
+  return startDaemon(['--bind', '127.0.0.1', '--rate', '0']);
+}
+
+/** One request like udpload's, to see the daemon answers what it should before timing it. */
+async function checkAnswer(port: number, pid: string, expected: string): Promise<void> {
+  const reply = await ask(port, `PIDR ${pid} 127.0.0.1 3\n`);
+  if (reply?.trim() !== expected) throw new Error(`daemon answered ${JSON.stringify(reply)} to PIDR ${pid}, not "${expected}"`);
+}
+
+interface LoadFigure {
+  figure: string;
+  window: number;
+  pid: string;
+  /** The answer to PIDR pid: what every reply must say. */
+  expected: string;
+  /** Minimum ratio ours / floor. */
+  goal: number;
+}
+
+/** `udpload 127.0.0.1 PORT 3 WINDOW PID` against our daemon and udplimit, alternated 3 times, median replies/s. */
+async function loadFigure(tools: Tools, spec: LoadFigure): Promise<Row[]> {
+  const daemon = await startUnlimitedDaemon();
+  try {
+    const floor = await startFloor(tools);
+    try {
+      await checkAnswer(daemon.port, spec.pid, spec.expected);
+      const runs = await alternate(
+        () => udpload(tools, daemon.port, 3, spec.window, spec.pid),
+        () => udpload(tools, floor.port, 3, spec.window, spec.pid),
+        3,
+      );
+      const ours = median(runs.a.map((load) => load.rate));
+      const floorRate = median(runs.b.map((load) => load.rate));
+      const ratio = ours / floorRate;
+      return [
+        {
+          figure: spec.figure,
+          ours: `${perSecond(ours)} (${runs.a.map((l) => Math.round(l.rate)).join(', ')})`,
+          reference: `${perSecond(floorRate)} C floor (${runs.b.map((l) => Math.round(l.rate)).join(', ')})`,
+          ratio,
+          goal: `>= ${spec.goal.toFixed(2)} x floor`,
+          met: metOrNot(ratio >= spec.goal),
+        },
+      ];
+    } finally {
+      await floor.stop();
+    }
+  } finally {
+    await daemon.stop();
+  }
+}
+
+export const daemonThroughput = (tools: Tools) =>
+  loadFigure(tools, { figure: 'daemon throughput (window 8, pid 1)', window: 8, pid: '1', expected: 'EXIS 1 1 127.0.0.1', goal: 0.7 });
+
+export const daemonRoundTrip = (tools: Tools) =>
+  loadFigure(tools, { figure: 'daemon round trip (window 1, pid 1)', window: 1, pid: '1', expected: 'EXIS 1 1 127.0.0.1', goal: 0.85 });
+
+export const deadPidThroughput = (tools: Tools) =>
+  loadFigure(tools, {
+    figure: 'dead-pid throughput (window 8, pid 999999)',
+    window: 8,
+    pid: '999999',
+    expected: 'EXIS 999999 0 127.0.0.1',
+    goal: 0.65,
+  });
+
+/**
+ * Drives the daemon with udpload (window 8, pid 1) until `total` replies in
+ * all: a 1 s run to learn the rate, then runs sized by it (a little over, so
+ * the count lands just past `total`, not a whole run past it). Returns the new total.
+ */
+async function driveTo(tools: Tools, port: number, done: number, total: number, rate: { value?: number }): Promise<number> {
+  while (done < total) {
+    const seconds = rate.value === undefined ? 1 : Math.max(0.2, ((total - done) / rate.value) * 1.02);
+    const load = await udpload(tools, port, Number(seconds.toFixed(2)), 8, '1');
+    done += load.replies;
+    rate.value = load.rate;
+  }
+  return done;
+}
+
+/** VmRSS after 1 and 2 million requests (counted as replies), and the growth between. */
+export async function daemonMemory(tools: Tools): Promise<Row[]> {
+  const daemon = await startUnlimitedDaemon();
+  try {
+    const rate: { value?: number } = {};
+    const done1M = await driveTo(tools, daemon.port, 0, 1_000_000, rate);
+    const at1M = rssKb(daemon.pid);
+    const done = await driveTo(tools, daemon.port, done1M, 2_000_000, rate);
+    const at2M = rssKb(daemon.pid);
+    const growth = at2M - at1M;
+    return [
+      {
+        figure: `daemon RSS after 2M requests (at ${(done / 1e6).toFixed(2)}M replies)`,
+        ours: mb(at2M),
+        reference: '60 MB (goal bound)',
+        ratio: at2M / 1024 / 60,
+        goal: '<= 60 MB',
+        met: metOrNot(at2M <= 60 * 1024),
+      },
+      {
+        figure: `daemon RSS growth 1M -> 2M requests (at ${(done1M / 1e6).toFixed(2)}M, ${(done / 1e6).toFixed(2)}M)`,
+        ours: `${mb(growth)} (${mb(at1M)} -> ${mb(at2M)})`,
+        reference: '2 MB (goal bound)',
+        ratio: growth / 1024 / 2,
+        goal: '< 2 MB',
+        met: metOrNot(growth < 2 * 1024),
+      },
+    ];
+  } finally {
+    await daemon.stop();
+  }
+}

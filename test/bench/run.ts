@@ -1,0 +1,87 @@
+import { execFileSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fanout, startToAnswer } from './client.js';
+import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput } from './daemon.js';
+import { idleCosts } from './idle.js';
+import { CLK_TCK } from './lib.js';
+import { pidwatchReaction } from './pidwatch.js';
+import { markdownTable, progressLine, type Row } from './table.js';
+import { buildTools, type Tools } from './tools.js';
+
+/**
+ * `npm run bench`: every figure of the performance issue, each against a
+ * reference run interleaved with it or against its goal's bound, printed as
+ * it completes and then as one markdown table. Exit 0 whether the goals are
+ * met or not; 1 if a figure could not be measured.
+ */
+
+interface Figure {
+  name: string;
+  /** Needs udpload/udplimit, so `cc`. */
+  needsTools: boolean;
+  measure(tools: Tools): Promise<Row[]>;
+}
+
+const FIGURES: Figure[] = [
+  { name: 'daemon throughput', needsTools: true, measure: daemonThroughput },
+  { name: 'daemon round trip', needsTools: true, measure: daemonRoundTrip },
+  { name: 'dead-pid throughput', needsTools: true, measure: deadPidThroughput },
+  { name: 'daemon memory', needsTools: true, measure: daemonMemory },
+  { name: 'idle daemon and pidwatch cost', needsTools: false, measure: idleCosts },
+  { name: 'pidstat start-to-answer', needsTools: false, measure: startToAnswer },
+  { name: 'fan-out', needsTools: false, measure: fanout },
+  { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
+];
+
+const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);
+
+function nproc(): string {
+  try {
+    return execFileSync('nproc', { encoding: 'utf8' }).trim();
+  } catch {
+    return String(availableParallelism());
+  }
+}
+
+/** Measures one figure; a skip or an error becomes its row instead of ending the bench. */
+async function measure(figure: Figure, tools: Tools | { reason: string }): Promise<{ rows: Row[]; failed: boolean }> {
+  const stub = (met: 'skipped' | 'error', why: string): Row => ({ figure: figure.name, ours: why, reference: '', ratio: undefined, goal: '', met });
+  if (figure.needsTools && 'reason' in tools) return { rows: [stub('skipped', `needs the C tools: ${tools.reason}`)], failed: false };
+  try {
+    return { rows: await figure.measure(tools as Tools), failed: false };
+  } catch (err) {
+    console.error(`  ${figure.name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    return { rows: [stub('error', firstLine(err))], failed: true };
+  }
+}
+
+async function main(): Promise<number> {
+  const started = performance.now();
+  const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  console.log(`pidstat bench: ${date}, nproc ${nproc()}, node ${process.version}, CLK_TCK ${CLK_TCK}`);
+  const tools = buildTools();
+  if ('reason' in tools) console.log(`C tools not built (${tools.reason}): the figures that need them are skipped`);
+  const rows: Row[] = [];
+  let failures = 0;
+  try {
+    for (const figure of FIGURES) {
+      const result = await measure(figure, tools);
+      if (result.failed) failures++;
+      for (const row of result.rows) console.log(progressLine(row, performance.now() - started));
+      rows.push(...result.rows);
+    }
+  } finally {
+    if (!('reason' in tools)) tools.remove();
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  console.log(`\n### Benchmark (${date}, nproc ${nproc()}, node ${process.version})\n`);
+  console.log(markdownTable(rows));
+  console.log(
+    '\nReference: a run alternated with ours (C floor `udplimit`, `node -e 0`), or, for figures without one, the goal\'s bound or a baseline, as named.' +
+      ' CPU from utime+stime in clock ticks (schedstat ms beside it). MB = 1024 kB of VmRSS.',
+  );
+  console.log(`\nbench took ${seconds} s; ${failures === 0 ? 'every figure measured' : `${failures} figure(s) could not be measured`}`);
+  return failures === 0 ? 0 : 1;
+}
+
+process.exitCode = await main();
