@@ -73,6 +73,14 @@ export const DEFAULT_TRIES = 5;
  * host without one is reported in about a second over five tries.
  */
 export const REFUSED_RETRY_MS = 200;
+/**
+ * The send pace. A burst fits a daemon's default receive queue
+ * (net.core.rmem_default, about 200 KB: some 250 small datagrams); the rate
+ * stays well under what one daemon answers (over 100 000 a second) while
+ * the client shares its cores.
+ */
+const SEND_BURST = 256;
+const SEND_RATE = 25_000;
 /** Descriptors left free for everything else the process opens. */
 const RESERVED_FDS = 64;
 /** Addresses that get connected sockets before the descriptor limit is read. */
@@ -145,6 +153,11 @@ export class PidStatClient {
   private budget: number | undefined;
   private highestTry = 0;
   private closed = false;
+  private sendQueue: Pending[] = [];
+  private sendQueueHead = 0;
+  private sendTokens = SEND_BURST;
+  private sendTokensAt = monotonicMs();
+  private sendTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: ClientOptions = {}) {
     this.port = opts.port ?? defaultPort();
@@ -210,6 +223,7 @@ export class PidStatClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.sendTimer);
     for (const pending of [...this.pending.values()]) this.finish(pending, { state: 'no_reply', error: 'client closed' });
     await Promise.allSettled([...this.endpoints.values(), ...this.shared.values()]);
     await Promise.all(this.sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
@@ -293,7 +307,40 @@ export class PidStatClient {
     return endpoint;
   }
 
+  /** Starts the next try of `pending` as soon as the send pace allows. */
   private sendTry(pending: Pending): void {
+    this.sendQueue.push(pending);
+    this.drainSendQueue();
+  }
+
+  /**
+   * Sends what the pace allows: a token bucket of SEND_BURST datagrams that
+   * refills at SEND_RATE a second. Thousands of targets sent at once would
+   * overflow a daemon's receive queue and be lost, every try alike.
+   */
+  private drainSendQueue(): void {
+    const now = monotonicMs();
+    this.sendTokens = Math.min(SEND_BURST, this.sendTokens + ((now - this.sendTokensAt) * SEND_RATE) / 1000);
+    this.sendTokensAt = now;
+    while (this.sendQueueHead < this.sendQueue.length && this.sendTokens >= 1) {
+      const pending = this.sendQueue[this.sendQueueHead++]!;
+      // Answered, or closed, while it waited its turn.
+      if (this.pending.get(pending.key) !== pending) continue;
+      this.sendTokens -= pending.endpoints.length;
+      this.transmit(pending);
+    }
+    if (this.sendQueueHead === this.sendQueue.length) {
+      this.sendQueue = [];
+      this.sendQueueHead = 0;
+    } else {
+      this.sendTimer ??= setTimeout(() => {
+        this.sendTimer = undefined;
+        this.drainSendQueue();
+      }, 1);
+    }
+  }
+
+  private transmit(pending: Pending): void {
     pending.tries++;
     pending.refused = 0;
     if (pending.tries > this.highestTry) this.highestTry = pending.tries;
