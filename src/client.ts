@@ -90,6 +90,8 @@ interface Endpoint {
   address: string;
   socket: dgram.Socket;
   connected: boolean;
+  /** The send callback, one per endpoint rather than one per datagram. */
+  onSent: (err: NodeJS.ErrnoException | null) => void;
   /** Targets whose current try went to this address and is unanswered. */
   waiting: Set<Pending>;
 }
@@ -147,6 +149,7 @@ export class PidStatClient {
   private readonly debug: ((line: string) => void) | undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly addresses = new Map<string, Promise<string[]>>();
+  private readonly hostEndpoints = new Map<string, Promise<Endpoint[]>>();
   private readonly endpoints = new Map<string, Promise<Endpoint>>();
   private readonly shared = new Map<4 | 6, Promise<dgram.Socket>>();
   private readonly sockets: dgram.Socket[] = [];
@@ -243,8 +246,18 @@ export class PidStatClient {
     return addresses;
   }
 
-  /** The endpoints of a host's addresses; an address this host cannot reach (IPv6 where it has none) is left out. */
-  private async endpointsFor(host: string): Promise<Endpoint[]> {
+  /** The endpoints of a host's addresses, once per host. */
+  private endpointsFor(host: string): Promise<Endpoint[]> {
+    let endpoints = this.hostEndpoints.get(host);
+    if (endpoints === undefined) {
+      endpoints = this.openHost(host);
+      this.hostEndpoints.set(host, endpoints);
+    }
+    return endpoints;
+  }
+
+  /** An address this host cannot reach (IPv6 where it has none) is left out. */
+  private async openHost(host: string): Promise<Endpoint[]> {
     const addresses = await this.resolve(host);
     const opened = await Promise.allSettled(addresses.map((address) => this.endpoint(address)));
     const endpoints = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
@@ -282,15 +295,29 @@ export class PidStatClient {
     return socket;
   }
 
+  private makeEndpoint(address: string, socket: dgram.Socket, connected: boolean): Endpoint {
+    const endpoint: Endpoint = {
+      address,
+      socket,
+      connected,
+      waiting: new Set(),
+      onSent: (err) => {
+        if (err?.code === 'ECONNREFUSED') this.onRefused(endpoint);
+        else if (err) this.debug?.(`send to ${address} failed: ${err.message}`);
+      },
+    };
+    return endpoint;
+  }
+
   private async openEndpoint(address: string): Promise<Endpoint> {
     const family = isIPv6(address) ? 6 : 4;
     const shared = await this.sharedSocket(family);
-    const fallback: Endpoint = { address, socket: shared, connected: false, waiting: new Set() };
+    const fallback = this.makeEndpoint(address, shared, false);
     // Reading the limit costs a look at /proc: only runs with many hosts need it.
     if (this.endpoints.size > SMALL_RUN) this.budget ??= descriptorBudget();
     if (this.budget !== undefined && this.budget-- <= 0) return fallback;
     const socket = this.createSocket(family);
-    const endpoint: Endpoint = { address, socket, connected: true, waiting: new Set() };
+    const endpoint = this.makeEndpoint(address, socket, true);
     try {
       const port = shared.address().port;
       await onceEvent(socket, (done) => socket.bind({ address: family === 6 ? '::' : '0.0.0.0', port }, done));
@@ -347,12 +374,8 @@ export class PidStatClient {
     for (const endpoint of pending.endpoints) {
       endpoint.waiting.add(pending);
       this.debug?.(`> ${hostPort(endpoint.address, this.port)} ${pending.wire.toString('latin1').trimEnd()}`);
-      const onSent = (err: NodeJS.ErrnoException | null) => {
-        if (err?.code === 'ECONNREFUSED') this.onRefused(endpoint);
-        else if (err) this.debug?.(`send to ${endpoint.address} failed: ${err.message}`);
-      };
-      if (endpoint.connected) endpoint.socket.send(pending.wire, onSent);
-      else endpoint.socket.send(pending.wire, this.port, endpoint.address, onSent);
+      if (endpoint.connected) endpoint.socket.send(pending.wire, endpoint.onSent);
+      else endpoint.socket.send(pending.wire, this.port, endpoint.address, endpoint.onSent);
     }
     pending.timer = setTimeout(() => this.onTimeout(pending), this.timeoutMs);
   }
