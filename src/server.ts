@@ -247,11 +247,22 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       log?.(describe(rinfo), msg.toString('latin1'), 'dropped: over the rate limit');
       return;
     }
+    // A reply to port 0 cannot be sent (dgram throws): such a source is forged.
+    if (rinfo.port === 0) {
+      stats.malformed++;
+      log?.(describe(rinfo), msg.toString('latin1'), 'dropped: source port 0');
+      return;
+    }
     let reply: Reply | undefined;
     try {
       reply = answer(decodeRequest(msg), ownHost);
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
+      if (!(err instanceof ProtocolError)) {
+        // A bug, not the datagram's fault: count it and serve the next one.
+        stats.errors++;
+        opts.onError?.(err as Error);
+        return;
+      }
       stats.malformed++;
       log?.(describe(rinfo), msg.toString('latin1'), `dropped: ${err.message}`);
       return;

@@ -157,3 +157,24 @@ describe('counters and the rate limit (library)', () => {
     }
   });
 });
+
+describe('forged datagrams', () => {
+  test('a request from source port 0 is dropped, and the daemon goes on serving', async (t) => {
+    if (!IS_ROOT) return t.skip('a datagram from port 0 needs a raw socket: not root');
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug']);
+    try {
+      // A raw UDP datagram with source port 0 and no checksum, as a forger sends it.
+      const forge = `import socket, struct
+p = b'PIDR 1 forged 3\\n'
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+s.sendto(struct.pack('!HHHH', 0, ${daemon.port}, 8 + len(p), 0) + p, ('127.0.0.1', 0))`;
+      const sent = await run('python3', ['-c', forge]);
+      if (sent.code !== 0) return t.skip(`no raw socket here: ${sent.stderr.trim()}`);
+      assert.ok(await waitFor(() => /source port 0/.test(daemon.log()), 2000), daemon.log());
+      assert.equal(await ask(daemon.port, 'PIDR 1 after 3'), 'EXIS 1 1 after');
+      assert.equal(daemon.child.exitCode, null, 'still running');
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
+  });
+});
