@@ -3,7 +3,7 @@ import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 import { readStartToken } from '../src/probe.js';
 import { startServer, type Server } from '../src/server.js';
-import { ask, deadPid, exchange, hasIPv6Loopback, startDaemon, sleep, startSleeper, type Daemon } from './helpers.js';
+import { ask, deadPid, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, startSleeper, waitFor, type Daemon } from './helpers.js';
 
 /**
  * The daemon's side of CONTRACT section 1 over real UDP: the built pidstatd
