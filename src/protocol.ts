@@ -13,6 +13,7 @@
  * <host>  the name the client used, echoed back; 1-255 bytes of printable,
  *         non-blank ASCII.
  * <flags> bit set (FLAG_*); missing, not a number or 0 means 3.
+ *         Its low 8 bits count: 256 asks for no answer at all.
  * <start> the process start time (field 22 of /proc/<pid>/stat), decimal;
  *         a request field that is not decimal is ignored with all after it.
  *
@@ -36,8 +37,6 @@ export const MAX_PID = 2147483647;
 export const MAX_HOST_BYTES = 255;
 /** Longer datagrams are dropped unread; a valid request is far shorter. */
 export const MAX_DATAGRAM_BYTES = 1024;
-/** Start tokens are clock ticks since boot: 20 digits fit any 64-bit value. */
-const MAX_START_DIGITS = 20;
 
 export type State = 'exists' | 'dead' | 'unknown';
 
@@ -81,9 +80,12 @@ export function isValidHost(host: string): boolean {
   return HOST_RE.test(host);
 }
 
-/** Whether text is a start token. */
+/**
+ * Whether text is a start token: any decimal, compared as text, so one too
+ * long for any live process simply matches none.
+ */
 export function isStartToken(text: string): boolean {
-  return text.length <= MAX_START_DIGITS && DECIMAL_RE.test(text);
+  return DECIMAL_RE.test(text);
 }
 
 function firstLineFields(buf: Uint8Array): string[] {
@@ -114,10 +116,14 @@ function decodeHostField(field: string): string {
   return field;
 }
 
+/**
+ * The flags' low 8 bits, whatever the field's length: 10^8 is a multiple of
+ * 2^8, so the last 8 digits hold them. Only a value of 0 means 3; 256 has
+ * none of the answer bits, and asks for no answer.
+ */
 function decodeFlags(field: string | undefined): number {
-  if (field === undefined || field.length > 10 || !DECIMAL_RE.test(field)) return DEFAULT_FLAGS;
-  const flags = Number(field) & 0xff;
-  return flags === 0 ? DEFAULT_FLAGS : flags;
+  if (field === undefined || !DECIMAL_RE.test(field) || /^0+$/.test(field)) return DEFAULT_FLAGS;
+  return Number(field.slice(-8)) % 256;
 }
 
 export function encodeRequest(req: Request): Buffer {

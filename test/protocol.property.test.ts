@@ -73,7 +73,7 @@ test('mutations of a valid request either decode to a valid request or are refus
         const r = decodeRequest(wire);
         assert.ok(Number.isInteger(r.pid) && r.pid >= 1 && r.pid <= MAX_PID);
         assert.ok(r.host === undefined || /^[\x21-\x7e]{1,255}$/.test(r.host));
-        assert.ok(r.flags >= 1 && r.flags <= 255);
+        assert.ok(r.flags >= 0 && r.flags <= 255);
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
       }
