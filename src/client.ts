@@ -81,6 +81,7 @@ export const REFUSED_RETRY_MS = 200;
  */
 const SEND_BURST = 256;
 const SEND_RATE = 25_000;
+const RECEIVE_QUEUE_BYTES = 1024 * 1024;
 /** Descriptors left free for everything else the process opens. */
 const RESERVED_FDS = 64;
 /** Addresses that get connected sockets before the descriptor limit is read. */
@@ -120,6 +121,20 @@ function descriptorBudget(): number {
   } catch {
     return 1024 - RESERVED_FDS;
   }
+}
+
+/**
+ * A deeper receive queue, so replies that arrive while the event loop is busy
+ * (thousands of targets) wait instead of being dropped; the kernel caps it at
+ * net.core.rmem_max.
+ */
+function deepenQueue(socket: dgram.Socket): dgram.Socket {
+  try {
+    socket.setRecvBufferSize(RECEIVE_QUEUE_BYTES);
+  } catch {
+    // Not allowed here: the default queue still works.
+  }
+  return socket;
 }
 
 function keyOf(pid: number, host: string): string {
@@ -279,7 +294,7 @@ export class PidStatClient {
     if (socket === undefined) {
       const created = this.createSocket(family);
       socket = onceEvent(created, (done) => created.bind({ address: family === 6 ? '::' : '0.0.0.0', port: 0 }, done))
-        .then(() => created);
+        .then(() => deepenQueue(created));
       this.shared.set(family, socket);
     }
     return socket;
@@ -321,6 +336,7 @@ export class PidStatClient {
     try {
       const port = shared.address().port;
       await onceEvent(socket, (done) => socket.bind({ address: family === 6 ? '::' : '0.0.0.0', port }, done));
+      deepenQueue(socket);
       await onceEvent(socket, (done) => socket.connect(this.port, address, done));
     } catch (err) {
       this.debug?.(`cannot connect a socket to ${hostPort(address, this.port)} (${(err as Error).message}); sharing one`);

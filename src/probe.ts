@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 
 /**
@@ -33,12 +33,26 @@ const rawKill: (pid: number, signal: number) => number =
         }
       };
 
+/**
+ * Whether /proc/<pid> exists. stat(), not access(): under hidepid=1 access()
+ * is refused for another user's process while stat() still sees it.
+ * @see https://man7.org/linux/man-pages/man5/proc.5.html (hidepid)
+ */
+function procEntryExists(pid: number): boolean {
+  try {
+    statSync(`/proc/${pid}`);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
 /** What kill(pid, 0) tells: true exists, false does not, undefined cannot tell. */
 export function pidExists(pid: number): boolean | undefined {
   const err = rawKill(pid, 0);
   if (err === 0) return true;
   if (err === ESRCH) return false;
-  if (err === EPERM && PROC_MOUNTED) return existsSync(`/proc/${pid}`);
+  if (err === EPERM && PROC_MOUNTED) return procEntryExists(pid);
   return undefined;
 }
 

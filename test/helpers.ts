@@ -36,6 +36,8 @@ export function run(
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  // The child may exit before reading its input: that EPIPE is no failure.
+  child.stdin?.on('error', () => {});
   child.stdin?.end(options.input ?? '');
   const killer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000);
   return new Promise((resolve, reject) => {
@@ -87,10 +89,13 @@ export async function startDaemon(args: readonly string[] = ['--bind', '127.0.0.
   child.stderr!.setEncoding('utf8');
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`pidstatd did not start: ${log}`)), 10_000);
+    let found = false;
     child.stderr!.on('data', (chunk: string) => {
       log += chunk;
+      if (found) return;
       const match = /listening on .*:(\d+)$/m.exec(log);
       if (match) {
+        found = true;
         clearTimeout(timer);
         resolve(Number(match[1]));
       }

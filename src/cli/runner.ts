@@ -9,6 +9,11 @@ const EX_SOFTWARE = 70;
  * prints its message only; anything else is a bug and prints its stack.
  */
 export function runCli(name: string, main: (argv: string[]) => Promise<number>): void {
+  // A reader that went away (`pidstat ... | head -1`) is no error of ours:
+  // what it did not read is dropped, and the exit status stays the answer.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
