@@ -9,6 +9,7 @@ import { after, describe, test, type TestContext } from 'node:test';
 import {
   ask,
   BIN,
+  childrenOf,
   deadPid,
   exchange,
   freePort,
@@ -53,26 +54,6 @@ function statFields(pid: number): string[] {
   return ['', String(pid), stat.slice(stat.indexOf('(') + 1, close), ...rest];
 }
 
-/** The pids of PID's children (every thread's), running or not. */
-function childrenOf(pid: number): number[] {
-  const kids = new Set<number>();
-  let tasks: string[] = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return [];
-  }
-  for (const task of tasks) {
-    try {
-      for (const word of readFileSync(`/proc/${pid}/task/${task}/children`, 'latin1').trim().split(/\s+/)) {
-        if (/^[0-9]+$/.test(word)) kids.add(Number(word));
-      }
-    } catch {
-      // The thread is gone.
-    }
-  }
-  return [...kids];
-}
 
 /** PID's running children. */
 function runningChildrenOf(pid: number): number[] {

@@ -1,6 +1,8 @@
 import dgram from 'node:dgram';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { ask } from './helpers.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { ask, childrenOf } from './helpers.js';
+
+export { childrenOf };
 
 /**
  * A datagram fuzzer for pidstatd, shared by test/fuzz.test.ts and
@@ -761,26 +763,6 @@ export function rssKb(pid: number): number {
   return Number(match[1]);
 }
 
-/** The pids of a process's children (all its threads'). */
-export function childrenOf(pid: number): number[] {
-  const kids = new Set<number>();
-  let tasks: string[] = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return [];
-  }
-  for (const task of tasks) {
-    try {
-      for (const word of readFileSync(`/proc/${pid}/task/${task}/children`, 'latin1').trim().split(/\s+/)) {
-        if (/^[0-9]+$/.test(word)) kids.add(Number(word));
-      }
-    } catch {
-      // the thread ended
-    }
-  }
-  return [...kids];
-}
 
 /**
  * Datagrams the kernel dropped on the UDP socket bound to `port` (the last

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import dgram from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -77,11 +77,17 @@ export interface Daemon {
 
 /**
  * Starts `pidstatd --foreground` on an ephemeral port (or the given args) and
- * waits for its "listening on" line, which names the port it got.
+ * waits for its "listening on" line, which names the port it got. `wrap`
+ * runs it through another command (`ip netns exec NAME`, see netns.ts).
  */
-export async function startDaemon(args: readonly string[] = ['--bind', '127.0.0.1'], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
+export async function startDaemon(
+  args: readonly string[] = ['--bind', '127.0.0.1'],
+  env: NodeJS.ProcessEnv = {},
+  wrap: (command: string, args: string[]) => [string, string[]] = (command, rest) => [command, rest],
+): Promise<Daemon> {
   const full = ['--foreground', ...(args.includes('--port') ? [] : ['--port', '0']), ...args];
-  const child = spawn(process.execPath, [BIN.pidstatd, ...full], {
+  const [command, commandArgs] = wrap(process.execPath, [BIN.pidstatd, ...full]);
+  const child = spawn(command, commandArgs, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -224,4 +230,31 @@ export async function hasIPv6Loopback(): Promise<boolean> {
   } finally {
     socket.close();
   }
+}
+
+/** The pids of a process's children, from /proc/PID/task/TID/children (every thread's). */
+export function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return found;
+  }
+  for (const tid of tasks) {
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').trim();
+      if (text) found.push(...text.split(/\s+/).map(Number));
+    } catch {
+      // The task ended meanwhile.
+    }
+  }
+  return found;
+}
+
+/** The exit status the contract gives pidstat for these states. */
+export function expectedExit(states: readonly string[]): number {
+  if (states.some((s) => s === 'no_reply' || s === 'unknown')) return 2;
+  if (states.some((s) => s === 'dead')) return 1;
+  return 0;
 }

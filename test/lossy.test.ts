@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { BIN, binEnv, sleep, waitFor, type RunResult } from './helpers.js';
+import { BIN, binEnv, expectedExit, sleep, startDaemon, waitFor, type Daemon, type RunResult } from './helpers.js';
 import { createHostPair, descendantsOf, inNetns, netnsUnavailable, pidInUse, runBinIn, spawnInPidNamespace, type HostPair, type NetnsHost, type NsTree } from './netns.js';
 import { startRelay, type Relay, type RelayEntry } from './relay.js';
 
@@ -97,47 +97,10 @@ function allocatedBetween(pid: number, from: number, to: number): boolean {
   return from < to ? pid > from && pid <= to : pid > from || pid <= to;
 }
 
-/** The exit status the contract gives for these states. */
-function expectedExit(states: readonly string[]): number {
-  if (states.some((s) => s === 'no_reply' || s === 'unknown')) return 2;
-  if (states.some((s) => s === 'dead')) return 1;
-  return 0;
-}
 
 /** `pidstatd --foreground ARGS` inside a network namespace; resolves once it listens. */
-async function startDaemonIn(host: NetnsHost, args: readonly string[]): Promise<{ child: ChildProcess; port: number; log(): string; stop(): Promise<void> }> {
-  const [cmd, full] = inNetns(host, process.execPath, [BIN.pidstatd, '--foreground', ...args]);
-  const child = spawn(cmd, full, { stdio: ['ignore', 'ignore', 'pipe'], env: binEnv() });
-  let log = '';
-  child.stderr!.setEncoding('utf8');
-  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`pidstatd did not start: ${log}`)), 10_000);
-    child.stderr!.on('data', (chunk: string) => {
-      log += chunk;
-      const match = /listening on .*:(\d+)$/m.exec(log);
-      if (match) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`pidstatd exited with ${code}: ${log}`));
-    });
-  });
-  return {
-    child,
-    port,
-    log: () => log,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+function startDaemonIn(host: NetnsHost, args: readonly string[]): Promise<Daemon> {
+  return startDaemon(args, binEnv(), (command, rest) => inNetns(host, command, rest));
 }
 
 interface Watcher {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { BIN, binEnv, run, sleep, type RunResult } from './helpers.js';
+import { BIN, binEnv, childrenOf, run, sleep, type RunResult } from './helpers.js';
 
 /**
  * Two "hosts" on one machine, for tests that need a real network between a
@@ -200,25 +200,6 @@ export function runBinIn(
   return runIn(host, process.execPath, [BIN[name], ...args], { ...options, env: binEnv(options.env) });
 }
 
-/** The pids (in this process's view) of `pid`'s children, from /proc/PID/task/TID/children. */
-export function childrenOf(pid: number): number[] {
-  const found: number[] = [];
-  let tasks: string[] = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return found;
-  }
-  for (const tid of tasks) {
-    try {
-      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').trim();
-      if (text) found.push(...text.split(/\s+/).map(Number));
-    } catch {
-      // The task ended meanwhile.
-    }
-  }
-  return found;
-}
 
 /** `pid` and all its descendants, parents first. */
 export function descendantsOf(pid: number): number[] {

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, describe, test, type TestContext } from 'node:test';
 import { PidStatClient, type Result } from '../src/index.js';
-import { BIN, IS_ROOT, binEnv, deadPid, freePort, run, runBin, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { BIN, IS_ROOT, binEnv, deadPid, expectedExit, freePort, run, runBin, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
 import { createHostPair, inNetns, netnsUnavailable, pidInUse, runIn, type HostPair, type NetnsHost } from './netns.js';
 
 /**
@@ -40,11 +40,6 @@ function describeRun(result: RunResult): string {
   return `exit ${result.code}${result.signal ? ` (${result.signal})` : ''}; ${Math.round(result.ms)} ms; stdout: ${JSON.stringify(cut(result.stdout))}; stderr: ${JSON.stringify(cut(result.stderr))}`;
 }
 
-function expectedExit(states: readonly string[]): number {
-  if (states.some((s) => s === 'no_reply' || s === 'unknown')) return 2;
-  if (states.some((s) => s === 'dead')) return 1;
-  return 0;
-}
 
 /** The last pid the kernel handed out in this PID namespace. */
 function lastPid(): number {
@@ -78,40 +73,8 @@ async function daemonFor(t: TestContext, args: readonly string[]): Promise<Daemo
 }
 
 /** `pidstatd --foreground ARGS` inside a network namespace; resolves once it listens. */
-async function startDaemonIn(host: NetnsHost, args: readonly string[]): Promise<{ child: ChildProcess; port: number; log(): string; stop(): Promise<void> }> {
-  const [cmd, full] = inNetns(host, process.execPath, [BIN.pidstatd, '--foreground', ...args]);
-  const child = spawn(cmd, full, { stdio: ['ignore', 'ignore', 'pipe'], env: binEnv() });
-  let log = '';
-  child.stderr!.setEncoding('utf8');
-  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`pidstatd did not start: ${log}`)), 10_000);
-      child.stderr!.on('data', (chunk: string) => {
-        log += chunk;
-        const match = /listening on .*:(\d+)$/m.exec(log);
-        if (match) {
-          clearTimeout(timer);
-          resolve(Number(match[1]));
-        }
-      });
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`pidstatd exited with ${code}: ${log}`));
-      });
-    });
-    return { child, port, log: () => log, stop };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+function startDaemonIn(host: NetnsHost, args: readonly string[]): Promise<Daemon> {
+  return startDaemon(args, binEnv(), (command, rest) => inNetns(host, command, rest));
 }
 
 /** A sleeper (a live pid) and a reaped pid (a dead one), both stopped after the test. */
