@@ -113,10 +113,13 @@ async function watchCommand(watch: WatchOptions, command: string, cwd: string | 
     watch.onDebug?.(`pid ${watch.pid} on ${watch.host} is dead: ${killer ? `running ${killer} -${name} ${child.pid}` : `sending ${signal}`}`);
     if (killer === undefined) signalGroup(child.pid!, signal);
     else spawn('/bin/sh', ['-c', `${killer} -${name} ${child.pid}`], { stdio: 'inherit' });
+  }).catch((err: Error) => {
+    // Watching failed: the command runs on, as it would on silence.
+    process.stderr.write(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`);
   });
   const ending = await ended;
   stopWatching.abort();
-  await watching.catch(() => {});
+  await watching;
   for (const sig of FORWARDED) process.off(sig, forward);
   return endLike(ending);
 }
@@ -151,10 +154,10 @@ async function watchForeground(watch: WatchOptions, fgpid: number, signal: NodeJ
         // Gone already: nothing left to stop.
       }
     }
-  });
+  }, (err: Error) => process.stderr.write(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`));
   await fgGone;
   stopWatching.abort();
-  await watching.catch(() => {});
+  await watching;
   return 0;
 }
 
