@@ -1,4 +1,3 @@
-import { isIPv6 } from 'node:net';
 import type { Result } from '../client.js';
 
 /**
@@ -15,9 +14,12 @@ export interface OutputOptions {
   stderr: NodeJS.WriteStream;
 }
 
-/** `host:pid`, with an IPv6 address in brackets: `[::1]:pid`. */
+/**
+ * `host:pid`, with an IPv6 address in brackets: `[::1]:pid`. A colon marks
+ * the address (no host name has one), and spares loading node:net for it.
+ */
 export function formatTarget(host: string, pid: number): string {
-  return isIPv6(host) ? `[${host}]:${pid}` : `${host}:${pid}`;
+  return host.includes(':') ? `[${host}]:${pid}` : `${host}:${pid}`;
 }
 
 /** A spinner appears only after this long without every answer. */

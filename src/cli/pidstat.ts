@@ -1,4 +1,3 @@
-import { isIPv6 } from 'node:net';
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort } from '../host.js';
@@ -123,7 +122,7 @@ async function ping(options: ClientOptions, output: Output, words: string[], hos
   const host = words[0] ?? hostOption ?? 'localhost';
   if (!isValidHost(host)) throw new CommandError(`'${host}' is not a host name or address`, ExitCode.PLUGIN_UNKNOWN);
   const client = new PidStatClient(options);
-  const where = `${isIPv6(host) ? `[${host}]` : host}:${client.port}`;
+  const where = formatTarget(host, client.port);
   try {
     const result = await client.query({ host, pid: 1, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
     if (result.state === 'no_reply') {
