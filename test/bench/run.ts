@@ -78,7 +78,7 @@ async function main(): Promise<number> {
   console.log(markdownTable(rows));
   console.log(
     '\nReference: a run alternated with ours (C floor `udplimit`, `node -e 0`), or, for figures without one, the goal\'s bound or a baseline, as named.' +
-      ' CPU from utime+stime in clock ticks (schedstat ms beside it). MB = 1024 kB of VmRSS.',
+      ' CPU is the time on CPU of every thread (schedstat), with utime+stime clock ticks beside it. MB = 1024 kB of VmRSS.',
   );
   console.log(`\nbench took ${seconds} s; ${failures === 0 ? 'every figure measured' : `${failures} figure(s) could not be measured`}`);
   return failures === 0 ? 0 : 1;
