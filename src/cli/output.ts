@@ -68,10 +68,14 @@ export class Output {
    * Shows a spinner on stderr while `work` runs longer than 200 ms, only where
    * stderr is a terminal with columns: ora writes escape codes to a pipe when
    * disabled, and hangs on a terminal of zero columns. ora loads only then.
+   * @see https://github.com/sindresorhus/is-interactive
    */
   async whileWaiting<T>(work: Promise<T>, describe: () => string): Promise<T> {
     const { stderr } = this.opts;
-    if (this.opts.silent || !stderr.isTTY || !(stderr.columns > 0)) return work;
+    // ora's own test (is-interactive) also refuses TERM=dumb and CI; then it
+    // would print its lines without spinning, so it is not started at all.
+    const interactive = stderr.isTTY && stderr.columns > 0 && process.env['TERM'] !== 'dumb' && !('CI' in process.env);
+    if (this.opts.silent || !interactive) return work;
     let done = false;
     let stop = () => {};
     const timer = setTimeout(async () => {
