@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { lookup } from 'node:dns';
 import { readdirSync, readFileSync } from 'node:fs';
 import { isIP, isIPv6 } from 'node:net';
-import { defaultPort, isLocalHost } from './host.js';
+import { defaultPort, isLocalHost, joinHostPort } from './host.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {
@@ -139,10 +139,6 @@ function deepenQueue(socket: dgram.Socket): dgram.Socket {
 
 function keyOf(pid: number, host: string): string {
   return `${pid} ${host}`;
-}
-
-function hostPort(address: string, port: number): string {
-  return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function onceEvent(socket: dgram.Socket, start: (done: () => void) => void): Promise<void> {
@@ -339,7 +335,7 @@ export class PidStatClient {
       deepenQueue(socket);
       await onceEvent(socket, (done) => socket.connect(this.port, address, done));
     } catch (err) {
-      this.debug?.(`cannot connect a socket to ${hostPort(address, this.port)} (${(err as Error).message}); sharing one`);
+      this.debug?.(`cannot connect a socket to ${joinHostPort(address, this.port)} (${(err as Error).message}); sharing one`);
       socket.close();
       this.sockets.splice(this.sockets.indexOf(socket), 1);
       return fallback;
@@ -389,7 +385,7 @@ export class PidStatClient {
     if (pending.tries > this.highestTry) this.highestTry = pending.tries;
     for (const endpoint of pending.endpoints) {
       endpoint.waiting.add(pending);
-      this.debug?.(`> ${hostPort(endpoint.address, this.port)} ${pending.wire.toString('latin1').trimEnd()}`);
+      this.debug?.(`> ${joinHostPort(endpoint.address, this.port)} ${pending.wire.toString('latin1').trimEnd()}`);
       if (endpoint.connected) endpoint.socket.send(pending.wire, endpoint.onSent);
       else endpoint.socket.send(pending.wire, this.port, endpoint.address, endpoint.onSent);
     }
@@ -406,7 +402,7 @@ export class PidStatClient {
   }
 
   private onSocketError(endpoint: Endpoint, err: NodeJS.ErrnoException): void {
-    this.debug?.(`< ${hostPort(endpoint.address, this.port)} ${err.code ?? err.message}`);
+    this.debug?.(`< ${joinHostPort(endpoint.address, this.port)} ${err.code ?? err.message}`);
     if (err.code === 'ECONNREFUSED') this.onRefused(endpoint);
   }
 
@@ -427,7 +423,7 @@ export class PidStatClient {
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const from = hostPort(rinfo.address, rinfo.port);
+    const from = joinHostPort(rinfo.address, rinfo.port);
     let reply: Reply;
     try {
       reply = decodeReply(msg);

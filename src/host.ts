@@ -55,6 +55,14 @@ async function findFqdn(): Promise<string> {
   return name;
 }
 
+/**
+ * `host:port` (or `host:pid`), with an IPv6 address in brackets: `[::1]:1752`.
+ * A colon marks the address, as no host name has one.
+ */
+export function joinHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 const LOOPBACK_NAMES = new Set(['localhost', 'localhost.localdomain', '127.0.0.1', '::1']);
 
 /**

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
-import { defaultPort, localFqdn } from './host.js';
+import { defaultPort, joinHostPort, localFqdn } from './host.js';
 import { pidExists, readStartToken } from './probe.js';
 import {
   decodeRequest,
@@ -185,7 +185,7 @@ function bindSocket(socket: dgram.Socket, options: dgram.BindOptions): Promise<v
  */
 function literalLookup(address: string, options: unknown, callback?: (err: null, address: string, family: number) => void): void {
   const done = typeof options === 'function' ? (options as typeof callback)! : callback!;
-  done(null, address, isIPv6(address) ? 6 : 4);
+  done(null, address, address.includes(':') ? 6 : 4);
 }
 
 function createSocket(type: 'udp4' | 'udp6', ipv6Only = false): dgram.Socket {
@@ -220,7 +220,7 @@ async function openSocket(opts: ServerOptions, port: number): Promise<dgram.Sock
 }
 
 function describe(rinfo: dgram.RemoteInfo): string {
-  return rinfo.family === 'IPv6' ? `[${rinfo.address}]:${rinfo.port}` : `${rinfo.address}:${rinfo.port}`;
+  return joinHostPort(rinfo.address, rinfo.port);
 }
 
 /** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */

@@ -1,4 +1,5 @@
 import type { Result } from '../client.js';
+import { joinHostPort } from '../host.js';
 
 /**
  * The only module that writes to the terminal for pidstat: results to stdout,
@@ -12,14 +13,6 @@ export interface OutputOptions {
   silent: boolean;
   stdout: NodeJS.WriteStream;
   stderr: NodeJS.WriteStream;
-}
-
-/**
- * `host:pid`, with an IPv6 address in brackets: `[::1]:pid`. A colon marks
- * the address (no host name has one), and spares loading node:net for it.
- */
-export function formatTarget(host: string, pid: number): string {
-  return host.includes(':') ? `[${host}]:${pid}` : `${host}:${pid}`;
 }
 
 /** A spinner appears only after this long without every answer. */
@@ -47,7 +40,7 @@ export class Output {
   /** One line per result, `HOST:PID STATE`, coloured by state. */
   results(results: readonly Result[]): void {
     if (this.opts.silent) return;
-    const lines = results.map((r) => `${formatTarget(r.host, r.pid)} ${this.palette[r.state](r.state)}\n`);
+    const lines = results.map((r) => `${joinHostPort(r.host, r.pid)} ${this.palette[r.state](r.state)}\n`);
     this.opts.stdout.write(lines.join(''));
   }
 

@@ -1,10 +1,10 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
 import { CommandError, ExitCode } from '../errors.js';
-import { defaultPort } from '../host.js';
+import { defaultPort, joinHostPort } from '../host.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { colorLevel, parseDuration, parseInteger, portFrom, portOption } from './options.js';
-import { formatTarget, Output } from './output.js';
+import { Output } from './output.js';
 import { runCli } from './runner.js';
 import { parseTargets } from './targets.js';
 
@@ -102,7 +102,7 @@ export async function main(argv: string[]): Promise<number> {
       return `waiting for ${missing} ${missing === 1 ? 'answer' : 'answers'} (try ${tryNo} of ${client.tries})`;
     });
     for (const r of results) {
-      if (r.error !== undefined) output.warn(`pidstat: ${formatTarget(r.host, r.pid)}: ${r.error}`);
+      if (r.error !== undefined) output.warn(`pidstat: ${joinHostPort(r.host, r.pid)}: ${r.error}`);
     }
     if (args.json) output.json(results.map(toJson));
     else output.results(results);
@@ -122,7 +122,7 @@ async function ping(options: ClientOptions, output: Output, words: string[], hos
   const host = words[0] ?? hostOption ?? 'localhost';
   if (!isValidHost(host)) throw new CommandError(`'${host}' is not a host name or address`, ExitCode.PLUGIN_UNKNOWN);
   const client = new PidStatClient(options);
-  const where = formatTarget(host, client.port);
+  const where = joinHostPort(host, client.port);
   try {
     const result = await client.query({ host, pid: 1, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
     if (result.state === 'no_reply') {

@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
-import { defaultPort } from '../host.js';
+import { defaultPort, joinHostPort } from '../host.js';
 import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../server.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { parseInteger, portFrom, portOption } from './options.js';
@@ -63,7 +63,7 @@ function log(text: string): void {
 }
 
 function describeAddress(address: AddressInfo): string {
-  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+  return joinHostPort(address.address, address.port);
 }
 
 /** The error text a user reads when the socket cannot be had. */
