@@ -163,11 +163,12 @@ async function watchForeground(watch: WatchOptions, fgpid: number, signal: NodeJ
 
 /** Whether FGPID still runs: a zombie has finished, whether or not it is reaped. */
 function isAlive(pid: number): boolean {
+  if (localPidExists(pid) !== true) return false;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     return stat[stat.lastIndexOf(')') + 2] !== 'Z';
   } catch {
-    return localPidExists(pid) === true && !existsSync('/proc/self');
+    return true; // No /proc to tell a zombie by: kill() said it exists.
   }
 }
 
