@@ -66,7 +66,6 @@ const PID_RE = /^[1-9][0-9]{0,9}$/;
 const DECIMAL_RE = /^[0-9]+$/;
 // Printable ASCII without the space: a host is one field.
 const HOST_RE = /^[\x21-\x7e]{1,255}$/;
-const FIELD_SEP = /[ \t\r\v\f]+/;
 
 /** A pid as the protocol allows it, or undefined. */
 export function parsePid(text: string): number | undefined {
@@ -88,32 +87,87 @@ export function isStartToken(text: string): boolean {
   return DECIMAL_RE.test(text);
 }
 
-function firstLineFields(buf: Uint8Array): string[] {
-  if (buf.length > MAX_DATAGRAM_BYTES) {
-    throw new ProtocolError(`datagram of ${buf.length} bytes is over ${MAX_DATAGRAM_BYTES}`);
-  }
-  // latin1 maps each byte to one char, so no byte can hide in a decoding.
-  let text = Buffer.from(buf.buffer, buf.byteOffset, buf.length).toString('latin1');
-  const newline = text.indexOf('\n');
-  if (newline >= 0) text = text.slice(0, newline);
-  const fields = text.split(FIELD_SEP);
-  if (fields[0] === '') fields.shift();
-  if (fields.length > 0 && fields[fields.length - 1] === '') fields.pop();
-  return fields;
+// The first line's fields, found by scanning bytes: no string is made of a
+// datagram except for the fields kept. At most MAX_FIELDS are kept, as
+// [start, end) pairs in `bounds`; a request or reply has no more.
+const MAX_FIELDS = 5;
+const bounds = new Int32Array(MAX_FIELDS * 2);
+const NEWLINE = 0x0a;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+function isBlank(byte: number): boolean {
+  // space, \t, \v, \f, \r: the newline (0x0a) ends the line before this is asked.
+  return byte === 0x20 || (byte >= 0x09 && byte <= 0x0d);
 }
 
-function decodePidField(field: string | undefined): number {
-  if (field === undefined) throw new ProtocolError('no pid');
-  const pid = parsePid(field);
-  if (pid === undefined) throw new ProtocolError('pid is not a decimal from 1 to 2147483647');
-  return pid;
+function keepField(count: number, start: number, end: number): number {
+  if (count < MAX_FIELDS) {
+    bounds[count * 2] = start;
+    bounds[count * 2 + 1] = end;
+  }
+  return count + 1;
 }
 
-function decodeHostField(field: string): string {
-  if (!isValidHost(field)) {
-    throw new ProtocolError('host is over 255 bytes or not printable ASCII');
+/** Throws for a datagram over MAX_DATAGRAM_BYTES, which is dropped unread. */
+export function checkDatagramSize(length: number): void {
+  if (length > MAX_DATAGRAM_BYTES) {
+    throw new ProtocolError(`datagram of ${length} bytes is over ${MAX_DATAGRAM_BYTES}`);
   }
-  return field;
+}
+
+/** Splits the first line at blanks; returns the number of fields. */
+function scanFirstLine(buf: Uint8Array): number {
+  checkDatagramSize(buf.length);
+  let count = 0;
+  let start = -1;
+  let i = 0;
+  for (; i < buf.length; i++) {
+    const byte = buf[i]!;
+    if (byte === NEWLINE) break;
+    if (!isBlank(byte)) {
+      if (start < 0) start = i;
+    } else if (start >= 0) {
+      count = keepField(count, start, i);
+      start = -1;
+    }
+  }
+  if (start >= 0) count = keepField(count, start, i);
+  return count;
+}
+
+/** Field k of the last scan as text; latin1 maps each byte to one char, so no byte can hide in a decoding. */
+function fieldText(buf: Uint8Array, k: number): string {
+  const view = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  return view.toString('latin1', bounds[k * 2], bounds[k * 2 + 1]);
+}
+
+function fieldIsDecimal(buf: Uint8Array, k: number): boolean {
+  for (let i = bounds[k * 2]!; i < bounds[k * 2 + 1]!; i++) {
+    if (buf[i]! < ZERO || buf[i]! > NINE) return false;
+  }
+  return true;
+}
+
+/** Field k as a pid, by parsePid's rule, without making a string of it. */
+function fieldPid(buf: Uint8Array, k: number): number | undefined {
+  const start = bounds[k * 2]!;
+  const end = bounds[k * 2 + 1]!;
+  if (end - start > 10 || buf[start] === ZERO || !fieldIsDecimal(buf, k)) return undefined;
+  let pid = 0;
+  for (let i = start; i < end; i++) pid = pid * 10 + buf[i]! - ZERO;
+  return pid <= MAX_PID ? pid : undefined;
+}
+
+/** Whether field k is a host by isValidHost's rule: 1-255 bytes of printable, non-blank ASCII. */
+function fieldIsHost(buf: Uint8Array, k: number): boolean {
+  const start = bounds[k * 2]!;
+  const end = bounds[k * 2 + 1]!;
+  if (end - start > MAX_HOST_BYTES) return false;
+  for (let i = start; i < end; i++) {
+    if (buf[i]! < 0x21 || buf[i]! > 0x7e) return false;
+  }
+  return true;
 }
 
 /**
@@ -121,9 +175,39 @@ function decodeHostField(field: string): string {
  * 2^8, so the last 8 digits hold them. Only a value of 0 means 3; 256 has
  * none of the answer bits, and asks for no answer.
  */
-function decodeFlags(field: string | undefined): number {
-  if (field === undefined || !DECIMAL_RE.test(field) || /^0+$/.test(field)) return DEFAULT_FLAGS;
-  return Number(field.slice(-8)) % 256;
+function fieldFlags(buf: Uint8Array, k: number): number {
+  if (!fieldIsDecimal(buf, k)) return DEFAULT_FLAGS;
+  const end = bounds[k * 2 + 1]!;
+  let allZero = true;
+  let low = 0;
+  for (let i = bounds[k * 2]!; i < end; i++) {
+    if (buf[i] !== ZERO) allZero = false;
+    if (i >= end - 8) low = low * 10 + buf[i]! - ZERO;
+  }
+  return allZero ? DEFAULT_FLAGS : low % 256;
+}
+
+function fieldIs(buf: Uint8Array, k: number, word: string): boolean {
+  const start = bounds[k * 2]!;
+  if (bounds[k * 2 + 1]! - start !== word.length) return false;
+  for (let i = 0; i < word.length; i++) {
+    if (buf[start + i] !== word.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+function decodePidField(buf: Uint8Array, count: number): number {
+  if (count < 2) throw new ProtocolError('no pid');
+  const pid = fieldPid(buf, 1);
+  if (pid === undefined) throw new ProtocolError('pid is not a decimal from 1 to 2147483647');
+  return pid;
+}
+
+function decodeHostField(buf: Uint8Array, k: number): string {
+  if (!fieldIsHost(buf, k)) {
+    throw new ProtocolError('host is over 255 bytes or not printable ASCII');
+  }
+  return fieldText(buf, k);
 }
 
 export function encodeRequest(req: Request): Buffer {
@@ -137,15 +221,16 @@ export function encodeRequest(req: Request): Buffer {
 
 /** Reads a request; throws ProtocolError for anything the daemon must not answer. */
 export function decodeRequest(buf: Uint8Array): Request {
-  const fields = firstLineFields(buf);
-  if (fields[0] !== 'PIDR') throw new ProtocolError('not a PIDR request');
-  const req: Request = { pid: decodePidField(fields[1]), flags: decodeFlags(fields[3]) };
-  if (fields[2] !== undefined) req.host = decodeHostField(fields[2]);
-  if (fields[4] !== undefined && isStartToken(fields[4])) req.start = fields[4];
+  const count = scanFirstLine(buf);
+  if (count === 0 || !fieldIs(buf, 0, 'PIDR')) throw new ProtocolError('not a PIDR request');
+  const req: Request = { pid: decodePidField(buf, count), flags: count > 3 ? fieldFlags(buf, 3) : DEFAULT_FLAGS };
+  if (count > 2) req.host = decodeHostField(buf, 2);
+  if (count > 4 && fieldIsDecimal(buf, 4)) req.start = fieldText(buf, 4);
   return req;
 }
 
-export function encodeReply(reply: Reply): Buffer {
+/** A reply as the text of its datagram. */
+export function replyLine(reply: Reply): string {
   let line: string;
   switch (reply.state) {
     case 'exists':
@@ -159,20 +244,24 @@ export function encodeReply(reply: Reply): Buffer {
       line = `UNKN ${reply.pid} na ${reply.host}`;
       break;
   }
-  return Buffer.from(line, 'latin1');
+  return line;
+}
+
+export function encodeReply(reply: Reply): Buffer {
+  return Buffer.from(replyLine(reply), 'latin1');
 }
 
 /** Reads a reply, with or without a trailing newline; throws ProtocolError. */
 export function decodeReply(buf: Uint8Array): Reply {
-  const [kind, pidField, value, hostField, startField] = firstLineFields(buf);
-  const pid = decodePidField(pidField);
-  if (hostField === undefined) throw new ProtocolError('no host');
-  const host = decodeHostField(hostField);
-  if (kind === 'UNKN' && value === 'na') return { pid, host, state: 'unknown' };
-  if (kind === 'EXIS' && value === '0') return { pid, host, state: 'dead' };
-  if (kind === 'EXIS' && value === '1') {
+  const count = scanFirstLine(buf);
+  const pid = decodePidField(buf, count);
+  if (count < 4) throw new ProtocolError('no host');
+  const host = decodeHostField(buf, 3);
+  if (fieldIs(buf, 0, 'UNKN') && fieldIs(buf, 2, 'na')) return { pid, host, state: 'unknown' };
+  if (fieldIs(buf, 0, 'EXIS') && fieldIs(buf, 2, '0')) return { pid, host, state: 'dead' };
+  if (fieldIs(buf, 0, 'EXIS') && fieldIs(buf, 2, '1')) {
     const reply: Reply = { pid, host, state: 'exists' };
-    if (startField !== undefined && isStartToken(startField)) reply.start = startField;
+    if (count > 4 && fieldIsDecimal(buf, 4)) reply.start = fieldText(buf, 4);
     return reply;
   }
   throw new ProtocolError('not an EXIS or UNKN reply');

@@ -1,11 +1,14 @@
 import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
+import { getSystemErrorName } from 'node:util';
 import { defaultPort, joinHostPort, localFqdn } from './host.js';
+import { loadUdpBatch, type UdpBatch } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
 import {
+  checkDatagramSize,
   decodeRequest,
-  encodeReply,
+  replyLine,
   FLAG_DEAD,
   FLAG_EXISTS,
   FLAG_START,
@@ -43,6 +46,13 @@ export interface ServerOptions {
   onDatagram?: (from: string, text: string, fate: string) => void;
   /** Called with socket errors after the bind; the server goes on serving. */
   onError?: (err: Error) => void;
+  /**
+   * How datagrams are read: 'batch', many per system call, through the addon
+   * native/udpbatch.c; 'dgram', one per event, through Node's dgram; 'auto',
+   * batch where the addon was built. Both answer the same.
+   * @default 'auto'
+   */
+  io?: 'auto' | 'batch' | 'dgram';
 }
 
 /** Counters of what happened to each datagram received. */
@@ -62,6 +72,8 @@ export interface ServerStats {
 
 export interface Server {
   address(): AddressInfo;
+  /** How this server reads its socket (see ServerOptions.io). */
+  readonly io: 'batch' | 'dgram';
   readonly stats: ServerStats;
   /** Closes the socket and clears timers; safe to call more than once. */
   close(): Promise<void>;
@@ -192,35 +204,119 @@ function createSocket(type: 'udp4' | 'udp6', ipv6Only = false): dgram.Socket {
   return dgram.createSocket({ type, ipv6Only, lookup: literalLookup as unknown as dgram.SocketOptions['lookup'] });
 }
 
-async function openSocket(opts: ServerOptions, port: number): Promise<dgram.Socket> {
-  if (opts.fd !== undefined) {
-    const socket = createSocket(inheritedSocketType(opts.fd));
-    await bindSocket(socket, { fd: opts.fd });
-    return socket;
-  }
-  if (opts.bind !== undefined) {
-    const type = isIPv6(opts.bind) ? 'udp6' : 'udp4';
-    const socket = createSocket(type, type === 'udp6');
-    await bindSocket(socket, { address: opts.bind, port });
-    return socket;
-  }
-  const dual = createSocket('udp6');
+/**
+ * Binds where the options say: --bind's address alone, else `::` dual-stack,
+ * else 0.0.0.0 on a host without IPv6.
+ */
+async function bindWhere<T>(opts: ServerOptions, bind: (address: string, ipv6Only: boolean) => T | Promise<T>): Promise<T> {
+  if (opts.bind !== undefined) return bind(opts.bind, isIPv6(opts.bind));
   try {
-    await bindSocket(dual, { address: '::', port });
-    return dual;
+    return await bind('::', false);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // A host without IPv6 refuses the family itself; any other error, such as
     // a busy port, is the answer for IPv4 too.
     if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EPROTONOSUPPORT') throw err;
   }
-  const v4 = createSocket('udp4');
-  await bindSocket(v4, { address: '0.0.0.0', port });
-  return v4;
+  return bind('0.0.0.0', false);
 }
 
-function describe(rinfo: dgram.RemoteInfo): string {
-  return joinHostPort(rinfo.address, rinfo.port);
+/** Reads a datagram of `length` bytes (msg may hold fewer) from address:port; returns the reply line, if any. */
+type Handler = (msg: Uint8Array, length: number, address: string, port: number) => string | undefined;
+
+/** A bound socket feeding a Handler and sending its replies. */
+interface Transport {
+  readonly io: 'batch' | 'dgram';
+  address(): AddressInfo;
+  close(): Promise<void>;
+}
+
+/** A deeper queue rides out bursts; the kernel caps it at net.core.rmem_max. */
+const RECV_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** Node's dgram: a datagram per 'message' event, a send per reply. */
+async function dgramTransport(opts: ServerOptions, port: number, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
+  let socket: dgram.Socket;
+  if (opts.fd !== undefined) {
+    socket = createSocket(inheritedSocketType(opts.fd));
+    await bindSocket(socket, { fd: opts.fd });
+  } else {
+    socket = await bindWhere(opts, async (address, ipv6Only) => {
+      const candidate = createSocket(isIPv6(address) ? 'udp6' : 'udp4', ipv6Only);
+      await bindSocket(candidate, { address, port });
+      return candidate;
+    });
+  }
+  socket.on('message', (msg, rinfo) => {
+    const line = handle(msg, msg.length, rinfo.address, rinfo.port);
+    // No callback: a failed send then comes as an 'error' event, counted
+    // there, and the common send costs no callback round.
+    if (line !== undefined) socket.send(Buffer.from(line, 'latin1'), rinfo.port, rinfo.address);
+  });
+  socket.on('error', onError);
+  try {
+    socket.setRecvBufferSize(RECV_BUFFER_BYTES);
+  } catch {
+    // Not allowed here: the default queue still works.
+  }
+  return {
+    io: 'dgram',
+    address: () => socket.address(),
+    close: () => new Promise((resolve) => socket.close(() => resolve())),
+  };
+}
+
+/**
+ * The addon: a batch of datagrams per wake-up, read with one recvmmsg, handed
+ * over in one call, answered with one sendmmsg (native/udpbatch.c).
+ */
+async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
+  const fd = opts.fd ?? (await bindWhere(opts, (address, ipv6Only) => addon.open(address, port, ipv6Only)));
+  const [address, family, boundPort] = addon.address(fd);
+  addon.setRecvBufferSize(fd, RECV_BUFFER_BYTES);
+  const { BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META } = addon;
+  const input = Buffer.alloc(BATCH * IN_SLOT);
+  const meta = new Int32Array(BATCH * META);
+  const sources = Buffer.alloc(BATCH * ADDRESS_SLOT);
+  const output = Buffer.alloc(BATCH * OUT_SLOT);
+  const onBatch = (count: number, errno: number) => {
+    if (errno !== 0) {
+      const code = getSystemErrorName(errno);
+      onError(Object.assign(new Error(`recvmmsg or sendmmsg ${code}`), { code, errno }));
+      return;
+    }
+    for (let i = 0; i < count; i++) {
+      // meta: [length, source port, source address length, reply length]
+      const at = i * META;
+      const length = meta[at]!;
+      const source = sources.toString('latin1', i * ADDRESS_SLOT, i * ADDRESS_SLOT + meta[at + 2]!);
+      const msg = input.subarray(i * IN_SLOT, i * IN_SLOT + Math.min(length, IN_SLOT));
+      const line = handle(msg, length, source, meta[at + 1]!);
+      if (line !== undefined) meta[at + 3] = output.write(line, i * OUT_SLOT, OUT_SLOT, 'latin1');
+    }
+  };
+  const reading = addon.start(fd, onBatch, input, meta, sources, output);
+  let closed: Promise<void> | undefined;
+  return {
+    io: 'batch',
+    address: () => ({ address, family: family === 6 ? 'IPv6' : 'IPv4', port: boundPort }),
+    close: () => (closed ??= new Promise((resolve) => addon.stop(reading, resolve))),
+  };
+}
+
+/** The batch transport where the addon is built (or is asked for), else dgram. */
+async function openTransport(opts: ServerOptions, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
+  const port = opts.port ?? defaultPort();
+  const io = opts.io ?? 'auto';
+  if (io === 'dgram') return dgramTransport(opts, port, handle, onError);
+  const { addon, why } = loadUdpBatch();
+  if (addon !== undefined) return batchTransport(addon, opts, port, handle, onError);
+  if (io === 'auto') return dgramTransport(opts, port, handle, onError);
+  throw new Error(`batched I/O is not available: ${why}`);
+}
+
+function describe(address: string, port: number): string {
+  return joinHostPort(address, port);
 }
 
 /** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */
@@ -228,79 +324,79 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   const allow = opts.allow && opts.allow.length > 0 ? parseAllow(opts.allow) : undefined;
   const rate = opts.rate ?? DEFAULT_RATE;
   const ownHost = opts.hostname ?? (await localFqdn());
-  const socket = await openSocket(opts, opts.port ?? defaultPort());
-  const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
   const stats: ServerStats = {
     received: 0, answered: 0, suppressed: 0, malformed: 0, denied: 0, limited: 0, errors: 0,
   };
   const log = opts.onDatagram;
+  const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
+  const text = (msg: Uint8Array) => Buffer.from(msg.buffer, msg.byteOffset, msg.length).toString('latin1');
 
-  function handle(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  function handle(msg: Uint8Array, length: number, address: string, port: number): string | undefined {
     stats.received++;
-    if (allow !== undefined && !allow.check(rinfo.address, rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4')) {
+    if (allow !== undefined && !allow.check(address, address.includes(':') ? 'ipv6' : 'ipv4')) {
       stats.denied++;
-      log?.(describe(rinfo), msg.toString('latin1'), 'dropped: source not allowed');
-      return;
+      log?.(describe(address, port), text(msg), 'dropped: source not allowed');
+      return undefined;
     }
-    if (limiter !== undefined && !limiter.take(rinfo.address)) {
+    if (limiter !== undefined && !limiter.take(address)) {
       stats.limited++;
-      log?.(describe(rinfo), msg.toString('latin1'), 'dropped: over the rate limit');
-      return;
+      log?.(describe(address, port), text(msg), 'dropped: over the rate limit');
+      return undefined;
     }
     // A reply to port 0 cannot be sent (dgram throws): such a source is forged.
-    if (rinfo.port === 0) {
+    if (port === 0) {
       stats.malformed++;
-      log?.(describe(rinfo), msg.toString('latin1'), 'dropped: source port 0');
-      return;
+      log?.(describe(address, port), text(msg), 'dropped: source port 0');
+      return undefined;
     }
     let reply: Reply | undefined;
     try {
+      checkDatagramSize(length);
       reply = answer(decodeRequest(msg), ownHost);
     } catch (err) {
       if (!(err instanceof ProtocolError)) {
         // A bug, not the datagram's fault: count it and serve the next one.
         stats.errors++;
         opts.onError?.(err as Error);
-        return;
+        return undefined;
       }
       stats.malformed++;
-      log?.(describe(rinfo), msg.toString('latin1'), `dropped: ${err.message}`);
-      return;
+      log?.(describe(address, port), text(msg), `dropped: ${err.message}`);
+      return undefined;
     }
     if (reply === undefined) {
       stats.suppressed++;
-      log?.(describe(rinfo), msg.toString('latin1'), 'no reply: the flags ask for none');
-      return;
+      log?.(describe(address, port), text(msg), 'no reply: the flags ask for none');
+      return undefined;
     }
-    const out = encodeReply(reply);
+    const line = replyLine(reply);
     stats.answered++;
-    log?.(describe(rinfo), msg.toString('latin1'), `answered ${out.toString('latin1')}`);
-    // No callback: a failed send then comes as an 'error' event, counted
-    // there, and the common send costs no callback round.
-    socket.send(out, rinfo.port, rinfo.address);
+    log?.(describe(address, port), text(msg), `answered ${line}`);
+    return line;
   }
 
-  socket.on('message', handle);
-  socket.on('error', (err) => {
+  const onError = (err: Error) => {
     stats.errors++;
     opts.onError?.(err);
-  });
+  };
+  let transport: Transport;
   try {
-    // A deeper queue rides out bursts; the kernel caps it at net.core.rmem_max.
-    socket.setRecvBufferSize(4 * 1024 * 1024);
-  } catch {
-    // Not allowed here: the default queue still works.
+    transport = await openTransport(opts, handle, onError);
+  } catch (err) {
+    limiter?.stop();
+    throw err;
   }
 
   let closing: Promise<void> | undefined;
   return {
-    address: () => socket.address(),
+    io: transport.io,
+    address: () => transport.address(),
     stats,
     close() {
-      closing ??= new Promise((resolve) => {
+      closing ??= (async () => {
         limiter?.stop();
-        socket.close(() => resolve());
-      });
+        await transport.close();
+      })();
       return closing;
     },
   };

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
+import { loadUdpBatch } from '../native.js';
 import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../server.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { parseInteger, portFrom, portOption } from './options.js';
@@ -25,6 +26,8 @@ import { runCli } from './runner.js';
  */
 
 const ROLE_ENV = 'PIDSTATD_ROLE';
+/** How the socket is read: auto, batch (the addon) or dgram; see ServerOptions.io. */
+const IO_ENV = 'PIDSTATD_IO';
 /** Wait before restarting a server that died: well inside the 2 s promised. */
 const RESTART_DELAY_MS = 500;
 
@@ -109,6 +112,13 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   if (args.rate !== undefined) server.rate = parseInteger(args.rate, '--rate', 0, 1_000_000_000);
   const fd = inheritedFd(process.env);
   if (fd !== undefined) server.fd = fd;
+  const io = process.env[IO_ENV];
+  if (io !== undefined && io !== '') {
+    if (io !== 'auto' && io !== 'batch' && io !== 'dgram') {
+      throw new CommandError(`${IO_ENV} must be auto, batch or dgram, not '${io}'`);
+    }
+    server.io = io;
+  }
   return { server, foreground: args.foreground === true, pidfile: args.pidfile, debug: args.debug === true };
 }
 
@@ -122,6 +132,12 @@ export async function main(argv: string[]): Promise<number> {
   if (role === 'server') return serve(config, (message) => process.send?.(message));
   warnIfNotRoot();
   return config.foreground ? serve(config) : detach(argv, config.pidfile);
+}
+
+/** Why the addon is not in use, when it was not turned off on purpose. */
+function batchMissing(): string {
+  const why = loadUdpBatch().why;
+  return why === undefined ? '' : ` (${why})`;
 }
 
 function warnIfNotRoot(): void {
@@ -155,6 +171,9 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   }
   const where = describeAddress(server.address());
   log(`listening on ${where}`);
+  if (config.debug) {
+    log(server.io === 'batch' ? 'reading datagrams in batches (recvmmsg, sendmmsg)' : `reading datagrams through Node's dgram${batchMissing()}`);
+  }
   report?.({ ready: where });
   const why = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));

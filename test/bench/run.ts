@@ -12,7 +12,8 @@ import { buildTools, type Tools } from './tools.js';
  * `npm run bench`: every figure of the performance issue, each against a
  * reference run interleaved with it or against its goal's bound, printed as
  * it completes and then as one markdown table. Exit 0 whether the goals are
- * met or not; 1 if a figure could not be measured.
+ * met or not; 1 if a figure could not be measured. Words after `--`
+ * (`npm run bench -- daemon`) run only the figures whose names hold one.
  */
 
 interface Figure {
@@ -64,7 +65,10 @@ async function main(): Promise<number> {
   const rows: Row[] = [];
   let failures = 0;
   try {
-    for (const figure of FIGURES) {
+    const words = process.argv.slice(2);
+    const chosen = words.length === 0 ? FIGURES : FIGURES.filter((figure) => words.some((word) => figure.name.includes(word)));
+    if (chosen.length === 0) throw new Error(`no figure's name holds ${words.join(' or ')}: ${FIGURES.map((f) => f.name).join(', ')}`);
+    for (const figure of chosen) {
       const result = await measure(figure, tools);
       if (result.failed) failures++;
       for (const row of result.rows) console.log(progressLine(row, performance.now() - started));

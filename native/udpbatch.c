@@ -1,0 +1,442 @@
+/*
+ * udpbatch: batched datagram I/O for pidstatd, as a Node-API addon.
+ *
+ * Node's dgram costs, per datagram, an epoll_wait, a recvmsg, a second
+ * recvmsg that finds the queue empty, a call into JavaScript and a sendmsg.
+ * Here one wake-up reads up to BATCH datagrams with one recvmmsg(2), hands
+ * them to JavaScript in one call, and sends the replies with one sendmmsg(2).
+ * The daemon's logic (allow list, rate limit, decoding, probing, encoding)
+ * stays in TypeScript (src/server.ts); this file only moves bytes.
+ *
+ * Shared memory with JavaScript, one slot per datagram of a batch:
+ *   input   BATCH x IN_SLOT bytes: the datagram (truncated to IN_SLOT);
+ *   meta    Int32Array of BATCH x 4: [length (untruncated), source port,
+ *           length of the source address text, reply length (set by JS; 0 =
+ *           no reply)];
+ *   address BATCH x ADDRESS_SLOT bytes: the source address as text;
+ *   output  BATCH x OUT_SLOT bytes: the reply, written by JS.
+ * The callback is called as callback(count, errno): count datagrams are in
+ * the slots, or count is 0 and errno is a receive or send error (negative,
+ * as libuv's).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define BATCH 64
+#define IN_SLOT 1040
+#define OUT_SLOT 1100
+#define ADDRESS_SLOT 64
+#define META 4
+/* Batches read in one wake-up before the event loop gets its turn. */
+#define ROUNDS 8
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  int fd;
+  int closing;
+  napi_ref callback;
+  napi_ref closed;
+  napi_ref buffers[4];
+  napi_async_context context;
+  char *input;
+  int32_t *meta;
+  char *address;
+  char *output;
+  struct mmsghdr in[BATCH];
+  struct iovec in_iov[BATCH];
+  struct sockaddr_storage from[BATCH];
+  struct mmsghdr out[BATCH];
+  struct iovec out_iov[BATCH];
+} batch_t;
+
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_error(env, NULL, "udpbatch: " #call " failed");               \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+/* Throws an Error like Node's: "bind EADDRINUSE 0.0.0.0:1752", with code,
+ * errno and syscall. */
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *where) {
+  char text[512];
+  const char *code = uv_err_name(-err);
+  if (where != NULL) snprintf(text, sizeof text, "%s %s %s", syscall, code, where);
+  else snprintf(text, sizeof text, "%s %s", syscall, code);
+  napi_value message, error, value;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &error);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, error, "code", value);
+  napi_create_int32(env, -err, &value);
+  napi_set_named_property(env, error, "errno", value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, error, "syscall", value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "udpbatch: too few arguments");
+    return 0;
+  }
+  return 1;
+}
+
+/* open(address, port, ipv6Only): a bound, non-blocking UDP socket's fd. */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  char address[INET6_ADDRSTRLEN + 1];
+  size_t length;
+  int32_t port;
+  bool v6only;
+  CHECK(napi_get_value_string_utf8(env, argv[0], address, sizeof address, &length));
+  CHECK(napi_get_value_int32(env, argv[1], &port));
+  CHECK(napi_get_value_bool(env, argv[2], &v6only));
+
+  struct sockaddr_storage storage;
+  memset(&storage, 0, sizeof storage);
+  socklen_t size;
+  int family;
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
+  if (inet_pton(AF_INET, address, &v4->sin_addr) == 1) {
+    family = v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    size = sizeof *v4;
+  } else if (inet_pton(AF_INET6, address, &v6->sin6_addr) == 1) {
+    family = v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    size = sizeof *v6;
+  } else {
+    napi_throw_type_error(env, NULL, "udpbatch: not an IP address");
+    return NULL;
+  }
+  char where[INET6_ADDRSTRLEN + 16];
+  snprintf(where, sizeof where, "%s:%d", address, port);
+
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket", where);
+  if (family == AF_INET6) {
+    int on = v6only ? 1 : 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) < 0) {
+      int err = errno;
+      close(fd);
+      return throw_errno(env, err, "setsockopt", where);
+    }
+  }
+  if (bind(fd, (struct sockaddr *)&storage, size) < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "bind", where);
+  }
+  napi_value result;
+  CHECK(napi_create_int32(env, fd, &result));
+  return result;
+}
+
+/* Writes addr as text (with %scope for a link-local IPv6 address) into out;
+ * returns its length and sets *port. */
+static int address_text(const struct sockaddr_storage *addr, char *out, int *port) {
+  if (addr->ss_family == AF_INET) {
+    const struct sockaddr_in *v4 = (const struct sockaddr_in *)addr;
+    *port = ntohs(v4->sin_port);
+    if (inet_ntop(AF_INET, &v4->sin_addr, out, ADDRESS_SLOT) == NULL) return 0;
+    return (int)strlen(out);
+  }
+  if (addr->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)addr;
+    *port = ntohs(v6->sin6_port);
+    if (inet_ntop(AF_INET6, &v6->sin6_addr, out, ADDRESS_SLOT) == NULL) return 0;
+    int length = (int)strlen(out);
+    if (v6->sin6_scope_id != 0) {
+      char name[IF_NAMESIZE];
+      if (if_indextoname(v6->sin6_scope_id, name) != NULL) {
+        length += snprintf(out + length, ADDRESS_SLOT - length, "%%%s", name);
+      } else {
+        length += snprintf(out + length, ADDRESS_SLOT - length, "%%%u", v6->sin6_scope_id);
+      }
+      if (length >= ADDRESS_SLOT) length = ADDRESS_SLOT - 1;
+    }
+    return length;
+  }
+  *port = 0;
+  return 0;
+}
+
+/* address(fd): [address, family (4 or 6), port] of the socket. */
+static napi_value js_address(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  struct sockaddr_storage addr;
+  socklen_t size = sizeof addr;
+  if (getsockname(fd, (struct sockaddr *)&addr, &size) < 0) return throw_errno(env, errno, "getsockname", NULL);
+  int type = 0;
+  socklen_t type_size = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_size) < 0) return throw_errno(env, errno, "getsockopt", NULL);
+  if (type != SOCK_DGRAM || (addr.ss_family != AF_INET && addr.ss_family != AF_INET6)) {
+    return throw_errno(env, EPROTOTYPE, "getsockname", NULL);
+  }
+  char text[ADDRESS_SLOT];
+  int port;
+  int length = address_text(&addr, text, &port);
+  napi_value result, value;
+  CHECK(napi_create_array_with_length(env, 3, &result));
+  CHECK(napi_create_string_latin1(env, text, length, &value));
+  CHECK(napi_set_element(env, result, 0, value));
+  CHECK(napi_create_int32(env, addr.ss_family == AF_INET ? 4 : 6, &value));
+  CHECK(napi_set_element(env, result, 1, value));
+  CHECK(napi_create_int32(env, port, &value));
+  CHECK(napi_set_element(env, result, 2, value));
+  return result;
+}
+
+/* setRecvBufferSize(fd, bytes): best effort, as the kernel caps it. */
+static napi_value js_set_recv_buffer(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t fd, bytes;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_int32(env, argv[1], &bytes));
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  return NULL;
+}
+
+/* Calls callback(count, err) in its own scope; an exception it throws is
+ * reported as uncaught, as from any other event. */
+static void call_js(batch_t *b, int count, int err) {
+  napi_env env = b->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, receiver, argv[2], result;
+  napi_get_reference_value(env, b->callback, &callback);
+  napi_get_global(env, &receiver);
+  napi_create_int32(env, count, &argv[0]);
+  napi_create_int32(env, err, &argv[1]);
+  if (napi_make_callback(env, b->context, receiver, callback, 2, argv, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* Sends the replies JS wrote for the first count datagrams. */
+static void send_replies(batch_t *b, int count) {
+  int pending = 0;
+  for (int i = 0; i < count; i++) {
+    int length = b->meta[i * META + 3];
+    if (length <= 0 || length > OUT_SLOT) continue;
+    b->out_iov[pending].iov_base = b->output + (size_t)i * OUT_SLOT;
+    b->out_iov[pending].iov_len = (size_t)length;
+    memset(&b->out[pending].msg_hdr, 0, sizeof b->out[pending].msg_hdr);
+    b->out[pending].msg_hdr.msg_name = &b->from[i];
+    b->out[pending].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
+    b->out[pending].msg_hdr.msg_iov = &b->out_iov[pending];
+    b->out[pending].msg_hdr.msg_iovlen = 1;
+    pending++;
+  }
+  int sent = 0;
+  while (sent < pending) {
+    int n = sendmmsg(b->fd, b->out + sent, (unsigned)(pending - sent), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      /* This reply cannot go (EAGAIN: the send queue is full; EINVAL,
+       * EPERM, ...): count it, and send the others. */
+      int err = errno;
+      sent++;
+      if (!b->closing) call_js(b, 0, -err);
+      continue;
+    }
+    sent += n;
+  }
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  batch_t *b = handle->data;
+  (void)events;
+  if (status < 0) {
+    call_js(b, 0, status);
+    return;
+  }
+  for (int round = 0; round < ROUNDS && !b->closing; round++) {
+    for (int i = 0; i < BATCH; i++) {
+      b->in_iov[i].iov_base = b->input + (size_t)i * IN_SLOT;
+      b->in_iov[i].iov_len = IN_SLOT;
+      memset(&b->in[i].msg_hdr, 0, sizeof b->in[i].msg_hdr);
+      b->in[i].msg_hdr.msg_name = &b->from[i];
+      b->in[i].msg_hdr.msg_namelen = sizeof b->from[i];
+      b->in[i].msg_hdr.msg_iov = &b->in_iov[i];
+      b->in[i].msg_hdr.msg_iovlen = 1;
+    }
+    /* MSG_TRUNC: msg_len is the datagram's whole length, so an oversized
+     * one is seen as such although only IN_SLOT bytes of it are read. */
+    int count = recvmmsg(b->fd, b->in, BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    if (count < 0) {
+      int err = errno;
+      if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) call_js(b, 0, -err);
+      return;
+    }
+    if (count == 0) return;
+    for (int i = 0; i < count; i++) {
+      int32_t *meta = b->meta + i * META;
+      int port;
+      meta[0] = (int32_t)b->in[i].msg_len;
+      meta[2] = address_text(&b->from[i], b->address + (size_t)i * ADDRESS_SLOT, &port);
+      meta[1] = port;
+      meta[3] = 0;
+    }
+    call_js(b, count, 0);
+    send_replies(b, count);
+    /* A short batch emptied the queue: epoll tells when more comes, which
+     * spares the read that would only find it empty. */
+    if (count < BATCH) return;
+  }
+}
+
+static void on_closed(uv_handle_t *handle) {
+  batch_t *b = handle->data;
+  napi_env env = b->env;
+  close(b->fd);
+  if (b->closed != NULL) {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) == napi_ok) {
+      napi_value callback, receiver, result;
+      napi_get_reference_value(env, b->closed, &callback);
+      napi_get_global(env, &receiver);
+      if (napi_make_callback(env, b->context, receiver, callback, 0, NULL, &result) == napi_pending_exception) {
+        napi_value error;
+        napi_get_and_clear_last_exception(env, &error);
+        napi_fatal_exception(env, error);
+      }
+      napi_close_handle_scope(env, scope);
+    }
+    napi_delete_reference(env, b->closed);
+  }
+  napi_delete_reference(env, b->callback);
+  for (int i = 0; i < 4; i++) napi_delete_reference(env, b->buffers[i]);
+  napi_async_destroy(env, b->context);
+  free(b);
+}
+
+static void *buffer_data(napi_env env, napi_value value, size_t want) {
+  void *data = NULL;
+  size_t length = 0;
+  bool is_typed;
+  napi_is_typedarray(env, value, &is_typed);
+  if (is_typed) {
+    napi_typedarray_type type;
+    napi_value arraybuffer;
+    size_t offset;
+    if (napi_get_typedarray_info(env, value, &type, &length, &data, &arraybuffer, &offset) != napi_ok) return NULL;
+    if (type == napi_int32_array) length *= 4;
+  }
+  return is_typed && length >= want ? data : NULL;
+}
+
+/* start(fd, callback, input, meta, address, output): an external handle;
+ * the socket is read until stop(handle), which also closes fd. */
+static napi_value js_start(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return NULL;
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  batch_t *b = calloc(1, sizeof *b);
+  if (b == NULL) {
+    napi_throw_error(env, NULL, "udpbatch: out of memory");
+    return NULL;
+  }
+  b->env = env;
+  b->fd = fd;
+  b->input = buffer_data(env, argv[2], (size_t)BATCH * IN_SLOT);
+  b->meta = buffer_data(env, argv[3], (size_t)BATCH * META * 4);
+  b->address = buffer_data(env, argv[4], (size_t)BATCH * ADDRESS_SLOT);
+  b->output = buffer_data(env, argv[5], (size_t)BATCH * OUT_SLOT);
+  if (b->input == NULL || b->meta == NULL || b->address == NULL || b->output == NULL) {
+    free(b);
+    napi_throw_type_error(env, NULL, "udpbatch: a buffer is missing or too small");
+    return NULL;
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    int err = errno;
+    free(b);
+    return throw_errno(env, err, "fcntl", NULL);
+  }
+  uv_loop_t *loop;
+  napi_value name;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  int err = uv_poll_init(loop, &b->poll, fd);
+  if (err != 0) {
+    free(b);
+    return throw_errno(env, -err, "uv_poll_init", NULL);
+  }
+  b->poll.data = b;
+  CHECK(napi_create_reference(env, argv[1], 1, &b->callback));
+  for (int i = 0; i < 4; i++) CHECK(napi_create_reference(env, argv[2 + i], 1, &b->buffers[i]));
+  CHECK(napi_create_string_utf8(env, "pidstatd:udpbatch", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &b->context));
+  napi_value handle;
+  CHECK(napi_create_external(env, b, NULL, NULL, &handle));
+  err = uv_poll_start(&b->poll, UV_READABLE, on_readable);
+  if (err != 0) {
+    b->closing = 1;
+    uv_close((uv_handle_t *)&b->poll, on_closed);
+    return throw_errno(env, -err, "uv_poll_start", NULL);
+  }
+  return handle;
+}
+
+/* stop(handle, closed): no more datagrams; closed() is called once libuv
+ * has let go of the socket and fd is closed. */
+static napi_value js_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  batch_t *b;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&b));
+  if (b->closing) return NULL;
+  CHECK(napi_create_reference(env, argv[1], 1, &b->closed));
+  b->closing = 1;
+  uv_poll_stop(&b->poll);
+  uv_close((uv_handle_t *)&b->poll, on_closed);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+    {"address", NULL, js_address, NULL, NULL, NULL, napi_default, NULL},
+    {"setRecvBufferSize", NULL, js_set_recv_buffer, NULL, NULL, NULL, napi_default, NULL},
+    {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
+    {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  const char *names[] = {"BATCH", "IN_SLOT", "OUT_SLOT", "ADDRESS_SLOT", "META"};
+  const int values[] = {BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META};
+  for (int i = 0; i < 5; i++) {
+    napi_value value;
+    CHECK(napi_create_int32(env, values[i], &value));
+    CHECK(napi_set_named_property(env, exports, names[i], value));
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
