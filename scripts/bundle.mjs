@@ -1,7 +1,8 @@
 // Bundles each command into one CommonJS file in dist/bundle/, which the
 // thin bins load. One file, and no ES module loader, is what lets pidstat
-// answer in little more than `node -e 0` (see test/bench/). yargs, chalk and
-// ora stay outside: they load, with import(), only when needed.
+// answer in little more than `node -e 0` (see test/bench/). yargs,
+// yargs-parser, chalk and ora stay outside: they load, with import(), only
+// when needed.
 import { build } from 'esbuild';
 
 await build({
@@ -12,7 +13,7 @@ await build({
   platform: 'node',
   format: 'cjs',
   target: 'node20',
-  external: ['yargs', 'chalk', 'ora'],
+  external: ['yargs', 'yargs-parser', 'chalk', 'ora'],
   // import.meta has no meaning in CommonJS: give it this file's URL.
   banner: { js: "const __import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
   define: { 'import.meta.url': '__import_meta_url' },

@@ -1,8 +1,7 @@
 import dgram from 'node:dgram';
 import { lookup } from 'node:dns';
 import { readdirSync, readFileSync } from 'node:fs';
-import { isIP, isIPv6 } from 'node:net';
-import { defaultPort, isLocalHost, joinHostPort } from './host.js';
+import { defaultPort, ipFamily, isLocalHost, joinHostPort } from './host.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {
@@ -246,7 +245,7 @@ export class PidStatClient {
   private resolve(host: string): Promise<string[]> {
     let addresses = this.addresses.get(host);
     if (addresses === undefined) {
-      addresses = isIP(host)
+      addresses = ipFamily(host) !== 0
         ? Promise.resolve([host])
         : new Promise<string[]>((resolve, reject) =>
             // The callback form: node:dns is loaded by dgram already, dns/promises is not.
@@ -321,7 +320,8 @@ export class PidStatClient {
   }
 
   private async openEndpoint(address: string): Promise<Endpoint> {
-    const family = isIPv6(address) ? 6 : 4;
+    // A looked-up address is a literal: a colon means IPv6.
+    const family = address.includes(':') ? 6 : 4;
     const shared = await this.sharedSocket(family);
     const fallback = this.makeEndpoint(address, shared, false);
     // Reading the limit costs a look at /proc: only runs with many hosts need it.

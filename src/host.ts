@@ -2,6 +2,23 @@ import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 
+const IPV4_OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const IPV4_RE = new RegExp(`^${IPV4_OCTET}(?:\\.${IPV4_OCTET}){3}$`);
+const IPV6_CHARS_RE = /^[0-9A-Fa-f:.]+$/;
+
+/**
+ * 4 or 6 for an IP address literal, else 0: net.isIP()'s answer but for
+ * IPv6 zone ids (fe80::1%eth0 is 0 here: a name for getaddrinfo, which
+ * reads it). Here rather than node:net, which would load Node's streams at
+ * start-up, and with no first-use compile of net's large IPv6 pattern.
+ */
+export function ipFamily(text: string): 0 | 4 | 6 {
+  if (IPV4_RE.test(text)) return 4;
+  if (!text.includes(':') || !IPV6_CHARS_RE.test(text)) return 0;
+  // The WHATWG URL parser, already loaded, reads IPv6 as RFC 4291 writes it.
+  return URL.canParse(`http://[${text}]/`) ? 6 : 0;
+}
+
 /** The port of IPC::Locker's pidstatd, where /etc/services has no entry. */
 export const FALLBACK_PORT = 1752;
 
@@ -20,6 +37,7 @@ export function defaultPort(): number {
   } catch {
     return servicesPort;
   }
+  if (!text.includes('pidstatd')) return servicesPort;
   for (const line of text.split('\n')) {
     const fields = line.replace(/#.*/, '').trim().split(/\s+/);
     const match = /^([0-9]+)\/udp$/.exec(fields[1] ?? '');

@@ -1,13 +1,16 @@
-import yargsParser from 'yargs-parser';
+import type yargsParser from 'yargs-parser';
 import { CommandError } from '../errors.js';
 import { readVersion } from './options.js';
+import { stdioStream, writeOut } from './stdio.js';
 
 /**
- * Command lines, read from one table per command. The common case, a valid
- * command line, is read by yargs-parser alone, the parser inside yargs; yargs
- * itself, whose import costs more than the rest of a pidstat run, loads only
- * to print --help or to word a usage error, from the same table and with the
- * same parser settings, so both read a command line alike.
+ * Command lines, read from one table per command. The common case, words and
+ * --options of the table, is read here by readPlainly(), which reads them as
+ * yargs-parser does (test/args.test.ts holds it to that). Anything else is
+ * read by yargs-parser, the parser inside yargs; yargs itself loads only to
+ * print --help or to word a usage error, from the same table and with the
+ * same parser settings, so all three read a command line alike. Each import
+ * costs milliseconds of a command that answers in fifty.
  */
 
 export interface OptionSpec {
@@ -83,20 +86,88 @@ export async function parseArgs<O extends OptionTable>(
   argv: string[],
   usageExitCode?: number,
 ): Promise<Values<O> | undefined> {
-  const options = parserOptions(spec);
-  const parsed = yargsParser.detailed(argv, options);
-  const known = new Set(['_', '--', ...Object.keys(COMMON), ...Object.keys(spec.options)]);
-  const unknown = Object.keys(parsed.argv).some((key) => !known.has(key));
-  // --get-yargs-completions, the script's question, is an unknown option too.
-  const completion = argv[0] === COMPLETION;
-  if (parsed.error || unknown || parsed.argv['help'] || completion) return explainWithYargs(spec, argv, options, usageExitCode);
-  if (parsed.argv['version']) {
-    process.stdout.write(`${spec.name} ${readVersion()}\n`);
+  const plain = argv[0] === COMPLETION ? undefined : readPlainly(spec, argv);
+  const parsed = plain ?? (await readWithYargsParser(spec, argv));
+  if (parsed === undefined || parsed['help']) return explainWithYargs(spec, argv, parserOptions(spec), usageExitCode);
+  if (parsed['version']) {
+    writeOut(`${spec.name} ${readVersion()}\n`);
     return undefined;
   }
-  const values: Record<string, unknown> = { words: parsed.argv._.map(String) };
-  for (const name of Object.keys(spec.options)) if (parsed.argv[name] !== undefined) values[name] = parsed.argv[name];
+  const values: Record<string, unknown> = { words: parsed['_'] };
+  for (const name of Object.keys(spec.options)) if (parsed[name] !== undefined) values[name] = parsed[name];
   return values as Values<O>;
+}
+
+type Parsed = Record<string, unknown> & { _: string[] };
+
+/**
+ * argv as yargs-parser reads it with parserOptions(), for the plain forms
+ * only: words, `--`, and the table's options as `--name`, `--no-name`,
+ * `--name VALUE`, `--name=VALUE` or a one-letter alias. undefined for any
+ * other form (grouped flags, a value that looks like an option or a
+ * boolean, an unknown option...), which yargs-parser then reads.
+ */
+export function readPlainly(spec: CommandSpec<OptionTable>, argv: readonly string[]): Parsed | undefined {
+  const table: OptionTable = { ...COMMON, ...spec.options };
+  const names = new Map<string, string>();
+  for (const [name, option] of Object.entries(table)) {
+    names.set(name, name);
+    if (option.alias !== undefined) names.set(option.alias, name);
+  }
+  const parsed: Parsed = { _: [] };
+  for (const [name, option] of Object.entries(table)) if (option.default !== undefined) parsed[name] = option.default;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      parsed._.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('-')) {
+      if (spec.haltAtNonOption) {
+        parsed._.push(...argv.slice(i));
+        break;
+      }
+      parsed._.push(arg);
+      continue;
+    }
+    const long = arg.startsWith('--');
+    if (!long && arg.length !== 2) return undefined;
+    const equals = long ? arg.indexOf('=') : -1;
+    const key = long ? arg.slice(2, equals < 0 ? undefined : equals) : arg.slice(1);
+    const inline = equals < 0 ? undefined : arg.slice(equals + 1);
+    if (!long && key.length !== 1) return undefined;
+    let name = names.get(key);
+    let negated = false;
+    if (name === undefined && long && key.startsWith('no-')) {
+      name = names.get(key.slice(3));
+      negated = true;
+    }
+    const option = name === undefined ? undefined : table[name];
+    if (name === undefined || option === undefined) return undefined;
+    if (option.type === 'boolean') {
+      // yargs-parser reads `--flag true` and `--flag=false` as the flag's value.
+      const next = argv[i + 1];
+      if (inline !== undefined || next === 'true' || next === 'false') return undefined;
+      parsed[name] = !negated;
+      continue;
+    }
+    if (negated) return undefined;
+    const value = inline ?? argv[++i];
+    if (value === undefined || (inline === undefined && value.startsWith('-'))) return undefined;
+    if (option.array) parsed[name] = [...((parsed[name] as string[] | undefined) ?? []), value];
+    else parsed[name] = value;
+  }
+  return parsed;
+}
+
+/** yargs-parser's reading; undefined for an error or an option the table lacks. */
+async function readWithYargsParser(spec: CommandSpec<OptionTable>, argv: string[]): Promise<Parsed | undefined> {
+  const { default: yargsParser } = await import('yargs-parser');
+  const parsed = yargsParser.detailed(argv, parserOptions(spec));
+  const known = new Set(['_', '--', ...Object.keys(COMMON), ...Object.keys(spec.options)]);
+  // --get-yargs-completions, the completion script's question, is unknown too.
+  if (parsed.error || Object.keys(parsed.argv).some((key) => !known.has(key)) || argv[0] === COMPLETION) return undefined;
+  return { ...parsed.argv, _: parsed.argv._.map(String) };
 }
 
 /** yargs proper: the help text, or the exact wording of a usage error. */
@@ -119,7 +190,7 @@ async function explainWithYargs<O extends OptionTable>(
     .version(false)
     .usage(spec.usage)
     .epilog(spec.epilog)
-    .wrap(Math.min(100, process.stdout.columns || 80))
+    .wrap(Math.min(100, stdioStream(1).columns || 80))
     .completion(COMPLETION, 'Print a bash/zsh completion script (add it to ~/.bashrc or ~/.zshrc)')
     // yargs exits 1 on bad usage, which would read as "dead": throw instead.
     // https://github.com/yargs/yargs/blob/main/docs/api.md#fail
@@ -138,7 +209,7 @@ async function explainWithYargs<O extends OptionTable>(
   }
   const result = parser.parseSync();
   if (result['help']) {
-    process.stdout.write((await parser.getHelp()) + '\n');
+    writeOut((await parser.getHelp()) + '\n');
     return undefined;
   }
   // yargs printed the script, or the completions the script asked for.

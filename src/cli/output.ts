@@ -1,5 +1,6 @@
 import type { Result } from '../client.js';
 import { joinHostPort } from '../host.js';
+import { isTerminal, stdioStream, writeErr, writeOut } from './stdio.js';
 
 /**
  * The only module that writes to the terminal for pidstat: results to stdout,
@@ -11,8 +12,6 @@ export interface OutputOptions {
   color: 0 | 1 | 2 | 3;
   /** Print nothing at all. */
   silent: boolean;
-  stdout: NodeJS.WriteStream;
-  stderr: NodeJS.WriteStream;
 }
 
 /** A spinner appears only after this long without every answer. */
@@ -41,20 +40,20 @@ export class Output {
   results(results: readonly Result[]): void {
     if (this.opts.silent) return;
     const lines = results.map((r) => `${joinHostPort(r.host, r.pid)} ${this.palette[r.state](r.state)}\n`);
-    this.opts.stdout.write(lines.join(''));
+    writeOut(lines.join(''));
   }
 
   json(value: unknown): void {
     if (this.opts.silent) return;
-    this.opts.stdout.write(JSON.stringify(value, null, 2) + '\n');
+    writeOut(JSON.stringify(value, null, 2) + '\n');
   }
 
   line(text: string): void {
-    if (!this.opts.silent) this.opts.stdout.write(text + '\n');
+    if (!this.opts.silent) writeOut(text + '\n');
   }
 
   warn(text: string): void {
-    if (!this.opts.silent) this.opts.stderr.write(text + '\n');
+    if (!this.opts.silent) writeErr(text + '\n');
   }
 
   /**
@@ -64,11 +63,12 @@ export class Output {
    * @see https://github.com/sindresorhus/is-interactive
    */
   async whileWaiting<T>(work: Promise<T>, describe: () => string): Promise<T> {
-    const { stderr } = this.opts;
+    if (this.opts.silent || !isTerminal(2)) return work;
+    const stderr = stdioStream(2);
     // ora's own test (is-interactive) also refuses TERM=dumb and CI; then it
     // would print its lines without spinning, so it is not started at all.
-    const interactive = stderr.isTTY && stderr.columns > 0 && process.env['TERM'] !== 'dumb' && !('CI' in process.env);
-    if (this.opts.silent || !interactive) return work;
+    const interactive = stderr.columns > 0 && process.env['TERM'] !== 'dumb' && !('CI' in process.env);
+    if (!interactive) return work;
     let done = false;
     let stop = () => {};
     const timer = setTimeout(async () => {

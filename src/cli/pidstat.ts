@@ -6,6 +6,7 @@ import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './a
 import { colorLevel, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
+import { isTerminal, writeErr } from './stdio.js';
 import { parseTargets } from './targets.js';
 
 const USAGE = `Usage:
@@ -82,12 +83,10 @@ export async function main(argv: string[]): Promise<number> {
       // ping checks the daemon, so it never answers locally.
       local: args.local && !isPingCommand,
     };
-    if (args.debug) options.onDebug = (line) => process.stderr.write(`pidstat: ${line}\n`);
+    if (args.debug) options.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
     output = await Output.create({
-      color: colorLevel(args.color, process.stdout.isTTY === true, process.env),
+      color: colorLevel(args.color, isTerminal(1), process.env),
       silent: args.silent === true,
-      stdout: process.stdout,
-      stderr: process.stderr,
     });
   } catch (err) {
     if (err instanceof CommandError && isPingCommand) throw new CommandError(err.message, ExitCode.PLUGIN_UNKNOWN);

@@ -11,6 +11,7 @@ import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../se
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { parseInteger, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
+import { writeErr } from './stdio.js';
 
 /**
  * pidstatd: the daemon. Three roles share this module:
@@ -62,7 +63,7 @@ interface DaemonConfig {
 }
 
 function log(text: string): void {
-  process.stderr.write(`pidstatd: ${text}\n`);
+  writeErr(`pidstatd: ${text}\n`);
 }
 
 function describeAddress(address: AddressInfo): string {

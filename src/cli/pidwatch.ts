@@ -8,6 +8,7 @@ import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type W
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
+import { writeErr } from './stdio.js';
 
 const USAGE = `Usage:
   $0 [--cd DIR] [--host HOST] --pid PID [--port N] [--signal SIG]
@@ -86,7 +87,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   const port = portFrom(args.port, process.env);
   if (port !== undefined) watch.port = port;
-  if (args.debug) watch.onDebug = (line) => process.stderr.write(`pidwatch: ${line}\n`);
+  if (args.debug) watch.onDebug = (line) => writeErr(`pidwatch: ${line}\n`);
 
   if (args.foreground !== undefined) {
     if (words.length > 0) throw new CommandError(`--foreground runs no command, but '${words.join(' ')}' was given`);
@@ -96,7 +97,7 @@ export async function main(argv: string[]): Promise<number> {
   let cwd: string | undefined;
   if (args.cd !== undefined) {
     if (existsSync(args.cd) && statSync(args.cd).isDirectory()) cwd = args.cd;
-    else process.stderr.write(`pidwatch: warning: --cd ${args.cd}: no such directory; running in ${process.cwd()}\n`);
+    else writeErr(`pidwatch: warning: --cd ${args.cd}: no such directory; running in ${process.cwd()}\n`);
   }
   return watchCommand(watch, words.join(' '), cwd, signal, args.killer);
 }
@@ -115,7 +116,7 @@ async function watchCommand(watch: WatchOptions, command: string, cwd: string | 
     else spawn('/bin/sh', ['-c', `${killer} -${name} ${child.pid}`], { stdio: 'inherit' });
   }).catch((err: Error) => {
     // Watching failed: the command runs on, as it would on silence.
-    process.stderr.write(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`);
+    writeErr(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`);
   });
   const ending = await ended;
   stopWatching.abort();
@@ -154,7 +155,7 @@ async function watchForeground(watch: WatchOptions, fgpid: number, signal: NodeJ
         // Gone already: nothing left to stop.
       }
     }
-  }, (err: Error) => process.stderr.write(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`));
+  }, (err: Error) => writeErr(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`));
   await fgGone;
   stopWatching.abort();
   await watching;

@@ -1,4 +1,5 @@
 import { CommandError, isUsageExit } from '../errors.js';
+import { writeErr } from './stdio.js';
 
 /** Internal software error (sysexits' EX_SOFTWARE): a bug, never a user mistake. */
 const EX_SOFTWARE = 70;
@@ -9,11 +10,6 @@ const EX_SOFTWARE = 70;
  * prints its message only; anything else is a bug and prints its stack.
  */
 export function runCli(name: string, main: (argv: string[]) => Promise<number>): void {
-  // A reader that went away (`pidstat ... | head -1`) is no error of ours:
-  // what it did not read is dropped, and the exit status stays the answer.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
@@ -21,10 +17,10 @@ export function runCli(name: string, main: (argv: string[]) => Promise<number>):
     (err: unknown) => {
       if (err instanceof CommandError) {
         const hint = isUsageExit(err.exitCode) ? ` (see '${name} --help')` : '';
-        process.stderr.write(`${name}: ${err.message}${hint}\n`);
+        writeErr(`${name}: ${err.message}${hint}\n`);
         process.exitCode = err.exitCode;
       } else {
-        process.stderr.write(`${name}: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+        writeErr(`${name}: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
         process.exitCode = EX_SOFTWARE;
       }
     },

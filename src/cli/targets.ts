@@ -1,6 +1,6 @@
-import { isIPv6 } from 'node:net';
 import type { Target } from '../client.js';
 import { CommandError } from '../errors.js';
+import { ipFamily } from '../host.js';
 import { isValidHost, parsePid } from '../protocol.js';
 
 /** Signed, hex and exponent numbers: meant as pids, never host names. */
@@ -39,7 +39,7 @@ export function parseTargets(words: readonly string[], defaultHost: string): Tar
 function splitHostPid(word: string): { host: string; pid: string } | undefined {
   const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(word);
   if (bracketed) return { host: bracketed[1]!, pid: bracketed[2]! };
-  if (!word.includes(':') || isIPv6(unbracket(word))) return undefined;
+  if (!word.includes(':') || ipFamily(unbracket(word)) === 6) return undefined;
   const colon = word.lastIndexOf(':');
   const host = word.slice(0, colon);
   if (host.includes(':')) {
