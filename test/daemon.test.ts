@@ -93,7 +93,8 @@ describe('--allow', () => {
   let outside: Daemon;
   before(async () => {
     // Ranges come comma-separated, or in repeated options: the last range counts too.
-    inside = await startDaemon(['--bind', '127.0.0.1', '--allow', 'fd00::/8,10.0.0.0/8', '--allow', '127.0.0.0/24']);
+    // Loopback in the first --allow: each one given counts, not only the last.
+    inside = await startDaemon(['--bind', '127.0.0.1', '--allow', '127.0.0.0/24', '--allow', 'fd00::/8,10.0.0.0/8']);
     outside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8,fd00::/8', '--debug']);
   });
   after(async () => {

@@ -48,10 +48,12 @@ const COMMON: OptionTable = {
 
 /**
  * The yargs-parser settings both parsers share. Words stay strings (`010` is
- * not 10: pids are checked by the protocol's rule), a repeated option keeps
- * its last value, and a string option needs its value.
+ * not 10: pids are checked by the protocol's rule), a string option needs its
+ * value, and an array option takes one value each time it is given.
+ * A repeated option is collected; readWithYargsParser() keeps the last value
+ * of those that are not arrays.
  */
-function parserOptions(spec: CommandSpec<OptionTable>): yargsParser.Options {
+export function parserOptions(spec: CommandSpec<OptionTable>): yargsParser.Options {
   const table = { ...COMMON, ...spec.options };
   const names = Object.keys(table);
   const strings = names.filter((name) => table[name]!.type === 'string');
@@ -64,7 +66,8 @@ function parserOptions(spec: CommandSpec<OptionTable>): yargsParser.Options {
     default: Object.fromEntries(names.filter((name) => table[name]!.default !== undefined).map((name) => [name, table[name]!.default])),
     configuration: {
       'parse-positional-numbers': false,
-      'duplicate-arguments-array': false,
+      'duplicate-arguments-array': true,
+      'greedy-arrays': false,
       'camel-case-expansion': false,
       'strip-aliased': true,
       'halt-at-non-option': spec.haltAtNonOption === true,
@@ -153,21 +156,30 @@ export function readPlainly(spec: CommandSpec<OptionTable>, argv: readonly strin
     }
     if (negated) return undefined;
     const value = inline ?? argv[++i];
-    if (value === undefined || (inline === undefined && value.startsWith('-'))) return undefined;
+    // yargs-parser reads `--allow=` as no value at all: leave such forms to it.
+    if (value === undefined || value === '' || (inline === undefined && value.startsWith('-'))) return undefined;
     if (option.array) parsed[name] = [...((parsed[name] as string[] | undefined) ?? []), value];
     else parsed[name] = value;
   }
   return parsed;
 }
 
-/** yargs-parser's reading; undefined for an error or an option the table lacks. */
-async function readWithYargsParser(spec: CommandSpec<OptionTable>, argv: string[]): Promise<Parsed | undefined> {
+/**
+ * yargs-parser's reading, the last value kept of a repeated option that is
+ * not an array; undefined for an error or an option the table lacks.
+ */
+export async function readWithYargsParser(spec: CommandSpec<OptionTable>, argv: string[]): Promise<Parsed | undefined> {
   const { default: yargsParser } = await import('yargs-parser');
   const parsed = yargsParser.detailed(argv, parserOptions(spec));
-  const known = new Set(['_', '--', ...Object.keys(COMMON), ...Object.keys(spec.options)]);
+  const table: OptionTable = { ...COMMON, ...spec.options };
   // --get-yargs-completions, the completion script's question, is unknown too.
-  if (parsed.error || Object.keys(parsed.argv).some((key) => !known.has(key)) || argv[0] === COMPLETION) return undefined;
-  return { ...parsed.argv, _: parsed.argv._.map(String) };
+  const unknown = Object.keys(parsed.argv).some((key) => key !== '_' && key !== '--' && table[key] === undefined);
+  if (parsed.error || unknown || argv[0] === COMPLETION) return undefined;
+  const result: Parsed = { _: parsed.argv._.map(String) };
+  for (const [name, value] of Object.entries(parsed.argv)) {
+    if (name !== '_' && name !== '--') result[name] = Array.isArray(value) && !table[name]!.array ? value.at(-1) : value;
+  }
+  return result;
 }
 
 /** yargs proper: the help text, or the exact wording of a usage error. */

@@ -23,7 +23,7 @@ const EPILOG = `Exit status: 0 every target exists; 1 a target is dead and all a
 2 a target is unknown or got no reply; 64 usage error.
 ping prints a monitoring-plugin line and exits 0 OK, 2 CRITICAL, 3 UNKNOWN.`;
 
-const SPEC = {
+export const SPEC = {
   name: 'pidstat',
   usage: USAGE,
   epilog: EPILOG,

@@ -40,7 +40,7 @@ const USAGE = `Usage: $0 [--port N] [--bind ADDR] [--foreground] [--allow CIDR,.
 Answers pidstat's questions (IPC::Locker's pidstatd protocol) on UDP: does
 process PID exist on this host? Detaches unless --foreground is given.`;
 
-const SPEC = {
+export const SPEC = {
   name: 'pidstatd',
   usage: USAGE,
   epilog: 'Exit status: 0 once the daemon answers (detached) or after SIGTERM/SIGINT (foreground); 1 if it cannot listen; 64 usage error.',

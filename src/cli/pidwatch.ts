@@ -21,7 +21,7 @@ PID on HOST dies. Options end at the first word that is not one of them.`;
 /** Signals pidwatch passes on to its command, as a shell's job would get them. */
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
-const SPEC = {
+export const SPEC = {
   name: 'pidwatch',
   usage: USAGE,
   epilog: 'Exit status: that of the command (or its death by the same signal); 127 if it cannot be started; 0 with --foreground; 64 usage error.',
