@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-require('../dist/bundle/pidstat.cjs').run();
+require('../dist/bundle/start.cjs').start('pidstat');

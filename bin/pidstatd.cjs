@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-require('../dist/bundle/pidstatd.cjs').run();
+require('../dist/bundle/start.cjs').start('pidstatd');

@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-require('../dist/bundle/pidwatch.cjs').run();
+require('../dist/bundle/start.cjs').start('pidwatch');

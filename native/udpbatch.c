@@ -1,12 +1,15 @@
 /*
- * udpbatch: batched datagram I/O for pidstatd, as a Node-API addon.
+ * udpbatch: batched datagram I/O for pidstat's commands, as a Node-API addon.
  *
  * Node's dgram costs, per datagram, an epoll_wait, a recvmsg, a second
  * recvmsg that finds the queue empty, a call into JavaScript and a sendmsg.
  * Here one wake-up reads up to BATCH datagrams with one recvmmsg(2), hands
  * them to JavaScript in one call, and sends the replies with one sendmmsg(2).
  * The daemon's logic (allow list, rate limit, decoding, probing, encoding)
- * stays in TypeScript (src/server.ts); this file only moves bytes.
+ * stays in TypeScript (src/server.ts); this file only moves bytes. The
+ * client (src/sockets.ts) reads its replies the same way, and sends with
+ * send(); it then never loads dgram, whose first bind loads Node's cluster
+ * module, a twentieth of a pidstat run.
  *
  * Shared memory with JavaScript, one slot per datagram of a batch:
  *   input   BATCH x IN_SLOT bytes: the datagram (truncated to IN_SLOT);
@@ -98,48 +101,67 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 1;
 }
 
-/* open(address, port, ipv6Only): a bound, non-blocking UDP socket's fd. */
-static napi_value js_open(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
+/* Reads an IP address and port into storage; 0 if address is not one. */
+static socklen_t socket_address(const char *address, int port, struct sockaddr_storage *storage) {
+  memset(storage, 0, sizeof *storage);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)storage;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)storage;
+  if (inet_pton(AF_INET, address, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    return sizeof *v4;
+  }
+  if (inet_pton(AF_INET6, address, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    return sizeof *v6;
+  }
+  return 0;
+}
+
+/* The address and port arguments at argv[0] and argv[1]; 0 (with a
+ * TypeError thrown) if they are not an IP address and a port. */
+static socklen_t address_args(napi_env env, napi_value *argv, struct sockaddr_storage *storage, char *where, size_t where_size) {
   char address[INET6_ADDRSTRLEN + 1];
   size_t length;
   int32_t port;
-  bool v6only;
-  CHECK(napi_get_value_string_utf8(env, argv[0], address, sizeof address, &length));
-  CHECK(napi_get_value_int32(env, argv[1], &port));
-  CHECK(napi_get_value_bool(env, argv[2], &v6only));
+  if (napi_get_value_string_utf8(env, argv[0], address, sizeof address, &length) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &port) != napi_ok) {
+    napi_throw_type_error(env, NULL, "udpbatch: expected an address and a port");
+    return 0;
+  }
+  socklen_t size = socket_address(address, port, storage);
+  if (size == 0) napi_throw_type_error(env, NULL, "udpbatch: not an IP address");
+  snprintf(where, where_size, "%s:%d", address, port);
+  return size;
+}
 
-  struct sockaddr_storage storage;
-  memset(&storage, 0, sizeof storage);
-  socklen_t size;
-  int family;
-  struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
-  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
-  if (inet_pton(AF_INET, address, &v4->sin_addr) == 1) {
-    family = v4->sin_family = AF_INET;
-    v4->sin_port = htons((uint16_t)port);
-    size = sizeof *v4;
-  } else if (inet_pton(AF_INET6, address, &v6->sin6_addr) == 1) {
-    family = v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons((uint16_t)port);
-    size = sizeof *v6;
-  } else {
-    napi_throw_type_error(env, NULL, "udpbatch: not an IP address");
+/* open(address, port, ipv6Only[, reuseAddr]): a bound, non-blocking UDP
+ * socket's fd. */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  size_t argc = 4;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
+    napi_throw_type_error(env, NULL, "udpbatch: too few arguments");
     return NULL;
   }
+  struct sockaddr_storage storage;
   char where[INET6_ADDRSTRLEN + 16];
-  snprintf(where, sizeof where, "%s:%d", address, port);
+  socklen_t size = address_args(env, argv, &storage, where, sizeof where);
+  if (size == 0) return NULL;
+  bool v6only, reuse = false;
+  CHECK(napi_get_value_bool(env, argv[2], &v6only));
+  if (argc > 3) CHECK(napi_get_value_bool(env, argv[3], &reuse));
 
-  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(storage.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket", where);
-  if (family == AF_INET6) {
-    int on = v6only ? 1 : 0;
-    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) < 0) {
-      int err = errno;
-      close(fd);
-      return throw_errno(env, err, "setsockopt", where);
-    }
+  int on = 1;
+  int v6 = v6only ? 1 : 0;
+  if ((storage.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6, sizeof v6) < 0) ||
+      (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0)) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "setsockopt", where);
   }
   if (bind(fd, (struct sockaddr *)&storage, size) < 0) {
     int err = errno;
@@ -148,6 +170,49 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
   napi_value result;
   CHECK(napi_create_int32(env, fd, &result));
+  return result;
+}
+
+/* connect(fd, address, port): datagrams go to, and come only from, there;
+ * the host's ICMP reports about them come back as socket errors. */
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  struct sockaddr_storage storage;
+  char where[INET6_ADDRSTRLEN + 16];
+  socklen_t size = address_args(env, argv + 1, &storage, where, sizeof where);
+  if (size == 0) return NULL;
+  if (connect(fd, (struct sockaddr *)&storage, size) < 0) return throw_errno(env, errno, "connect", where);
+  return NULL;
+}
+
+/* send(fd, buffer, address, port): 0, or the negative errno of a datagram
+ * not sent (ECONNREFUSED: an ICMP report about an earlier one). address
+ * null sends to the connected peer. */
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  int32_t fd;
+  void *data;
+  size_t length;
+  napi_valuetype type;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &length));
+  CHECK(napi_typeof(env, argv[2], &type));
+  ssize_t sent;
+  if (type == napi_null || type == napi_undefined) {
+    sent = send(fd, data, length, MSG_DONTWAIT);
+  } else {
+    struct sockaddr_storage storage;
+    char where[INET6_ADDRSTRLEN + 16];
+    socklen_t size = address_args(env, argv + 2, &storage, where, sizeof where);
+    if (size == 0) return NULL;
+    sent = sendto(fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&storage, size);
+  }
+  napi_value result;
+  CHECK(napi_create_int32(env, sent < 0 ? -errno : 0, &result));
   return result;
 }
 
@@ -209,15 +274,24 @@ static napi_value js_address(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* setRecvBufferSize(fd, bytes): best effort, as the kernel caps it. */
-static napi_value js_set_recv_buffer(napi_env env, napi_callback_info info) {
+static napi_value set_buffer(napi_env env, napi_callback_info info, int option) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
   int32_t fd, bytes;
   CHECK(napi_get_value_int32(env, argv[0], &fd));
   CHECK(napi_get_value_int32(env, argv[1], &bytes));
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  setsockopt(fd, SOL_SOCKET, option, &bytes, sizeof bytes);
   return NULL;
+}
+
+/* setRecvBufferSize(fd, bytes), setSendBufferSize(fd, bytes): best effort,
+ * as the kernel caps them. */
+static napi_value js_set_recv_buffer(napi_env env, napi_callback_info info) {
+  return set_buffer(env, info, SO_RCVBUF);
+}
+
+static napi_value js_set_send_buffer(napi_env env, napi_callback_info info) {
+  return set_buffer(env, info, SO_SNDBUF);
 }
 
 /* Calls callback(count, err) in its own scope; an exception it throws is
@@ -274,7 +348,18 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   batch_t *b = handle->data;
   (void)events;
   if (status < 0) {
+    /* libuv stops a poll handle at POLLERR (a pending socket error, such as
+     * an ICMP report on a connected socket) and says UV_EBADF: take the
+     * error itself, report it, and poll again. */
+    int err = 0;
+    socklen_t size = sizeof err;
+    if (getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &size) == 0 && err != 0) status = -err;
+    if (b->closing) return;
     call_js(b, 0, status);
+    if (err != 0 && !b->closing) {
+      int again = uv_poll_start(&b->poll, UV_READABLE, on_readable);
+      if (again != 0) call_js(b, 0, again);
+    }
     return;
   }
   for (int round = 0; round < ROUNDS && !b->closing; round++) {
@@ -420,9 +505,28 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ref(handle, keep): whether reading keeps the event loop alive (as a
+ * dgram socket's ref() and unref()). */
+static napi_value js_ref(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  batch_t *b;
+  bool keep;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&b));
+  CHECK(napi_get_value_bool(env, argv[1], &keep));
+  if (b->closing) return NULL;
+  if (keep) uv_ref((uv_handle_t *)&b->poll);
+  else uv_unref((uv_handle_t *)&b->poll);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+    {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
+    {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+    {"setSendBufferSize", NULL, js_set_send_buffer, NULL, NULL, NULL, napi_default, NULL},
+    {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
     {"address", NULL, js_address, NULL, NULL, NULL, napi_default, NULL},
     {"setRecvBufferSize", NULL, js_set_recv_buffer, NULL, NULL, NULL, napi_default, NULL},
     {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},

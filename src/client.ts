@@ -1,7 +1,6 @@
-import dgram from 'node:dgram';
-import { lookup } from 'node:dns';
 import { readdirSync, readFileSync } from 'node:fs';
-import { defaultPort, ipFamily, isLocalHost, joinHostPort } from './host.js';
+import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort } from './host.js';
+import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents, type SocketIo, type SocketSpec } from './sockets.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {
@@ -39,6 +38,12 @@ export interface ClientOptions {
   local?: boolean;
   /** Called with each datagram sent and received (for --debug). */
   onDebug?: (line: string) => void;
+  /**
+   * How sockets are read: 'batch' through the addon native/udpbatch.c,
+   * 'dgram' through Node's dgram, 'auto': batch where the addon was built.
+   * Both answer the same. @default 'auto'
+   */
+  io?: SocketIo;
 }
 
 export interface Target {
@@ -88,10 +93,10 @@ const SMALL_RUN = 64;
 
 interface Endpoint {
   address: string;
-  socket: dgram.Socket;
+  socket: ClientSocket;
   connected: boolean;
-  /** The send callback, one per endpoint rather than one per datagram. */
-  onSent: (err: NodeJS.ErrnoException | null) => void;
+  /** Called for a datagram not sent; one per endpoint rather than one per datagram. */
+  onSent: (err: NodeJS.ErrnoException) => void;
   /** Targets whose current try went to this address and is unanswered. */
   waiting: Set<Pending>;
 }
@@ -122,37 +127,14 @@ function descriptorBudget(): number {
   }
 }
 
-/**
- * A deeper receive queue, so replies that arrive while the event loop is busy
- * (thousands of targets) wait instead of being dropped; the kernel caps it at
- * net.core.rmem_max.
- */
-function deepenQueue(socket: dgram.Socket): dgram.Socket {
-  try {
-    socket.setRecvBufferSize(RECEIVE_QUEUE_BYTES);
-  } catch {
-    // Not allowed here: the default queue still works.
-  }
-  return socket;
-}
-
 function keyOf(pid: number, host: string): string {
   return `${pid} ${host}`;
 }
 
-function onceEvent(socket: dgram.Socket, start: (done: () => void) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    socket.once('error', onError);
-    start(() => {
-      socket.off('error', onError);
-      resolve();
-    });
-  });
-}
-
 export class PidStatClient {
   readonly port: number;
+  private readonly ioOption: SocketIo;
+  private opener: { open: OpenSocket; io: 'batch' | 'dgram' } | undefined;
   readonly timeoutMs: number;
   readonly tries: number;
   private readonly local: boolean;
@@ -161,8 +143,9 @@ export class PidStatClient {
   private readonly addresses = new Map<string, Promise<string[]>>();
   private readonly hostEndpoints = new Map<string, Promise<Endpoint[]>>();
   private readonly endpoints = new Map<string, Promise<Endpoint>>();
-  private readonly shared = new Map<4 | 6, Promise<dgram.Socket>>();
-  private readonly sockets: dgram.Socket[] = [];
+  private readonly shared = new Map<4 | 6, Promise<ClientSocket>>();
+  private readonly sockets: ClientSocket[] = [];
+  private readonly events: SocketEvents;
   private budget: number | undefined;
   private highestTry = 0;
   private closed = false;
@@ -183,6 +166,23 @@ export class PidStatClient {
     }
     if (!(this.timeoutMs > 0)) throw new RangeError(`timeout ${this.timeoutMs} ms is not positive`);
     if (!Number.isInteger(this.tries) || this.tries < 1) throw new RangeError(`tries ${this.tries} is not 1 or more`);
+    this.ioOption = opts.io ?? 'auto';
+    // Asked for by name, the addon must be there; else it loads (a dlopen)
+    // only when a first socket is opened, not for targets answered locally.
+    if (this.ioOption === 'batch') this.opener = socketOpener('batch');
+    this.events = {
+      message: (msg, address, port) => this.onMessage(msg, address, port),
+      error: (err) => this.debug?.(`socket error: ${err.message}`),
+    };
+  }
+
+  /** How its sockets are read (ClientOptions.io), 'auto' resolved. */
+  get io(): 'batch' | 'dgram' {
+    return (this.opener ??= socketOpener(this.ioOption)).io;
+  }
+
+  private openSocket(spec: SocketSpec, events: SocketEvents): Promise<ClientSocket> {
+    return (this.opener ??= socketOpener(this.ioOption)).open(spec, events);
   }
 
   /** How many answers are still awaited, and the highest try sent so far. */
@@ -239,7 +239,7 @@ export class PidStatClient {
     clearTimeout(this.sendTimer);
     for (const pending of [...this.pending.values()]) this.finish(pending, { state: 'no_reply', error: 'client closed' });
     await Promise.allSettled([...this.endpoints.values(), ...this.shared.values()]);
-    await Promise.all(this.sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
+    await Promise.all(this.sockets.map((socket) => socket.close()));
   }
 
   private resolve(host: string): Promise<string[]> {
@@ -248,8 +248,8 @@ export class PidStatClient {
       addresses = ipFamily(host) !== 0
         ? Promise.resolve([host])
         : new Promise<string[]>((resolve, reject) =>
-            // The callback form: node:dns is loaded by dgram already, dns/promises is not.
-            lookup(host, { all: true, verbatim: true }, (err, found) => (err ? reject(err) : resolve([...new Set(found.map((a) => a.address))]))),
+            // The callback form: dns/promises is one more module to load.
+            dnsModule().lookup(host, { all: true, verbatim: true }, (err, found) => (err ? reject(err) : resolve([...new Set(found.map((a) => a.address))]))),
           );
       this.addresses.set(host, addresses);
     }
@@ -284,36 +284,27 @@ export class PidStatClient {
     return endpoint;
   }
 
-  private sharedSocket(family: 4 | 6): Promise<dgram.Socket> {
+  private sharedSocket(family: 4 | 6): Promise<ClientSocket> {
     let socket = this.shared.get(family);
     if (socket === undefined) {
-      const created = this.createSocket(family);
-      socket = onceEvent(created, (done) => created.bind({ address: family === 6 ? '::' : '0.0.0.0', port: 0 }, done))
-        .then(() => deepenQueue(created));
+      socket = this.openSocket({ family, port: 0, receiveQueueBytes: RECEIVE_QUEUE_BYTES }, this.events).then((opened) => {
+        this.sockets.push(opened);
+        return opened;
+      });
       this.shared.set(family, socket);
     }
     return socket;
   }
 
-  private createSocket(family: 4 | 6): dgram.Socket {
-    const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: family === 6 });
-    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    // An unhandled 'error' would end the process; a connected socket adds its own handler.
-    socket.on('error', (err) => this.debug?.(`socket error: ${err.message}`));
-    socket.unref();
-    this.sockets.push(socket);
-    return socket;
-  }
-
-  private makeEndpoint(address: string, socket: dgram.Socket, connected: boolean): Endpoint {
+  private makeEndpoint(address: string, socket: ClientSocket, connected: boolean): Endpoint {
     const endpoint: Endpoint = {
       address,
       socket,
       connected,
       waiting: new Set(),
       onSent: (err) => {
-        if (err?.code === 'ECONNREFUSED') this.onRefused(endpoint);
-        else if (err) this.debug?.(`send to ${address} failed: ${err.message}`);
+        if (err.code === 'ECONNREFUSED') this.onRefused(endpoint);
+        else this.debug?.(`send to ${address} failed: ${err.message}`);
       },
     };
     return endpoint;
@@ -327,22 +318,16 @@ export class PidStatClient {
     // Reading the limit costs a look at /proc: only runs with many hosts need it.
     if (this.endpoints.size > SMALL_RUN) this.budget ??= descriptorBudget();
     if (this.budget !== undefined && this.budget-- <= 0) return fallback;
-    const socket = this.createSocket(family);
-    const endpoint = this.makeEndpoint(address, socket, true);
+    const endpoint = this.makeEndpoint(address, shared, true);
     try {
-      const port = shared.address().port;
-      await onceEvent(socket, (done) => socket.bind({ address: family === 6 ? '::' : '0.0.0.0', port }, done));
-      deepenQueue(socket);
-      await onceEvent(socket, (done) => socket.connect(this.port, address, done));
+      const spec = { family, port: shared.port, peer: { address, port: this.port }, receiveQueueBytes: RECEIVE_QUEUE_BYTES } as const;
+      // Errors of a connected socket are ICMP reports about what it sent.
+      endpoint.socket = await this.openSocket(spec, { ...this.events, error: (err) => this.onSocketError(endpoint, err) });
     } catch (err) {
       this.debug?.(`cannot connect a socket to ${joinHostPort(address, this.port)} (${(err as Error).message}); sharing one`);
-      socket.close();
-      this.sockets.splice(this.sockets.indexOf(socket), 1);
       return fallback;
     }
-    // Errors after the connect are ICMP reports about what we sent.
-    socket.removeAllListeners('error');
-    socket.on('error', (err: NodeJS.ErrnoException) => this.onSocketError(endpoint, err));
+    this.sockets.push(endpoint.socket);
     return endpoint;
   }
 
@@ -386,8 +371,7 @@ export class PidStatClient {
     for (const endpoint of pending.endpoints) {
       endpoint.waiting.add(pending);
       this.debug?.(`> ${joinHostPort(endpoint.address, this.port)} ${pending.wire.toString('latin1').trimEnd()}`);
-      if (endpoint.connected) endpoint.socket.send(pending.wire, endpoint.onSent);
-      else endpoint.socket.send(pending.wire, this.port, endpoint.address, endpoint.onSent);
+      endpoint.socket.send(pending.wire, endpoint.connected ? undefined : endpoint.address, this.port, endpoint.onSent);
     }
     pending.timer = setTimeout(() => this.onTimeout(pending), this.timeoutMs);
   }
@@ -422,8 +406,8 @@ export class PidStatClient {
     endpoint.waiting.clear();
   }
 
-  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const from = joinHostPort(rinfo.address, rinfo.port);
+  private onMessage(msg: Buffer, address: string, port: number): void {
+    const from = joinHostPort(address, port);
     let reply: Reply;
     try {
       reply = decodeReply(msg);

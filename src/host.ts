@@ -1,5 +1,5 @@
-import { promises as dns } from 'node:dns';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 
 const IPV4_OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
@@ -60,9 +60,28 @@ export function localFqdn(): Promise<string> {
   return fqdn;
 }
 
+/**
+ * node:dns, loaded at its first use: a command that asks only about IP
+ * addresses never needs it (dgram does not either, given literalLookup).
+ */
+export function dnsModule(): typeof import('node:dns') {
+  return createRequire(import.meta.url)('node:dns') as typeof import('node:dns');
+}
+
+/**
+ * The `lookup` option of a dgram socket that only sends to and binds
+ * literal addresses: it hands the address back, where dgram's default
+ * would load node:dns and take a dns.lookup() round on every send.
+ */
+export function literalLookup(address: string, options: unknown, callback?: (err: null, address: string, family: number) => void): void {
+  const done = typeof options === 'function' ? (options as typeof callback)! : callback!;
+  done(null, address, address.includes(':') ? 6 : 4);
+}
+
 async function findFqdn(): Promise<string> {
   const name = hostname();
   if (name.includes('.')) return name;
+  const dns = dnsModule().promises;
   try {
     const { address } = await dns.lookup(name);
     const { hostname: canonical } = await dns.lookupService(address, 0);

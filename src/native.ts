@@ -1,12 +1,16 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { getSystemErrorName } from 'node:util';
 import { packageRoot } from './paths.js';
 
 /**
- * The optional addon native/udpbatch.c: batched datagram I/O (recvmmsg and
- * sendmmsg) for the daemon, built at install time where a C compiler and
- * Node's headers are found (scripts/build-native.mjs). Without it the daemon
- * reads its socket through Node's dgram, answering the same, more slowly.
+ * The optional addon native/udpbatch.c: UDP sockets read in batches
+ * (recvmmsg; the daemon answers with sendmmsg), built at install time where
+ * a C compiler and Node's headers are found (scripts/build-native.mjs). The
+ * daemon reads its socket through it, and so does the client, which then
+ * never loads dgram (whose first bind loads Node's cluster module: a
+ * twentieth of a pidstat run). Without it both use Node's dgram, and answer
+ * the same, more slowly.
  */
 export interface UdpBatch {
   /** Datagrams a batch holds, and the size of each one's slots. */
@@ -16,7 +20,14 @@ export interface UdpBatch {
   readonly ADDRESS_SLOT: number;
   readonly META: number;
   /** A bound, non-blocking UDP socket; throws an Error with code, errno and syscall, as dgram's bind. */
-  open(address: string, port: number, ipv6Only: boolean): number;
+  open(address: string, port: number, ipv6Only: boolean, reuseAddr?: boolean): number;
+  /** Connects fd to address:port; throws as open(). */
+  connect(fd: number, address: string, port: number): void;
+  /** Sends a datagram to address:port, or to the connected peer for null: 0, or a negative errno. */
+  send(fd: number, datagram: Buffer, address: string | null, port: number): number;
+  setSendBufferSize(fd: number, bytes: number): void;
+  /** Whether reading keeps the event loop alive. */
+  ref(handle: unknown, keep: boolean): void;
   /** [address, family, port] of a UDP socket; throws if fd is not one. */
   address(fd: number): [string, 4 | 6, number];
   setRecvBufferSize(fd: number, bytes: number): void;
@@ -49,4 +60,10 @@ export function loadUdpBatch(): { addon?: UdpBatch; why?: string } {
     loaded = { why: code === 'MODULE_NOT_FOUND' ? `${file} was not built` : `${file}: ${(err as Error).message}` };
   }
   return loaded;
+}
+
+/** An Error for a negative errno, as Node words its own: "send ECONNREFUSED". */
+export function errnoError(errno: number, syscall: string): NodeJS.ErrnoException {
+  const code = getSystemErrorName(errno);
+  return Object.assign(new Error(`${syscall} ${code}`), { code, errno, syscall });
 }

@@ -1,9 +1,8 @@
 import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
-import { getSystemErrorName } from 'node:util';
-import { defaultPort, joinHostPort, localFqdn } from './host.js';
-import { loadUdpBatch, type UdpBatch } from './native.js';
+import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
+import { errnoError, loadUdpBatch, type UdpBatch } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
 import {
   checkDatagramSize,
@@ -191,15 +190,7 @@ function bindSocket(socket: dgram.Socket, options: dgram.BindOptions): Promise<v
   });
 }
 
-/**
- * Replies go to the literal address a request came from: a look-up that only
- * hands it back spares dgram's dns.lookup() round on every send.
- */
-function literalLookup(address: string, options: unknown, callback?: (err: null, address: string, family: number) => void): void {
-  const done = typeof options === 'function' ? (options as typeof callback)! : callback!;
-  done(null, address, address.includes(':') ? 6 : 4);
-}
-
+/** Replies go to the literal address a request came from: no look-up for them. */
 function createSocket(type: 'udp4' | 'udp6', ipv6Only = false): dgram.Socket {
   return dgram.createSocket({ type, ipv6Only, lookup: literalLookup as unknown as dgram.SocketOptions['lookup'] });
 }
@@ -281,8 +272,7 @@ async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number
   const output = Buffer.alloc(BATCH * OUT_SLOT);
   const onBatch = (count: number, errno: number) => {
     if (errno !== 0) {
-      const code = getSystemErrorName(errno);
-      onError(Object.assign(new Error(`recvmmsg or sendmmsg ${code}`), { code, errno }));
+      onError(errnoError(errno, 'recvmmsg or sendmmsg'));
       return;
     }
     for (let i = 0; i < count; i++) {

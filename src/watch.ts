@@ -4,6 +4,7 @@ import { PidStatClient } from './client.js';
 import { isLocalHost } from './host.js';
 import { localPidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
+import type { SocketIo } from './sockets.js';
 import { monotonicMs } from './time.js';
 
 /**
@@ -21,6 +22,8 @@ export interface WatchOptions {
   /** Probe a pid on this host locally, without a daemon. @default true */
   local?: boolean;
   onDebug?: (line: string) => void;
+  /** How the client's sockets are read (ClientOptions.io). */
+  io?: SocketIo;
 }
 
 /** Whether a signal name or number is one this host knows; the canonical name (SIGHUP) or undefined. */
@@ -51,6 +54,7 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     local: false,
     ...(opts.port !== undefined && { port: opts.port }),
     ...(opts.onDebug && { onDebug: opts.onDebug }),
+    ...(opts.io && { io: opts.io }),
   });
   const onAbort = () => void client.close();
   signal.addEventListener('abort', onAbort);

@@ -179,3 +179,53 @@ s.sendto(struct.pack('!HHHH', 0, ${daemon.port}, 8 + len(p), 0) + p, ('127.0.0.1
     }
   });
 });
+
+describe('many datagrams at once: batches, many sources', () => {
+  test('20 sockets ask at once, wave after wave: each hears exactly the answers to its own questions', async () => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--rate', '0']);
+    const sleeper = startSleeper();
+    const sockets = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const socket = dgram.createSocket('udp4');
+        await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+        return socket;
+      }),
+    );
+    try {
+      const dead = await deadPid();
+      const heard = sockets.map(() => [] as string[]);
+      sockets.forEach((socket, i) => socket.on('message', (msg) => heard[i]!.push(msg.toString('latin1'))));
+      const expected = sockets.map(() => [] as string[]);
+      // 100 datagrams a wave, nearly at once: the daemon reads them in batches.
+      for (let wave = 0; wave < 20; wave++) {
+        sockets.forEach((socket, i) => {
+          for (let j = 0; j < 5; j++) {
+            const live = (i + j) % 2 === 0;
+            const tag = `s${i}.w${wave}.q${j}`;
+            socket.send(`PIDR ${live ? sleeper.pid : dead} ${tag} 3\n`, daemon.port, '127.0.0.1');
+            expected[i]!.push(`EXIS ${live ? sleeper.pid : dead} ${live ? 1 : 0} ${tag}`);
+          }
+        });
+        const all = () => heard.every((replies, i) => replies.length >= expected[i]!.length);
+        assert.ok(await waitFor(all, 3000), `wave ${wave}: ${heard.map((r) => r.length).join(' ')} replies of ${(wave + 1) * 5} each`);
+      }
+      await sleep(100);
+      heard.forEach((replies, i) => assert.deepEqual([...replies].sort(), [...expected[i]!].sort(), `socket ${i}`));
+    } finally {
+      for (const socket of sockets) socket.close();
+      await sleeper.stop();
+      assert.equal(await daemon.stop(), 0);
+    }
+  });
+
+  test('a datagram over 1024 bytes is dropped, --debug says how long it was, and the next one is answered', async () => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug']);
+    try {
+      assert.equal(await ask(daemon.port, `PIDR 1 ${'h'.repeat(1991)} 3`, { waitMs: 300 }), undefined);
+      assert.ok(await waitFor(() => /datagram of 2000 bytes is over 1024/.test(daemon.log()), 2000), daemon.log());
+      assert.equal(await ask(daemon.port, 'PIDR 1 after 3'), 'EXIS 1 1 after');
+    } finally {
+      assert.equal(await daemon.stop(), 0);
+    }
+  });
+});

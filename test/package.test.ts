@@ -139,11 +139,12 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
       'dist/src/index.js', 'dist/src/index.d.ts',
       'man/pidstat.1', 'man/pidwatch.1', 'man/pidstatd.8',
       'contrib/systemd/pidstatd.service', 'contrib/systemd/pidstatd.socket',
-      'native/udpbatch.c', 'scripts/build-native.mjs',
+      'dist/bundle/start.cjs',
+      'native/udpbatch.c', 'scripts/build-native.mjs', 'scripts/code-cache.mjs',
     ];
     for (const file of expected) assert.ok(files.includes(file), `${file} is missing from the tarball`);
     for (const file of files) {
-      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|contrib\/|native\/udpbatch\.c$|scripts\/build-native\.mjs$)/, `${file} does not belong in the tarball`);
+      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|contrib\/|native\/udpbatch\.c$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
       assert.doesNotMatch(file, /(^|\/)test(s)?\/|\.test\.|\.spec\./, `${file}: tests do not belong in the tarball`);
       assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
       assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
@@ -163,6 +164,13 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
   }
   const bin = (name: string) => join(prefix, 'bin', name);
   const env = binEnv({ PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}` });
+
+  await t.test('the install built the addon and the code caches with this Node', () => {
+    const installedRoot = join(prefix, 'lib', 'node_modules', PKG.name);
+    const built = readdirSync(join(installedRoot, 'dist', 'bundle'));
+    for (const name of ['pidstat', 'pidstatd', 'pidwatch']) assert.ok(built.includes(`${name}.cache`), `${name}.cache in ${built.join(' ')}`);
+    if (has('cc')) assert.ok(readdirSync(join(installedRoot, 'dist', 'native')).includes('udpbatch.node'));
+  });
 
   await t.test('the installed commands print the version of package.json', async () => {
     for (const name of ['pidstat', 'pidstatd', 'pidwatch']) {

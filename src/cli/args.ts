@@ -1,5 +1,6 @@
 import type yargsParser from 'yargs-parser';
 import { CommandError } from '../errors.js';
+import { importLazily } from './lazy.js';
 import { readVersion } from './options.js';
 import { stdioStream, writeOut } from './stdio.js';
 
@@ -169,7 +170,7 @@ export function readPlainly(spec: CommandSpec<OptionTable>, argv: readonly strin
  * not an array; undefined for an error or an option the table lacks.
  */
 export async function readWithYargsParser(spec: CommandSpec<OptionTable>, argv: string[]): Promise<Parsed | undefined> {
-  const { default: yargsParser } = await import('yargs-parser');
+  const { default: yargsParser } = await importLazily('yargs-parser');
   const parsed = yargsParser.detailed(argv, parserOptions(spec));
   const table: OptionTable = { ...COMMON, ...spec.options };
   // --get-yargs-completions, the completion script's question, is unknown too.
@@ -189,7 +190,7 @@ async function explainWithYargs<O extends OptionTable>(
   options: yargsParser.Options,
   usageExitCode: number | undefined,
 ): Promise<undefined> {
-  const { default: yargs } = await import('yargs');
+  const { default: yargs } = await importLazily('yargs');
   // yargs's completion command is not seen under halt-at-non-option (PITFALLS.md).
   const configuration = argv[0] === COMPLETION ? { ...options.configuration, 'halt-at-non-option': false } : options.configuration!;
   let parser = yargs(argv)

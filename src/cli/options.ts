@@ -10,6 +10,16 @@ import type { OptionSpec } from './args.js';
  */
 
 export const ENV_PORT = 'PIDSTAT_PORT';
+/** How sockets are read: auto, batch (the addon native/udpbatch.c) or dgram (Node's); for testing and trouble. */
+export const ENV_IO = 'PIDSTAT_IO';
+
+/** PIDSTAT_IO, checked; undefined when unset. */
+export function ioFrom(env: NodeJS.ProcessEnv): 'auto' | 'batch' | 'dgram' | undefined {
+  const io = env[ENV_IO];
+  if (io === undefined || io === '') return undefined;
+  if (io !== 'auto' && io !== 'batch' && io !== 'dgram') throw new CommandError(`${ENV_IO} must be auto, batch or dgram, not '${io}'`);
+  return io;
+}
 
 /** The package's version, read only when asked for. */
 export function readVersion(): string {

@@ -1,5 +1,6 @@
 import type { Result } from '../client.js';
 import { joinHostPort } from '../host.js';
+import { importLazily } from './lazy.js';
 import { isTerminal, stdioStream, writeErr, writeOut } from './stdio.js';
 
 /**
@@ -31,7 +32,7 @@ export class Output {
   /** chalk is loaded only when there is colour to paint. */
   static async create(opts: OutputOptions): Promise<Output> {
     if (opts.color === 0 || opts.silent) return new Output(opts, PLAIN);
-    const { Chalk } = await import('chalk');
+    const { Chalk } = await importLazily('chalk');
     const chalk = new Chalk({ level: opts.color });
     return new Output(opts, { exists: chalk.green, dead: chalk.red, unknown: chalk.yellow, no_reply: chalk.yellow });
   }
@@ -72,7 +73,7 @@ export class Output {
     let done = false;
     let stop = () => {};
     const timer = setTimeout(async () => {
-      const { default: ora } = await import('ora');
+      const { default: ora } = await importLazily('ora');
       if (done) return;
       const spinner = ora({ text: describe(), stream: stderr, discardStdin: false, color: this.opts.color > 0 ? 'yellow' : false }).start();
       const refresh = setInterval(() => (spinner.text = describe()), 100);

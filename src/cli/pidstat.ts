@@ -3,7 +3,7 @@ import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
-import { colorLevel, parseDuration, parseInteger, portFrom, portOption } from './options.js';
+import { colorLevel, ioFrom, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
 import { isTerminal, writeErr } from './stdio.js';
@@ -84,6 +84,8 @@ export async function main(argv: string[]): Promise<number> {
       local: args.local && !isPingCommand,
     };
     if (args.debug) options.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
+    const io = ioFrom(process.env);
+    if (io !== undefined) options.io = io;
     output = await Output.create({
       color: colorLevel(args.color, isTerminal(1), process.env),
       silent: args.silent === true,
@@ -95,6 +97,7 @@ export async function main(argv: string[]): Promise<number> {
   if (isPingCommand) return ping(options, output, words.slice(1), args.host);
   const targets = parseTargets(words[0] === 'exists' ? words.slice(1) : words, args.host ?? 'localhost');
   const client = new PidStatClient(options);
+  if (options.onDebug) options.onDebug(client.io === 'batch' ? 'reading sockets in batches (recvmmsg)' : "reading sockets through Node's dgram");
   try {
     const results = await output.whileWaiting(client.queryMany(targets), () => {
       const { missing, tryNo } = client.progress();

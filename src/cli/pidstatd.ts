@@ -9,7 +9,7 @@ import { defaultPort, joinHostPort } from '../host.js';
 import { loadUdpBatch } from '../native.js';
 import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../server.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
-import { parseInteger, portFrom, portOption } from './options.js';
+import { ioFrom, parseInteger, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { writeErr } from './stdio.js';
 
@@ -27,8 +27,6 @@ import { writeErr } from './stdio.js';
  */
 
 const ROLE_ENV = 'PIDSTATD_ROLE';
-/** How the socket is read: auto, batch (the addon) or dgram; see ServerOptions.io. */
-const IO_ENV = 'PIDSTATD_IO';
 /** Wait before restarting a server that died: well inside the 2 s promised. */
 const RESTART_DELAY_MS = 500;
 
@@ -113,13 +111,8 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   if (args.rate !== undefined) server.rate = parseInteger(args.rate, '--rate', 0, 1_000_000_000);
   const fd = inheritedFd(process.env);
   if (fd !== undefined) server.fd = fd;
-  const io = process.env[IO_ENV];
-  if (io !== undefined && io !== '') {
-    if (io !== 'auto' && io !== 'batch' && io !== 'dgram') {
-      throw new CommandError(`${IO_ENV} must be auto, batch or dgram, not '${io}'`);
-    }
-    server.io = io;
-  }
+  const io = ioFrom(process.env);
+  if (io !== undefined) server.io = io;
   return { server, foreground: args.foreground === true, pidfile: args.pidfile, debug: args.debug === true };
 }
 

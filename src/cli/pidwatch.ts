@@ -6,7 +6,7 @@ import { localPidExists } from '../probe.js';
 import { isValidHost, parsePid } from '../protocol.js';
 import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
-import { parseDuration, portFrom, portOption } from './options.js';
+import { ioFrom, parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { writeErr } from './stdio.js';
 
@@ -87,6 +87,8 @@ export async function main(argv: string[]): Promise<number> {
   };
   const port = portFrom(args.port, process.env);
   if (port !== undefined) watch.port = port;
+  const io = ioFrom(process.env);
+  if (io !== undefined) watch.io = io;
   if (args.debug) watch.onDebug = (line) => writeErr(`pidwatch: ${line}\n`);
 
   if (args.foreground !== undefined) {

@@ -1,0 +1,50 @@
+// Writes dist/bundle/NAME.cache, V8's code for each command's bundle, by
+// running each once as a user would with PIDSTAT_WRITE_CODE_CACHE=1 (see
+// src/cli/start.ts): pidstat asks a responder of this script's own on
+// loopback, the others print their version. Runs at `npm run build` and at
+// install, so the cache is made by the Node that will read it. It never
+// fails the install: without a cache the commands compile as usual.
+import { execFile } from 'node:child_process';
+import dgram from 'node:dgram';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A socket on 127.0.0.1 that answers each PIDR as a daemon would: the process exists. */
+async function responder() {
+  const socket = dgram.createSocket('udp4');
+  socket.on('message', (msg, from) => {
+    const [, pid, host = '127.0.0.1'] = msg.toString('latin1').split(/\s+/);
+    socket.send(`EXIS ${pid} 1 ${host}`, from.port, from.address);
+  });
+  await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return socket;
+}
+
+/** Runs a bin without blocking this process's event loop, which answers it. */
+function runBin(name, args) {
+  const options = { env: { ...process.env, PIDSTAT_WRITE_CODE_CACHE: '1' }, timeout: 10_000 };
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(root, 'bin', `${name}.cjs`), ...args], options, (err, stdout, stderr) => resolve({ err, stderr }));
+  });
+}
+
+const socket = await responder();
+try {
+  const runs = {
+    pidstat: ['--no-local', '--port', String(socket.address().port), '127.0.0.1', String(process.pid)],
+    pidstatd: ['--version'],
+    pidwatch: ['--version'],
+  };
+  for (const [name, args] of Object.entries(runs)) {
+    const { err, stderr } = await runBin(name, args);
+    if (err) {
+      rmSync(join(root, 'dist', 'bundle', `${name}.cache`), { force: true });
+      console.error(`pidstat: no code cache for ${name} (${err.message.split('\n')[0]}${stderr ? `: ${stderr.trim()}` : ''}); it compiles as usual.`);
+    }
+  }
+} finally {
+  socket.close();
+}

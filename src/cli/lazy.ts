@@ -1,0 +1,23 @@
+/**
+ * import() of the dependencies a command loads only when it needs them. The
+ * bins run a command's bundle through node:vm (src/cli/start.ts), where
+ * import() has no loader behind it in Node 20: the bin's own import() is
+ * used then, which start() leaves under LOADER_IMPORT.
+ */
+
+export const LOADER_IMPORT = Symbol.for('pidstat.import');
+
+// Literal specifiers, so that tsc and esbuild see what is imported.
+const IMPORTS = {
+  yargs: () => import('yargs'),
+  'yargs-parser': () => import('yargs-parser'),
+  chalk: () => import('chalk'),
+  ora: () => import('ora'),
+};
+
+type Lazy = typeof IMPORTS;
+
+export function importLazily<K extends keyof Lazy>(specifier: K): ReturnType<Lazy[K]> {
+  const viaLoader = (globalThis as Record<symbol, unknown>)[LOADER_IMPORT] as ((specifier: string) => Promise<unknown>) | undefined;
+  return (viaLoader !== undefined ? viaLoader(specifier) : IMPORTS[specifier]()) as ReturnType<Lazy[K]>;
+}
