@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fanout, startToAnswer } from './client.js';
-import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput } from './daemon.js';
+import { loadUdpBatch } from '../../src/native.js';
+import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
@@ -27,6 +28,7 @@ const FIGURES: Figure[] = [
   { name: 'daemon throughput', needsTools: true, measure: daemonThroughput },
   { name: 'daemon round trip', needsTools: true, measure: daemonRoundTrip },
   { name: 'dead-pid throughput', needsTools: true, measure: deadPidThroughput },
+  { name: 'dgram throughput', needsTools: true, measure: dgramThroughput },
   { name: 'daemon memory', needsTools: true, measure: daemonMemory },
   { name: 'idle daemon and pidwatch cost', needsTools: false, measure: idleCosts },
   { name: 'pidstat start-to-answer', needsTools: false, measure: startToAnswer },
@@ -59,7 +61,9 @@ async function measure(figure: Figure, tools: Tools | { reason: string }): Promi
 async function main(): Promise<number> {
   const started = performance.now();
   const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  console.log(`pidstat bench: ${date}, nproc ${nproc()}, node ${process.version}, CLK_TCK ${CLK_TCK}`);
+  const { why } = loadUdpBatch();
+  const io = process.env['PIDSTAT_IO'] ?? (why === undefined ? 'batch (the addon is built)' : `dgram (${why})`);
+  console.log(`pidstat bench: ${date}, nproc ${nproc()}, node ${process.version}, CLK_TCK ${CLK_TCK}, socket I/O ${io}`);
   const tools = buildTools();
   if ('reason' in tools) console.log(`C tools not built (${tools.reason}): the figures that need them are skipped`);
   const rows: Row[] = [];
@@ -78,7 +82,7 @@ async function main(): Promise<number> {
     if (!('reason' in tools)) tools.remove();
   }
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  console.log(`\n### Benchmark (${date}, nproc ${nproc()}, node ${process.version})\n`);
+  console.log(`\n### Benchmark (${date}, nproc ${nproc()}, node ${process.version}, socket I/O ${io})\n`);
   console.log(markdownTable(rows));
   console.log(
     '\nReference: a run alternated with ours (C floor `udplimit`, `node -e 0`), or, for figures without one, the goal\'s bound or a baseline, as named.' +
