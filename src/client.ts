@@ -85,6 +85,11 @@ export const REFUSED_RETRY_MS = 200;
  */
 const SEND_BURST = 256;
 const SEND_RATE = 25_000;
+/**
+ * A deeper receive queue, so replies that arrive while the event loop is busy
+ * (thousands of targets) wait instead of being dropped; the kernel caps it at
+ * net.core.rmem_max.
+ */
 const RECEIVE_QUEUE_BYTES = 1024 * 1024;
 /** Descriptors left free for everything else the process opens. */
 const RESERVED_FDS = 64;
@@ -133,11 +138,11 @@ function keyOf(pid: number, host: string): string {
 
 export class PidStatClient {
   readonly port: number;
-  private readonly ioOption: SocketIo;
-  private opener: { open: OpenSocket; io: 'batch' | 'dgram' } | undefined;
   readonly timeoutMs: number;
   readonly tries: number;
   private readonly local: boolean;
+  private readonly ioOption: SocketIo;
+  private opener: { open: OpenSocket; io: 'batch' | 'dgram' } | undefined;
   private readonly debug: ((line: string) => void) | undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly addresses = new Map<string, Promise<string[]>>();

@@ -4,6 +4,7 @@ import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
 import { errnoError, loadUdpBatch, type UdpBatch } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
+import type { SocketIo } from './sockets.js';
 import {
   checkDatagramSize,
   decodeRequest,
@@ -51,7 +52,7 @@ export interface ServerOptions {
    * batch where the addon was built. Both answer the same.
    * @default 'auto'
    */
-  io?: 'auto' | 'batch' | 'dgram';
+  io?: SocketIo;
 }
 
 /** Counters of what happened to each datagram received. */
