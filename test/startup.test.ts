@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { binEnv, ROOT, run } from './helpers.js';
+
+/**
+ * The bins run each command's bundle from V8's code cache beside it
+ * (src/cli/start.ts). A cache must never change what a command does: a
+ * missing one, one made from another build, and one V8 refuses all run the
+ * command as usual. Each case runs on a copy of the package's run-time files,
+ * so the build the other tests use is never touched.
+ */
+
+/** bin/, dist/bundle/, package.json and node_modules (a link), in a temp dir. */
+function copyOfPackage(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pidstat-startup-'));
+  cpSync(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true });
+  mkdirSync(join(dir, 'dist'));
+  cpSync(join(ROOT, 'dist', 'bundle'), join(dir, 'dist', 'bundle'), { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
+}
+
+/** What the commands print, run from `dir`: a version, a local answer, the help (which imports yargs lazily). */
+async function outputs(dir: string, env: NodeJS.ProcessEnv = {}): Promise<string[]> {
+  const bin = (name: string) => join(dir, 'bin', `${name}.cjs`);
+  const runs = [
+    [bin('pidstat'), '--version'],
+    [bin('pidstat'), String(process.pid)],
+    [bin('pidstat'), '--help'],
+    [bin('pidwatch'), '--version'],
+    [bin('pidstatd'), '--version'],
+  ];
+  const results = [];
+  for (const [file, ...args] of runs) {
+    const result = await run(process.execPath, [file!, ...args], { env: binEnv(env) });
+    assert.equal(result.stderr, '', `${file} ${args.join(' ')}`);
+    results.push(`${result.code} ${result.stdout}`);
+  }
+  return results;
+}
+
+const buildLine = (text: string) => /^\/\/ build ([0-9a-f]+)\n/.exec(text)?.[1];
+
+test('the build writes a code cache for each command, headed by its bundle\'s build id', () => {
+  for (const name of ['pidstat', 'pidstatd', 'pidwatch']) {
+    const id = buildLine(readFileSync(join(ROOT, 'dist', 'bundle', `${name}.cjs`), 'utf8'));
+    assert.match(id ?? '', /^[0-9a-f]{32}$/, `${name}.cjs names its build`);
+    const cache = readFileSync(join(ROOT, 'dist', 'bundle', `${name}.cache`));
+    assert.equal(cache.subarray(0, 33).toString('latin1'), `${id}\n`);
+    assert.ok(cache.length > 1000, `${name}.cache holds code (${cache.length} bytes)`);
+  }
+});
+
+test('a command runs the same with its cache, without it, with another build\'s, and with one V8 refuses', async (t) => {
+  const dir = copyOfPackage();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cacheOf = (name: string) => join(dir, 'dist', 'bundle', `${name}.cache`);
+  const expected = await outputs(dir);
+  assert.match(expected[0]!, /^0 pidstat \d+\.\d+\.\d+/);
+  assert.match(expected[1]!, /^0 localhost:\d+ exists\n$/);
+  assert.match(expected[2]!, /^0 Usage:/);
+
+  const good = Object.fromEntries(['pidstat', 'pidstatd', 'pidwatch'].map((name) => [name, readFileSync(cacheOf(name))]));
+  // Another build's: the same V8 code, headed by an id this bundle does not have.
+  for (const [name, data] of Object.entries(good)) writeFileSync(cacheOf(name), Buffer.concat([Buffer.from(`${'0'.repeat(32)}\n`), data.subarray(33)]));
+  assert.deepEqual(await outputs(dir), expected, "another build's cache is ignored");
+  // This build's id over bytes that are no code: V8 refuses them and compiles.
+  for (const [name, data] of Object.entries(good)) writeFileSync(cacheOf(name), Buffer.concat([data.subarray(0, 33), Buffer.alloc(4096, 7)]));
+  assert.deepEqual(await outputs(dir), expected, 'a cache V8 refuses is ignored');
+  for (const name of Object.keys(good)) rmSync(cacheOf(name));
+  assert.deepEqual(await outputs(dir), expected, 'no cache: compiled as usual');
+
+  // PIDSTAT_WRITE_CODE_CACHE=1 makes the cache again, as the build does.
+  await outputs(dir, { PIDSTAT_WRITE_CODE_CACHE: '1' });
+  for (const [name, data] of Object.entries(good)) {
+    assert.equal(readFileSync(cacheOf(name)).subarray(0, 33).toString('latin1'), data.subarray(0, 33).toString('latin1'), `${name}.cache rewritten`);
+  }
+  assert.deepEqual(await outputs(dir), expected);
+});
+
+test('a rebuilt bundle never runs with the code cached from the one before, though V8 would take it', async (t) => {
+  const dir = copyOfPackage();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bundle = join(dir, 'dist', 'bundle', 'pidstat.cjs');
+  const before = readFileSync(bundle, 'utf8');
+  // A rebuild of the same length that prints the version another way, with
+  // its own build id, as scripts/bundle.mjs writes it; the old cache stays.
+  const template = '`${spec.name} ${readVersion()}';
+  assert.ok(before.includes(template), 'the bundle prints the version as this test expects');
+  const rebuilt = before.replace(template, '`${spec.name}=${readVersion()}').replace(/^\/\/ build [0-9a-f]+\n/, `// build ${'f'.repeat(32)}\n`);
+  assert.equal(rebuilt.length, before.length);
+  writeFileSync(bundle, rebuilt);
+  const result = await run(process.execPath, [join(dir, 'bin', 'pidstat.cjs'), '--version'], { env: binEnv() });
+  assert.match(result.stdout, /^pidstat=\d+\.\d+\.\d+\n$/, `the rebuilt code ran: ${result.stdout}${result.stderr}`);
+});
