@@ -6,7 +6,7 @@
 // fails the install: without a cache the commands compile as usual.
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,6 +30,10 @@ function runBin(name, args) {
     execFile(process.execPath, [join(root, 'bin', `${name}.cjs`), ...args], options, (err, stdout, stderr) => resolve({ err, stderr }));
   });
 }
+
+// In a fresh clone, npm's install step comes before the build (prepare),
+// which makes the caches itself: nothing to do yet.
+if (!existsSync(join(root, 'dist', 'bundle', 'start.cjs'))) process.exit(0);
 
 const socket = await responder();
 try {
