@@ -3,7 +3,7 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { binEnv, ROOT, run } from './helpers.js';
+import { binEnv, ROOT, run, startDaemon, startSleeper, waitFor } from './helpers.js';
 
 /**
  * The bins run each command's bundle from V8's code cache beside it
@@ -13,7 +13,7 @@ import { binEnv, ROOT, run } from './helpers.js';
  * so the build the other tests use is never touched.
  */
 
-/** bin/, dist/bundle/, package.json and node_modules (a link), in a temp dir. */
+/** bin/, dist/bundle/, package.json and node_modules (a link), in a temp dir: the package without the addon. */
 function copyOfPackage(): string {
   const dir = mkdtempSync(join(tmpdir(), 'pidstat-startup-'));
   cpSync(join(ROOT, 'bin'), join(dir, 'bin'), { recursive: true });
@@ -96,4 +96,27 @@ test('a rebuilt bundle never runs with the code cached from the one before, thou
   writeFileSync(bundle, rebuilt);
   const result = await run(process.execPath, [join(dir, 'bin', 'pidstat.cjs'), '--version'], { env: binEnv() });
   assert.match(result.stdout, /^pidstat=\d+\.\d+\.\d+\n$/, `the rebuilt code ran: ${result.stdout}${result.stderr}`);
+});
+
+test('without the addon (no C compiler at install), the commands answer through dgram; PIDSTAT_IO=batch says what is missing', async (t) => {
+  const dir = copyOfPackage();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bin = (name: string) => join(dir, 'bin', `${name}.cjs`);
+  const sleeper = startSleeper();
+  const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug'], {}, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
+  try {
+    const said = /reading datagrams through Node's dgram \(.*udpbatch\.node was not built\)/;
+    assert.ok(await waitFor(() => said.test(daemon.log()), 2000), daemon.log());
+    const asked = await run(process.execPath, [bin('pidstat'), '--debug', '--no-local', '--port', String(daemon.port), '127.0.0.1', String(sleeper.pid)], { env: binEnv() });
+    assert.equal(asked.stdout, `127.0.0.1:${sleeper.pid} exists\n`, asked.stderr);
+    assert.match(asked.stderr, /reading sockets through Node's dgram/);
+  } finally {
+    await daemon.stop();
+    await sleeper.stop();
+  }
+  for (const [name, args] of [['pidstat', ['--no-local', '127.0.0.1', '1']], ['pidwatch', ['--pid', '1', 'true']], ['pidstatd', ['--foreground', '--port', '0']]] as const) {
+    const result = await run(process.execPath, [bin(name), ...args], { env: binEnv({ PIDSTAT_IO: 'batch' }) });
+    assert.equal(result.code, 64, `${name}: ${result.stderr}`);
+    assert.match(result.stderr, new RegExp(`^${name}: PIDSTAT_IO=batch, but the addon is not there \\(.*was not built\\): build it`));
+  }
 });

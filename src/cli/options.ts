@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { CommandError } from '../errors.js';
+import { loadUdpBatch } from '../native.js';
 import type { OptionSpec } from './args.js';
 
 /**
@@ -13,11 +14,15 @@ export const ENV_PORT = 'PIDSTAT_PORT';
 /** How sockets are read: auto, batch (the addon native/udpbatch.c) or dgram (Node's); for testing and trouble. */
 export const ENV_IO = 'PIDSTAT_IO';
 
-/** PIDSTAT_IO, checked; undefined when unset. */
+/** PIDSTAT_IO, checked (batch only where the addon was built); undefined when unset. */
 export function ioFrom(env: NodeJS.ProcessEnv): 'auto' | 'batch' | 'dgram' | undefined {
   const io = env[ENV_IO];
   if (io === undefined || io === '') return undefined;
   if (io !== 'auto' && io !== 'batch' && io !== 'dgram') throw new CommandError(`${ENV_IO} must be auto, batch or dgram, not '${io}'`);
+  const missing = io === 'batch' ? loadUdpBatch().why : undefined;
+  if (missing !== undefined) {
+    throw new CommandError(`${ENV_IO}=batch, but the addon is not there (${missing}): build it with a C compiler (npm run build), or unset ${ENV_IO}`);
+  }
   return io;
 }
 
