@@ -40,6 +40,8 @@
 #define IN_SLOT 1040
 #define OUT_SLOT 1100
 #define ADDRESS_SLOT 64
+/* An address as text, with a zone: INET6_ADDRSTRLEN, '%' and IF_NAMESIZE. */
+#define ADDRESS_TEXT (INET6_ADDRSTRLEN + 1 + IF_NAMESIZE)
 #define META 4
 /* Batches read in one wake-up before the event loop gets its turn. */
 #define ROUNDS 8
@@ -111,18 +113,33 @@ static socklen_t socket_address(const char *address, int port, struct sockaddr_s
     v4->sin_port = htons((uint16_t)port);
     return sizeof *v4;
   }
-  if (inet_pton(AF_INET6, address, &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons((uint16_t)port);
-    return sizeof *v6;
+  /* An IPv6 address may name its zone: fe80::1%eth0, or fe80::1%2. */
+  char base[ADDRESS_TEXT];
+  const char *percent = strchr(address, '%');
+  size_t length = percent != NULL ? (size_t)(percent - address) : strlen(address);
+  if (length >= sizeof base) return 0;
+  memcpy(base, address, length);
+  base[length] = 0;
+  if (inet_pton(AF_INET6, base, &v6->sin6_addr) != 1) return 0;
+  if (percent != NULL) {
+    unsigned scope = if_nametoindex(percent + 1);
+    if (scope == 0) {
+      char *end;
+      unsigned long number = strtoul(percent + 1, &end, 10);
+      if (end == percent + 1 || *end != 0 || number == 0 || number > 0xffffffffUL) return 0;
+      scope = (unsigned)number;
+    }
+    v6->sin6_scope_id = scope;
   }
-  return 0;
+  v6->sin6_family = AF_INET6;
+  v6->sin6_port = htons((uint16_t)port);
+  return sizeof *v6;
 }
 
 /* The address and port arguments at argv[0] and argv[1]; 0 (with a
  * TypeError thrown) if they are not an IP address and a port. */
 static socklen_t address_args(napi_env env, napi_value *argv, struct sockaddr_storage *storage, char *where, size_t where_size) {
-  char address[INET6_ADDRSTRLEN + 1];
+  char address[ADDRESS_TEXT];
   size_t length;
   int32_t port;
   if (napi_get_value_string_utf8(env, argv[0], address, sizeof address, &length) != napi_ok ||
@@ -130,7 +147,8 @@ static socklen_t address_args(napi_env env, napi_value *argv, struct sockaddr_st
     napi_throw_type_error(env, NULL, "udpbatch: expected an address and a port");
     return 0;
   }
-  socklen_t size = socket_address(address, port, storage);
+  /* A longer text was cut to fit: it is no address. */
+  socklen_t size = length + 1 < sizeof address ? socket_address(address, port, storage) : 0;
   if (size == 0) napi_throw_type_error(env, NULL, "udpbatch: not an IP address");
   snprintf(where, where_size, "%s:%d", address, port);
   return size;
@@ -146,7 +164,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sockaddr_storage storage;
-  char where[INET6_ADDRSTRLEN + 16];
+  char where[ADDRESS_TEXT + 16];
   socklen_t size = address_args(env, argv, &storage, where, sizeof where);
   if (size == 0) return NULL;
   bool v6only, reuse = false;
@@ -181,7 +199,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   int32_t fd;
   CHECK(napi_get_value_int32(env, argv[0], &fd));
   struct sockaddr_storage storage;
-  char where[INET6_ADDRSTRLEN + 16];
+  char where[ADDRESS_TEXT + 16];
   socklen_t size = address_args(env, argv + 1, &storage, where, sizeof where);
   if (size == 0) return NULL;
   if (connect(fd, (struct sockaddr *)&storage, size) < 0) return throw_errno(env, errno, "connect", where);
@@ -206,7 +224,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     sent = send(fd, data, length, MSG_DONTWAIT);
   } else {
     struct sockaddr_storage storage;
-    char where[INET6_ADDRSTRLEN + 16];
+    char where[ADDRESS_TEXT + 16];
     socklen_t size = address_args(env, argv + 2, &storage, where, sizeof where);
     if (size == 0) return NULL;
     sent = sendto(fd, data, length, MSG_DONTWAIT, (struct sockaddr *)&storage, size);

@@ -57,12 +57,14 @@ async function openDgram(spec: SocketSpec, events: SocketEvents): Promise<Client
   const lookup = literalLookup as unknown as dgram.SocketOptions['lookup'];
   const socket = createSocket({ type: spec.family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: spec.family === 6, lookup });
   socket.on('message', (msg, rinfo) => events.message(msg, rinfo.address, rinfo.port));
-  const step = (start: (done: () => void) => void) =>
+  // bind() reports failure as an 'error' event, connect() to its callback.
+  const step = (start: (done: (err?: Error | null) => void) => void) =>
     new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
-      start(() => {
+      start((err) => {
         socket.off('error', reject);
-        resolve();
+        if (err) reject(err);
+        else resolve();
       });
     });
   try {
@@ -130,9 +132,16 @@ function openBatch(addon: UdpBatch, spec: SocketSpec, events: SocketEvents): Cli
   return {
     port: addon.address(fd)[2],
     send(datagram, address, port, failed) {
-      const errno = addon.send(fd, datagram, address ?? null, port);
+      let err: NodeJS.ErrnoException | undefined;
+      try {
+        const errno = addon.send(fd, datagram, address ?? null, port);
+        if (errno !== 0) err = errnoError(errno, 'send');
+      } catch (thrown) {
+        // An address the addon cannot read: that datagram fails, not the run.
+        err = thrown as Error;
+      }
       // Later, as dgram's callback: the caller may be mid-way through a send loop.
-      if (errno !== 0) process.nextTick(failed, errnoError(errno, 'send'));
+      if (err !== undefined) process.nextTick(failed, err);
     },
     close,
   };

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { BIN, waitFor, type RunResult } from './helpers.js';
@@ -126,6 +127,21 @@ describe('two hosts: network namespaces A and B, the daemon in B in its own PID 
     const ping = await pidstat(['ping', pair.b.ipv6]);
     assert.equal(ping.code, 0, describeRun(ping));
     assert.match(ping.stdout, /^PIDSTATD OK - /);
+  });
+
+  test('pidstat [fe80::…%zone]:pid from A (link-local, the zone named): exists, in batches and through dgram', opts, async (t) => {
+    if (!pair.b.ipv6) return t.skip(pair.ipv6Missing ?? 'no IPv6 on the veth pair');
+    // Link-local addresses of our own on the veth pair (the kernel's are still tentative).
+    for (const [host, address] of [[pair.a, 'fe80::a'], [pair.b, 'fe80::b']] as const) {
+      const added = spawnSync('ip', ['-n', host.name, '-6', 'addr', 'add', `${address}/64`, 'dev', host.ifname, 'nodad'], { encoding: 'utf8' });
+      if (added.status !== 0) return t.skip(`cannot add ${address} in ${host.name}: ${added.stderr.trim()}`);
+    }
+    const target = `[fe80::b%${pair.a.ifname}]:${sleeper}`;
+    for (const io of ['batch', 'dgram']) {
+      const result = await runBinIn(pair.a, 'pidstat', ['--port', String(port), target], { timeoutMs: 15_000, env: { PIDSTAT_IO: io } });
+      assert.equal(result.code, 0, `PIDSTAT_IO=${io}: ${describeRun(result)}`);
+      assert.equal(result.stdout, `${target} exists\n`);
+    }
   });
 
   test('a process that lives only in A is dead to B: the answer is B\'s', opts, async () => {
