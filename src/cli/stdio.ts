@@ -42,8 +42,7 @@ function write(fd: Fd, text: string): void {
     while (done < bytes.length) done += writeSync(fd, bytes, done);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    // No reader (EPIPE), or no descriptor at all (EBADF): nobody to tell.
-    if (code === 'EPIPE' || code === 'EBADF') closed[fd] = true;
+    if (code === 'EPIPE') closed[fd] = true;
     else if (code === 'EAGAIN') streamOf(fd).write(bytes.subarray(done));
     else throw err;
   }
