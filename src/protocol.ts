@@ -63,7 +63,6 @@ export class ProtocolError extends Error {
 }
 
 const PID_RE = /^[1-9][0-9]{0,9}$/;
-const DECIMAL_RE = /^[0-9]+$/;
 // Printable ASCII without the space: a host is one field.
 const HOST_RE = /^[\x21-\x7e]{1,255}$/;
 
@@ -77,14 +76,6 @@ export function parsePid(text: string): number | undefined {
 /** Whether a host name can travel in a datagram. */
 export function isValidHost(host: string): boolean {
   return HOST_RE.test(host);
-}
-
-/**
- * Whether text is a start token: any decimal, compared as text, so one too
- * long for any live process simply matches none.
- */
-export function isStartToken(text: string): boolean {
-  return DECIMAL_RE.test(text);
 }
 
 // The first line's fields, found by scanning bytes: no string is made of a
@@ -225,6 +216,8 @@ export function decodeRequest(buf: Uint8Array): Request {
   if (count === 0 || !fieldIs(buf, 0, 'PIDR')) throw new ProtocolError('not a PIDR request');
   const req: Request = { pid: decodePidField(buf, count), flags: count > 3 ? fieldFlags(buf, 3) : DEFAULT_FLAGS };
   if (count > 2) req.host = decodeHostField(buf, 2);
+  // A start token is any decimal, compared as text: one too long for any
+  // live process simply matches none.
   if (count > 4 && fieldIsDecimal(buf, 4)) req.start = fieldText(buf, 4);
   return req;
 }
