@@ -4,7 +4,7 @@ import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
 import { errnoError, loadUdpBatch, type UdpBatch } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
-import type { SocketIo } from './sockets.js';
+import { dgramStep, type SocketIo } from './sockets.js';
 import {
   checkDatagramSize,
   decodeRequest,
@@ -175,20 +175,15 @@ function inheritedSocketType(fd: number): 'udp4' | 'udp6' {
   return inUdp6 ? 'udp6' : 'udp4';
 }
 
-function bindSocket(socket: dgram.Socket, options: dgram.BindOptions): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
-      socket.off('listening', onListening);
-      reject(err);
-    };
-    const onListening = () => {
-      socket.off('error', onError);
-      resolve();
-    };
-    socket.once('error', onError);
-    socket.once('listening', onListening);
-    socket.bind(options);
-  });
+/** The socket, bound as `options` say; or closed, and the bind's error thrown. */
+async function bindOrClose(socket: dgram.Socket, options: dgram.BindOptions): Promise<dgram.Socket> {
+  try {
+    await dgramStep(socket, (done) => socket.bind(options, done));
+    return socket;
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
 }
 
 /** Replies go to the literal address a request came from: no look-up for them. */
@@ -228,17 +223,10 @@ const RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** Node's dgram: a datagram per 'message' event, a send per reply. */
 async function dgramTransport(opts: ServerOptions, port: number, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
-  let socket: dgram.Socket;
-  if (opts.fd !== undefined) {
-    socket = createSocket(inheritedSocketType(opts.fd));
-    await bindSocket(socket, { fd: opts.fd });
-  } else {
-    socket = await bindWhere(opts, async (address, ipv6Only) => {
-      const candidate = createSocket(isIPv6(address) ? 'udp6' : 'udp4', ipv6Only);
-      await bindSocket(candidate, { address, port });
-      return candidate;
-    });
-  }
+  const socket =
+    opts.fd !== undefined
+      ? await bindOrClose(createSocket(inheritedSocketType(opts.fd)), { fd: opts.fd })
+      : await bindWhere(opts, (address, ipv6Only) => bindOrClose(createSocket(isIPv6(address) ? 'udp6' : 'udp4', ipv6Only), { address, port }));
   socket.on('message', (msg, rinfo) => {
     const line = handle(msg, msg.length, rinfo.address, rinfo.port);
     // No callback: a failed send then comes as an 'error' event, counted

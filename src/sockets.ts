@@ -51,31 +51,36 @@ export function socketOpener(io: SocketIo): { open: OpenSocket; io: 'batch' | 'd
 
 const wildcard = (family: 4 | 6) => (family === 6 ? '::' : '0.0.0.0');
 
+/**
+ * A dgram bind() or connect() run to its end: bind() reports failure as an
+ * 'error' event, connect() to its callback.
+ */
+export function dgramStep(socket: dgram.Socket, start: (done: (err?: Error | null) => void) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    start((err) => {
+      socket.off('error', reject);
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
 async function openDgram(spec: SocketSpec, events: SocketEvents): Promise<ClientSocket> {
   const { createSocket } = createRequire(import.meta.url)('node:dgram') as typeof dgram;
   // Bound and sent to literal addresses only: no look-up.
   const lookup = literalLookup as unknown as dgram.SocketOptions['lookup'];
   const socket = createSocket({ type: spec.family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: spec.family === 6, lookup });
   socket.on('message', (msg, rinfo) => events.message(msg, rinfo.address, rinfo.port));
-  // bind() reports failure as an 'error' event, connect() to its callback.
-  const step = (start: (done: (err?: Error | null) => void) => void) =>
-    new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      start((err) => {
-        socket.off('error', reject);
-        if (err) reject(err);
-        else resolve();
-      });
-    });
   try {
-    await step((done) => socket.bind({ address: wildcard(spec.family), port: spec.port }, done));
+    await dgramStep(socket, (done) => socket.bind({ address: wildcard(spec.family), port: spec.port }, done));
     try {
       socket.setRecvBufferSize(spec.receiveQueueBytes);
     } catch {
       // Not allowed here: the default queue still works.
     }
     const { peer } = spec;
-    if (peer !== undefined) await step((done) => socket.connect(peer.port, peer.address, done));
+    if (peer !== undefined) await dgramStep(socket, (done) => socket.connect(peer.port, peer.address, done));
   } catch (err) {
     socket.close();
     throw err;
