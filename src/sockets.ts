@@ -99,11 +99,11 @@ async function openDgram(spec: SocketSpec, events: SocketEvents): Promise<Client
 }
 
 /** One set of batch buffers serves every socket: a batch is handed over whole before another socket is read. */
-let shared: { input: Buffer; meta: Int32Array; sources: Buffer; output: Buffer } | undefined;
+let batchBuffers: { input: Buffer; meta: Int32Array; sources: Buffer; output: Buffer } | undefined;
 
 function openBatch(addon: UdpBatch, spec: SocketSpec, events: SocketEvents): ClientSocket {
   const { BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META } = addon;
-  const buffers = (shared ??= {
+  const buffers = (batchBuffers ??= {
     input: Buffer.alloc(BATCH * IN_SLOT),
     meta: new Int32Array(BATCH * META),
     sources: Buffer.alloc(BATCH * ADDRESS_SLOT),

@@ -40,15 +40,16 @@ export function start(name: CommandName): void {
   const cacheFile = join(dir, `${name}.cache`);
   const source = readFileSync(file, 'utf8');
   const build = BUILD_LINE.exec(source)?.[1];
-  const header = Buffer.from(`${build}\n`);
-  const cachedData = build === undefined ? undefined : cachedCode(cacheFile, header);
+  // A bundle that names no build (edited by hand) runs without a cache.
+  const header = build === undefined ? undefined : Buffer.from(`${build}\n`);
+  const cachedData = header === undefined ? undefined : cachedCode(cacheFile, header);
   // The wrapper of Node's CommonJS loader, so the bundle runs as a module.
   const wrapped = `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
   const script = new Script(wrapped, { filename: file, ...(cachedData !== undefined && { cachedData }) });
   const compiled = script.runInThisContext() as (...args: unknown[]) => void;
   const module = { exports: {} as { run(): void } };
   compiled.call(module.exports, module.exports, createRequire(file), module, file, dir);
-  if (process.env[WRITE_ENV] === '1' && build !== undefined) {
+  if (process.env[WRITE_ENV] === '1' && header !== undefined) {
     process.once('exit', () => {
       try {
         writeFileSync(cacheFile, Buffer.concat([header, script.createCachedData()]));
