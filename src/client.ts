@@ -412,16 +412,16 @@ export class PidStatClient {
   }
 
   private onMessage(msg: Buffer, address: string, port: number): void {
-    const from = joinHostPort(address, port);
+    // Debug lines are built only with a listener: `this.debug?.(...)` skips its argument.
     let reply: Reply;
     try {
       reply = decodeReply(msg);
     } catch (err) {
-      this.debug?.(`< ${from} ${JSON.stringify(msg.toString('latin1'))} ignored: ${(err as Error).message}`);
+      this.debug?.(`< ${joinHostPort(address, port)} ${JSON.stringify(msg.toString('latin1'))} ignored: ${(err as Error).message}`);
       return;
     }
     const pending = this.pending.get(keyOf(reply.pid, reply.host));
-    this.debug?.(`< ${from} ${msg.toString('latin1').trimEnd()}${pending ? '' : ' ignored: no such question'}`);
+    this.debug?.(`< ${joinHostPort(address, port)} ${msg.toString('latin1').trimEnd()}${pending ? '' : ' ignored: no such question'}`);
     if (pending === undefined) return;
     const { start } = pending.target;
     // An old daemon ignores the start token it was sent: compare it here.
