@@ -120,3 +120,15 @@ test('without the addon (no C compiler at install), the commands answer through 
     assert.match(result.stderr, new RegExp(`^${name}: PIDSTAT_IO=batch, but the addon is not there \\(.*was not built\\): build it`));
   }
 });
+
+test('the addon build never fails an install: without a compiler it says why and leaves no addon', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pidstat-native-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(join(ROOT, 'scripts'), join(dir, 'scripts'), { recursive: true });
+  cpSync(join(ROOT, 'native'), join(dir, 'native'), { recursive: true });
+  const result = await run(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { env: binEnv({ CC: 'no-such-compiler' }) });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /batched daemon I\/O not built: no-such-compiler: .*ENOENT/);
+  assert.match(result.stderr, /through Node's dgram, which answers the same/);
+  assert.throws(() => readFileSync(join(dir, 'dist', 'native', 'udpbatch.node')), { code: 'ENOENT' });
+});
