@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort } from './host.js';
-import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents, type SocketIo, type SocketSpec } from './sockets.js';
+import type { SocketIo } from './native.js';
+import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents, type SocketSpec } from './sockets.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {

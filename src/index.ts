@@ -8,6 +8,7 @@ export type { ClientOptions, Result, Target } from './client.js';
 export { localPidExists, readStartToken } from './probe.js';
 export { startServer, DEFAULT_RATE } from './server.js';
 export type { Server, ServerOptions, ServerStats } from './server.js';
+export type { SocketIo } from './native.js';
 export { defaultPort, isLocalHost } from './host.js';
 export {
   decodeReply,

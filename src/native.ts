@@ -62,6 +62,17 @@ export function loadUdpBatch(): { addon?: UdpBatch; why?: string } {
   return loaded;
 }
 
+/** How sockets are read: 'batch' (the addon), 'dgram', or 'auto': batch where the addon was built. */
+export type SocketIo = 'auto' | 'batch' | 'dgram';
+
+/** The addon when `io` asks for batches and it was built; undefined for dgram; throws for 'batch' where it was not built. */
+export function batchAddon(io: SocketIo): UdpBatch | undefined {
+  if (io === 'dgram') return undefined;
+  const { addon, why } = loadUdpBatch();
+  if (addon === undefined && io === 'batch') throw new Error(`batched I/O is not available: ${why}`);
+  return addon;
+}
+
 /** An Error for a negative errno, as Node words its own: "send ECONNREFUSED". */
 export function errnoError(errno: number, syscall: string): NodeJS.ErrnoException {
   const code = getSystemErrorName(errno);

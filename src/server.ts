@@ -2,9 +2,9 @@ import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
-import { errnoError, loadUdpBatch, type UdpBatch } from './native.js';
+import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
-import { dgramStep, type SocketIo } from './sockets.js';
+import { dgramStep } from './sockets.js';
 import {
   checkDatagramSize,
   decodeRequest,
@@ -209,7 +209,7 @@ async function bindWhere<T>(opts: ServerOptions, bind: (address: string, ipv6Onl
 }
 
 /** Reads a datagram of `length` bytes (msg may hold fewer) from address:port; returns the reply line, if any. */
-type Handler = (msg: Uint8Array, length: number, address: string, port: number) => string | undefined;
+type Handler = (msg: Buffer, length: number, address: string, port: number) => string | undefined;
 
 /** A bound socket feeding a Handler and sending its replies. */
 interface Transport {
@@ -286,16 +286,8 @@ async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number
 /** The batch transport where the addon is built (or is asked for), else dgram. */
 async function openTransport(opts: ServerOptions, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
   const port = opts.port ?? defaultPort();
-  const io = opts.io ?? 'auto';
-  if (io === 'dgram') return dgramTransport(opts, port, handle, onError);
-  const { addon, why } = loadUdpBatch();
-  if (addon !== undefined) return batchTransport(addon, opts, port, handle, onError);
-  if (io === 'auto') return dgramTransport(opts, port, handle, onError);
-  throw new Error(`batched I/O is not available: ${why}`);
-}
-
-function describe(address: string, port: number): string {
-  return joinHostPort(address, port);
+  const addon = batchAddon(opts.io ?? 'auto');
+  return addon !== undefined ? batchTransport(addon, opts, port, handle, onError) : dgramTransport(opts, port, handle, onError);
 }
 
 /** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */
@@ -308,24 +300,24 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   };
   const log = opts.onDatagram;
   const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
-  const text = (msg: Uint8Array) => Buffer.from(msg.buffer, msg.byteOffset, msg.length).toString('latin1');
+  const text = (msg: Buffer) => msg.toString('latin1');
 
-  function handle(msg: Uint8Array, length: number, address: string, port: number): string | undefined {
+  function handle(msg: Buffer, length: number, address: string, port: number): string | undefined {
     stats.received++;
     if (allow !== undefined && !allow.check(address, address.includes(':') ? 'ipv6' : 'ipv4')) {
       stats.denied++;
-      log?.(describe(address, port), text(msg), 'dropped: source not allowed');
+      log?.(joinHostPort(address, port), text(msg), 'dropped: source not allowed');
       return undefined;
     }
     if (limiter !== undefined && !limiter.take(address)) {
       stats.limited++;
-      log?.(describe(address, port), text(msg), 'dropped: over the rate limit');
+      log?.(joinHostPort(address, port), text(msg), 'dropped: over the rate limit');
       return undefined;
     }
     // A reply to port 0 cannot be sent (dgram throws): such a source is forged.
     if (port === 0) {
       stats.malformed++;
-      log?.(describe(address, port), text(msg), 'dropped: source port 0');
+      log?.(joinHostPort(address, port), text(msg), 'dropped: source port 0');
       return undefined;
     }
     let reply: Reply | undefined;
@@ -340,17 +332,17 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
         return undefined;
       }
       stats.malformed++;
-      log?.(describe(address, port), text(msg), `dropped: ${err.message}`);
+      log?.(joinHostPort(address, port), text(msg), `dropped: ${err.message}`);
       return undefined;
     }
     if (reply === undefined) {
       stats.suppressed++;
-      log?.(describe(address, port), text(msg), 'no reply: the flags ask for none');
+      log?.(joinHostPort(address, port), text(msg), 'no reply: the flags ask for none');
       return undefined;
     }
     const line = replyLine(reply);
     stats.answered++;
-    log?.(describe(address, port), text(msg), `answered ${line}`);
+    log?.(joinHostPort(address, port), text(msg), `answered ${line}`);
     return line;
   }
 

@@ -1,7 +1,7 @@
 import type dgram from 'node:dgram';
 import { createRequire } from 'node:module';
 import { literalLookup } from './host.js';
-import { errnoError, loadUdpBatch, type UdpBatch } from './native.js';
+import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
 
 /**
  * The client's UDP sockets, in one of two ways that behave alike: through the
@@ -11,9 +11,6 @@ import { errnoError, loadUdpBatch, type UdpBatch } from './native.js';
  * not built. Sockets are unref'd: pending questions keep the process alive
  * by their timers, not by their sockets.
  */
-
-/** How sockets are opened: 'batch' (the addon), 'dgram', or 'auto': batch where the addon was built. */
-export type SocketIo = 'auto' | 'batch' | 'dgram';
 
 export interface SocketEvents {
   message(msg: Buffer, address: string, port: number): void;
@@ -41,12 +38,9 @@ export type OpenSocket = (spec: SocketSpec, events: SocketEvents) => Promise<Cli
 
 /** The opener for `io`, and which it is; throws for 'batch' where the addon was not built. */
 export function socketOpener(io: SocketIo): { open: OpenSocket; io: 'batch' | 'dgram' } {
-  if (io !== 'dgram') {
-    const { addon, why } = loadUdpBatch();
-    if (addon !== undefined) return { open: async (spec, events) => openBatch(addon, spec, events), io: 'batch' };
-    if (io === 'batch') throw new Error(`batched I/O is not available: ${why}`);
-  }
-  return { open: openDgram, io: 'dgram' };
+  const addon = batchAddon(io);
+  if (addon === undefined) return { open: openDgram, io: 'dgram' };
+  return { open: async (spec, events) => openBatch(addon, spec, events), io: 'batch' };
 }
 
 const wildcard = (family: 4 | 6) => (family === 6 ? '::' : '0.0.0.0');

@@ -4,7 +4,7 @@ import { PidStatClient } from './client.js';
 import { isLocalHost } from './host.js';
 import { localPidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
-import type { SocketIo } from './sockets.js';
+import type { SocketIo } from './native.js';
 import { monotonicMs } from './time.js';
 
 /**
