@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort } from './host.js';
 import type { SocketIo } from './native.js';
-import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents, type SocketSpec } from './sockets.js';
+import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents } from './sockets.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {
@@ -143,7 +143,7 @@ export class PidStatClient {
   readonly tries: number;
   private readonly local: boolean;
   private readonly ioOption: SocketIo;
-  private opener: { open: OpenSocket; io: 'batch' | 'dgram' } | undefined;
+  private chosen: { open: OpenSocket; io: 'batch' | 'dgram' } | undefined;
   private readonly debug: ((line: string) => void) | undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly addresses = new Map<string, Promise<string[]>>();
@@ -175,7 +175,7 @@ export class PidStatClient {
     this.ioOption = opts.io ?? 'auto';
     // Asked for by name, the addon must be there; else it loads (a dlopen)
     // only when a first socket is opened, not for targets answered locally.
-    if (this.ioOption === 'batch') this.opener = socketOpener('batch');
+    if (this.ioOption === 'batch') this.opener();
     this.events = {
       message: (msg, address, port) => this.onMessage(msg, address, port),
       error: (err) => this.debug?.(`socket error: ${err.message}`),
@@ -184,11 +184,12 @@ export class PidStatClient {
 
   /** How its sockets are read (ClientOptions.io), 'auto' resolved. */
   get io(): 'batch' | 'dgram' {
-    return (this.opener ??= socketOpener(this.ioOption)).io;
+    return this.opener().io;
   }
 
-  private openSocket(spec: SocketSpec, events: SocketEvents): Promise<ClientSocket> {
-    return (this.opener ??= socketOpener(this.ioOption)).open(spec, events);
+  /** The way sockets are opened, chosen at the first need. */
+  private opener(): { open: OpenSocket; io: 'batch' | 'dgram' } {
+    return (this.chosen ??= socketOpener(this.ioOption));
   }
 
   /** How many answers are still awaited, and the highest try sent so far. */
@@ -293,7 +294,7 @@ export class PidStatClient {
   private sharedSocket(family: 4 | 6): Promise<ClientSocket> {
     let socket = this.shared.get(family);
     if (socket === undefined) {
-      socket = this.openSocket({ family, port: 0, receiveQueueBytes: RECEIVE_QUEUE_BYTES }, this.events).then((opened) => {
+      socket = this.opener().open({ family, port: 0, receiveQueueBytes: RECEIVE_QUEUE_BYTES }, this.events).then((opened) => {
         this.sockets.push(opened);
         return opened;
       });
@@ -328,7 +329,7 @@ export class PidStatClient {
     try {
       const spec = { family, port: shared.port, peer: { address, port: this.port }, receiveQueueBytes: RECEIVE_QUEUE_BYTES } as const;
       // Errors of a connected socket are ICMP reports about what it sent.
-      endpoint.socket = await this.openSocket(spec, { ...this.events, error: (err) => this.onSocketError(endpoint, err) });
+      endpoint.socket = await this.opener().open(spec, { ...this.events, error: (err) => this.onSocketError(endpoint, err) });
     } catch (err) {
       this.debug?.(`cannot connect a socket to ${joinHostPort(address, this.port)} (${(err as Error).message}); sharing one`);
       return fallback;
