@@ -538,6 +538,8 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_unix_send(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
@@ -549,6 +551,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"setRecvBufferSize", NULL, js_set_recv_buffer, NULL, NULL, NULL, napi_default, NULL},
     {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
     {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+    {"unixSend", NULL, js_unix_send, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   const char *names[] = {"BATCH", "IN_SLOT", "OUT_SLOT", "ADDRESS_SLOT", "META"};
@@ -562,3 +565,54 @@ static napi_value init(napi_env env, napi_value exports) {
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
+
+/* unixSend(path, datagram): sends one datagram to an AF_UNIX SOCK_DGRAM
+ * socket (a syslog socket such as /dev/log) from a socket made for it and
+ * closed at once, which Node cannot do. A path starting with '@' names an
+ * abstract socket. Returns 0 or a negative errno; never blocks: a receiver
+ * whose queue is full gives -EAGAIN. What to send, and what a failure means,
+ * is decided in TypeScript (src/syslog.ts). */
+#include <stddef.h>
+#include <sys/un.h>
+
+static napi_value js_unix_send(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  struct sockaddr_un to;
+  memset(&to, 0, sizeof to);
+  to.sun_family = AF_UNIX;
+  size_t length;
+  CHECK(napi_get_value_string_utf8(env, argv[0], NULL, 0, &length));
+  bool is_buffer;
+  CHECK(napi_is_buffer(env, argv[1], &is_buffer));
+  if (!is_buffer) {
+    napi_throw_type_error(env, NULL, "udpbatch: unixSend needs a path and a Buffer");
+    return NULL;
+  }
+  void *data;
+  size_t size;
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &size));
+  int result = 0;
+  if (length == 0) {
+    result = -EINVAL;
+  } else if (length >= sizeof to.sun_path) {
+    result = -ENAMETOOLONG;
+  } else {
+    CHECK(napi_get_value_string_utf8(env, argv[0], to.sun_path, sizeof to.sun_path, &length));
+    socklen_t address_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length + 1);
+    if (to.sun_path[0] == '@') {
+      to.sun_path[0] = 0;
+      address_length--;
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      result = -errno;
+    } else {
+      if (sendto(fd, data, size, MSG_NOSIGNAL, (struct sockaddr *)&to, address_length) < 0) result = -errno;
+      close(fd);
+    }
+  }
+  napi_value value;
+  CHECK(napi_create_int32(env, result, &value));
+  return value;
+}

@@ -42,6 +42,8 @@ export interface UdpBatch {
   ): unknown;
   /** Stops reading and closes fd, then calls closed(). */
   stop(handle: unknown, closed: () => void): void;
+  /** One datagram to a Unix datagram socket ('@name' abstract): 0, or a negative errno; never blocks. Absent from older builds. */
+  unixSend?(path: string, datagram: Buffer): number;
 }
 
 /** The file the build writes, beside dist/src and dist/bundle. */
