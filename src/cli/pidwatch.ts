@@ -19,7 +19,7 @@ Runs COMMAND (joined with spaces, by /bin/sh -c) and ends it when process
 PID on HOST dies. Options end at the first word that is not one of them.`;
 
 /** Signals pidwatch passes on to its command, as a shell's job would get them. */
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 export const SPEC = {
   name: 'pidwatch',

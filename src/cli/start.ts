@@ -34,7 +34,14 @@ function cachedCode(cacheFile: string, header: Buffer): Buffer | undefined {
   return data.subarray(0, header.length).equals(header) ? data.subarray(header.length) : undefined;
 }
 
+function ignoreSignal(): void {}
+
 export function start(name: CommandName): void {
+  // Before anything else: SIGUSR1 with no listener opens Node's inspector on
+  // 127.0.0.1:9229, which lets any local user run code in a root daemon.
+  // Each command adds its own listener (pidstatd logs its counters, pidwatch
+  // passes it on); this one keeps it harmless until then, and in pidstat.
+  process.on('SIGUSR1', ignoreSignal);
   const dir = dirname(fileURLToPath(import.meta.url));
   const file = join(dir, `${name}.cjs`);
   const cacheFile = join(dir, `${name}.cache`);
