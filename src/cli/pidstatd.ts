@@ -1,13 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { closeInheritedDescriptors } from '../descriptors.js';
 import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { loadUdpBatch } from '../native.js';
-import { DEFAULT_RATE, parseAllow, startServer, type ServerOptions } from '../server.js';
+import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
+import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../server.js';
+import { openSyslog, SYSLOG_SOCKET, type Severity } from '../syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { ioFrom, parseInteger, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
@@ -24,11 +27,23 @@ import { writeErr } from './stdio.js';
  * - the supervisor runs the server as its child and restarts it if it dies.
  *
  * The roles talk over Node's IPC channel; ROLE_ENV tells a child its role.
+ * A detached daemon logs to syslog; the others to stderr.
  */
 
 const ROLE_ENV = 'PIDSTATD_ROLE';
-/** Wait before restarting a server that died: well inside the 2 s promised. */
-const RESTART_DELAY_MS = 500;
+/** The pidfile's absolute path, for the supervisor, which works in /. */
+const PIDFILE_ENV = 'PIDSTATD_PIDFILE';
+/**
+ * Waits before restarting a server that died: the first well inside the 2 s
+ * promised, each next one twice as long (a port another process took keeps
+ * a server dying), up to a minute; a server that stayed up STABLE_MS had
+ * recovered, and the next wait is the first again.
+ */
+const FIRST_RESTART_MS = 500;
+const MAX_RESTART_MS = 60_000;
+const STABLE_MS = 60_000;
+/** A server that has not stopped this long after SIGTERM is killed. */
+const STOP_GRACE_MS = 5000;
 
 type Message = { ready: string } | { error: string };
 
@@ -60,8 +75,31 @@ interface DaemonConfig {
   debug: boolean;
 }
 
-function log(text: string): void {
-  writeErr(`pidstatd: ${text}\n`);
+type Sink = (text: string, severity: Severity) => void;
+
+const toStderr: Sink = (text) => {
+  try {
+    writeErr(`pidstatd: ${text}\n`);
+  } catch {
+    // A log that cannot be written (a full disk, a closed stderr) never stops the daemon.
+  }
+};
+
+let sink: Sink = toStderr;
+
+function log(text: string, severity: Severity = 'info'): void {
+  sink(text, severity);
+}
+
+/** A detached daemon's log goes to syslog where there is one (its stderr is /dev/null). */
+function logToSyslog(): void {
+  const opened = openSyslog('pidstatd');
+  if ('syslog' in opened) sink = (text, severity) => opened.syslog.log(text, severity);
+}
+
+/** Every counter, named as ServerStats names it: "received 3, answered 2, ...". */
+function describeStats(stats: ServerStats): string {
+  return Object.entries(stats).map(([name, value]) => `${name} ${value}`).join(', ');
 }
 
 function describeAddress(address: AddressInfo): string {
@@ -102,6 +140,8 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   }
   if (args.allow !== undefined) {
     server.allow = args.allow.flatMap((list) => list.split(',')).filter((range) => range !== '');
+    // Taken for "no list", an empty one would answer everyone: the opposite of what was asked.
+    if (server.allow.length === 0) throw new CommandError('--allow needs at least one CIDR range (such as 10.0.0.0/8); leave it out to answer everyone');
     try {
       parseAllow(server.allow);
     } catch (err) {
@@ -113,7 +153,10 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   if (fd !== undefined) server.fd = fd;
   const io = ioFrom(process.env);
   if (io !== undefined) server.io = io;
-  return { server, foreground: args.foreground === true, pidfile: args.pidfile, debug: args.debug === true };
+  if (args.pidfile === '') throw new CommandError('--pidfile needs a file name');
+  // Absolute before detaching: the daemon works in /.
+  const pidfile = args.pidfile === undefined ? undefined : resolve(args.pidfile);
+  return { server, foreground: args.foreground === true, pidfile, debug: args.debug === true };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -122,9 +165,13 @@ export async function main(argv: string[]): Promise<number> {
   if (args.words.length > 0) throw new CommandError(`unexpected argument '${args.words[0]}'`);
   const config = readConfig(args);
   const role = process.env[ROLE_ENV];
-  if (role === 'supervisor') return supervise(argv, config);
-  if (role === 'server') return serve(config, (message) => process.send?.(message));
+  if (role === 'supervisor' || role === 'server') {
+    logToSyslog();
+    if (role === 'supervisor') return supervise(argv, process.env[PIDFILE_ENV]);
+    return serve({ ...config, pidfile: undefined }, (message) => process.send?.(message));
+  }
   warnIfNotRoot();
+  if (config.pidfile !== undefined) refuseLivePidfile(config.pidfile);
   return config.foreground ? serve(config) : detach(argv, config.pidfile);
 }
 
@@ -136,15 +183,20 @@ function batchMissing(): string {
 
 function warnIfNotRoot(): void {
   if (process.getuid?.() !== 0) {
-    log(`warning: not running as root (uid ${process.getuid?.()}): other users' processes are judged by /proc`);
+    log(`warning: not running as root (uid ${process.getuid?.()}): other users' processes are judged by /proc`, 'warning');
   }
 }
 
-/** Serves until SIGTERM or SIGINT. `report` tells a supervisor the outcome of the bind. */
+/**
+ * Serves until SIGTERM or SIGINT; SIGHUP and SIGUSR1 never stop it, not
+ * even while it starts. `report` tells a supervisor the outcome of the bind.
+ */
 async function serve(config: DaemonConfig, report?: (message: Message) => void): Promise<number> {
   const options: ServerOptions = { ...config.server, onError: (err) => log(`socket error: ${err.message}`) };
   if (config.debug) options.onDatagram = (from, text, fate) => log(`${from} ${JSON.stringify(text)}: ${fate}`);
-  let server;
+  let server: Server | undefined;
+  process.on('SIGHUP', () => server !== undefined && reloadOnHangup(server));
+  process.on('SIGUSR1', () => server !== undefined && log(`counters: ${describeStats(server.stats)}`));
   try {
     server = await startServer(options);
   } catch (err) {
@@ -155,9 +207,9 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   // A supervised server is only a child: the supervisor owns the pidfile.
   // Written once the port is ours, so a daemon refused for a busy port never
   // touches the pidfile of the one that holds it.
-  if (!report) {
+  if (config.pidfile !== undefined) {
     try {
-      writePidfile(config.pidfile, process.pid);
+      writeOwnPidfile(config.pidfile, process.pid);
     } catch (err) {
       await server.close();
       throw err;
@@ -177,38 +229,60 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   log(`${why}: stopping`);
   await server.close();
   if (report) process.disconnect?.();
-  else removePidfile(config.pidfile);
+  if (config.pidfile !== undefined) removePidfile(config.pidfile, process.pid);
   const { stats } = server;
+  // test/fuzzer.ts reads this line's words.
   log(`stopped: ${stats.received} received, ${stats.answered} answered, ${stats.malformed} malformed, ${stats.denied} denied, ${stats.limited} over the rate`);
   return 0;
 }
 
-function writePidfile(file: string | undefined, pid: number): void {
-  if (file === undefined) return;
+/**
+ * SIGHUP: the daemon goes on serving, never stops (the original restarts
+ * its server on HUP, which would drop the datagrams queued meanwhile).
+ */
+function reloadOnHangup(_server: Server): void {
+  log('SIGHUP: no key file to re-read');
+}
+
+/** A pidfile naming a live pidstatd belongs to it: starting another would take it over. */
+function refuseLivePidfile(file: string): void {
+  const owner = pidfileOwner(file);
+  if (owner !== undefined) {
+    throw new CommandError(`the pidfile ${file} names pidstatd pid ${owner}, which is running: stop it, or give another --pidfile`, ExitCode.FAILURE);
+  }
+}
+
+function writeOwnPidfile(file: string, pid: number): void {
   try {
-    writeFileSync(file, `${pid}\n`);
+    writePidfile(file, pid);
   } catch (err) {
     throw new CommandError(`cannot write the pidfile ${file}: ${(err as Error).message}`, ExitCode.FAILURE);
   }
 }
 
-function removePidfile(file: string | undefined): void {
-  if (file !== undefined) rmSync(file, { force: true });
+/**
+ * Node's flag that keeps SIGUSR1 from opening the inspector (Node 22.14+),
+ * for the roles this module starts; older Nodes rely on the listener that
+ * start.ts installs first thing.
+ */
+function nodeFlags(): string[] {
+  return process.allowedNodeEnvironmentFlags.has('--disable-sigusr1') ? ['--disable-sigusr1'] : [];
 }
 
 /** Spawns this command again in another role, with an IPC channel and no terminal. */
-function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean): ChildProcess {
-  return spawn(process.execPath, [join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
+function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean, env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, [...nodeFlags(), join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
-    env: { ...process.env, [ROLE_ENV]: role },
+    env: { ...process.env, ...env, [ROLE_ENV]: role },
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
   });
 }
 
 /** The command a user typed: start the supervisor and wait for its first word. */
 async function detach(argv: string[], pidfile: string | undefined): Promise<number> {
-  const supervisor = spawnRole('supervisor', argv, true);
+  closeInheritedDescriptors();
+  const supervisor = spawnRole('supervisor', argv, true, pidfile === undefined ? {} : { [PIDFILE_ENV]: pidfile });
   const outcome = await new Promise<Message>((resolve) => {
     supervisor.once('message', (message: Message) => resolve(message));
     supervisor.once('exit', (code, signal) => resolve({ error: `the daemon exited at start (${signal ?? `exit ${code}`})` }));
@@ -216,52 +290,91 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
   supervisor.disconnect();
   supervisor.unref();
   if ('error' in outcome) throw new CommandError(outcome.error, ExitCode.FAILURE);
-  try {
-    // Written here, where a failure can still be reported; the supervisor removes it.
-    writePidfile(pidfile, supervisor.pid!);
-  } catch (err) {
-    supervisor.kill('SIGTERM');
-    throw err;
+  if (pidfile !== undefined) {
+    try {
+      // Written here, where a failure can still be reported; the supervisor removes it.
+      writeOwnPidfile(pidfile, supervisor.pid!);
+    } catch (err) {
+      supervisor.kill('SIGTERM');
+      throw err;
+    }
+  }
+  if (existsSync(SYSLOG_SOCKET)) {
+    const syslog = openSyslog('pidstatd');
+    if ('why' in syslog) log(`warning: the detached daemon cannot log to ${SYSLOG_SOCKET}, its log is lost: ${syslog.why}`, 'warning');
   }
   log(`listening on ${outcome.ready}, detached as pid ${supervisor.pid}`);
   return 0;
 }
 
 /**
- * Runs the server as a child and starts it again whenever it dies, until
- * SIGTERM or SIGINT; the first outcome goes to the command that started us.
+ * Runs the server as a child and starts it again whenever it dies, each
+ * failure logged with its reason, until SIGTERM or SIGINT, which stop it for
+ * good at any moment, a restart delay included. SIGHUP and SIGUSR1 go on to
+ * the server. The first outcome goes to the command that started us.
  */
-function supervise(argv: string[], config: DaemonConfig): Promise<number> {
+function supervise(argv: string[], pidfile: string | undefined): Promise<number> {
   process.title = 'pidstatd';
   let stopping = false;
   let everReady = false;
   let child: ChildProcess | undefined;
+  let restart: NodeJS.Timeout | undefined;
+  let delay = FIRST_RESTART_MS;
   return new Promise<number>((resolve) => {
-    const stop = () => {
-      stopping = true;
-      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      else finish(0);
-    };
     const finish = (code: number) => {
-      if (everReady) removePidfile(config.pidfile);
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      process.off('SIGHUP', pass);
+      process.off('SIGUSR1', pass);
+      if (pidfile !== undefined) removePidfile(pidfile, process.pid);
       resolve(code);
     };
+    const stop = (sig: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      clearTimeout(restart);
+      log(`${sig}: stopping`);
+      const server = child;
+      if (server === undefined) return finish(0);
+      server.kill('SIGTERM');
+      setTimeout(() => server.kill('SIGKILL'), STOP_GRACE_MS).unref();
+    };
+    const pass = (sig: NodeJS.Signals) => {
+      if (child !== undefined) child.kill(sig);
+      else log(`${sig}: no server runs now (the next starts within ${delay / 1000} s)`);
+    };
     const start = () => {
-      child = spawnRole('server', argv, false);
-      child.on('message', (message: Message) => {
+      restart = undefined;
+      const server = spawnRole('server', argv, false);
+      const since = performance.now();
+      let reason: string | undefined;
+      child = server;
+      server.on('error', (err) => (reason = err.message));
+      server.on('message', (message: Message) => {
+        if ('error' in message) reason = message.error;
         if (everReady) return;
         everReady = 'ready' in message;
-        process.send?.(message);
-        process.disconnect();
+        if (process.connected) {
+          process.send!(message);
+          process.disconnect();
+        }
       });
-      child.once('exit', () => {
-        if (stopping) finish(0);
-        else if (!everReady) finish(ExitCode.FAILURE);
-        else setTimeout(start, RESTART_DELAY_MS);
+      // 'close', not 'exit': it comes after the server's last message.
+      server.once('close', (code, signal) => {
+        child = undefined;
+        if (stopping) return finish(0);
+        if (!everReady) return finish(ExitCode.FAILURE);
+        if (performance.now() - since >= STABLE_MS) delay = FIRST_RESTART_MS;
+        const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
+        log(`server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''}; starting another in ${delay / 1000} s`, 'err');
+        restart = setTimeout(start, delay);
+        delay = Math.min(delay * 2, MAX_RESTART_MS);
       });
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    process.on('SIGHUP', pass);
+    process.on('SIGUSR1', pass);
     start();
   });
 }

@@ -1,0 +1,216 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { childrenOf, isRunning, sleep, waitFor } from './helpers.js';
+
+/**
+ * What the tests of a detached pidstatd share: its processes found by pid
+ * (a supervisor from its pidfile, its server as the supervisor's child),
+ * their listening TCP sockets, stopping them by pid, and a syslog of the
+ * test's own: a receiver on a socket of the test's, bound over /dev/log in a
+ * private mount namespace in which the daemon is started.
+ */
+
+export function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** PID's descendants, depth first. */
+export function descendantsOf(pid: number): number[] {
+  return childrenOf(pid).flatMap((kid) => [kid, ...descendantsOf(kid)]);
+}
+
+/** PID's running children. */
+export function runningChildrenOf(pid: number): number[] {
+  return childrenOf(pid).filter(isRunning);
+}
+
+/** The running pidstatd processes whose argv holds `needle` as consecutive words (a unique pidfile). */
+export function pidsWithArgs(...needle: string[]): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry) || Number(entry) === process.pid) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'latin1').split('\0');
+    } catch {
+      continue;
+    }
+    const at = argv.findIndex((_, i) => needle.every((word, j) => argv[i + j] === word));
+    if (at >= 0 && argv.some((word) => word.endsWith('pidstatd.cjs')) && isRunning(Number(entry))) found.push(Number(entry));
+  }
+  return found;
+}
+
+/** SIGTERM to each pid given and to their descendants, SIGKILL to what is left after 3 s. */
+export async function stopPids(pids: number[]): Promise<void> {
+  const all = [...new Set(pids.flatMap((pid) => [pid, ...descendantsOf(pid)]))].filter((pid) => pid > 1 && isRunning(pid));
+  for (const pid of all) signal(pid, 'SIGTERM');
+  if (await waitFor(() => all.every((pid) => !isRunning(pid)), 3000)) return;
+  for (const pid of all) if (isRunning(pid)) signal(pid, 'SIGKILL');
+  await waitFor(() => all.every((pid) => !isRunning(pid)), 2000);
+}
+
+/** The pid a pidfile holds, or undefined. */
+export function pidIn(file: string): number | undefined {
+  try {
+    const text = readFileSync(file, 'latin1');
+    return /^[0-9]+\n$/.test(text) ? Number(text) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Stops a detached daemon: the pids given, the supervisor its pidfile names, and any pidstatd started with that pidfile. */
+export async function stopDetached(pidfile: string, ...pids: number[]): Promise<void> {
+  const named = pidIn(pidfile);
+  await stopPids([...pids, ...pidsWithArgs('--pidfile', pidfile), ...(named === undefined ? [] : [named])]);
+}
+
+/** The inodes of the listening TCP sockets (IPv4 and IPv6) that process PID holds. */
+export function listeningTcp(pid: number): string[] {
+  const listening = new Set<string>();
+  for (const table of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'latin1');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // st 0A is TCP_LISTEN; field 10 is the inode.
+      if (fields[3] === '0A' && fields[9] !== undefined) listening.add(fields[9]);
+    }
+  }
+  const held: string[] = [];
+  let fds: string[] = [];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return held;
+  }
+  for (const fd of fds) {
+    try {
+      const inode = /^socket:\[([0-9]+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1];
+      if (inode !== undefined && listening.has(inode)) held.push(inode);
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return held;
+}
+
+export function python(): string | undefined {
+  for (const candidate of ['/usr/bin/python3', '/usr/local/bin/python3']) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // Try the next.
+    }
+  }
+  return undefined;
+}
+
+export interface SyslogLine {
+  /** Seconds, on the receiver's monotonic clock. */
+  at: number;
+  pri: number;
+  tag: string;
+  pid: number;
+  message: string;
+}
+
+export interface SyslogReceiver {
+  path: string;
+  lines(): SyslogLine[];
+  /** Everything received that is no `<PRI>tag[pid]: message` line. */
+  junk(): string[];
+  waitFor(check: (lines: SyslogLine[]) => boolean, timeoutMs: number): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+const RECEIVER = [
+  'import json, socket, sys, time',
+  's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+  's.bind(sys.argv[1])',
+  'print("ready", flush=True)',
+  'while True:',
+  '    data = s.recv(65536)',
+  '    print(json.dumps([time.monotonic(), data.decode("latin1")]), flush=True)',
+].join('\n');
+
+/** A syslog daemon of the test's own: a Unix datagram socket at `path` whose datagrams are collected. */
+export async function startSyslogReceiver(py: string, path: string): Promise<SyslogReceiver> {
+  const child: ChildProcess = spawn(py, ['-c', RECEIVER, path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  if (!(await waitFor(() => out.startsWith('ready\n') || child.exitCode !== null, 5000)) || child.exitCode !== null) {
+    child.kill('SIGKILL');
+    throw new Error(`the syslog receiver did not start: ${err}`);
+  }
+  const parse = () => {
+    const lines: SyslogLine[] = [];
+    const junk: string[] = [];
+    for (const row of out.split('\n').slice(1, -1)) {
+      const [at, text] = JSON.parse(row) as [number, string];
+      const match = /^<([0-9]+)>([^[\]:]+)\[([0-9]+)\]: (.*)$/s.exec(text);
+      if (match) lines.push({ at, pri: Number(match[1]), tag: match[2]!, pid: Number(match[3]), message: match[4]! });
+      else junk.push(text);
+    }
+    return { lines, junk };
+  };
+  return {
+    path,
+    lines: () => parse().lines,
+    junk: () => parse().junk,
+    waitFor: (check, timeoutMs) => waitFor(() => check(parse().lines), timeoutMs),
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/**
+ * A command line that runs `command` in a private mount namespace where
+ * /dev is a tmpfs holding the usual character devices and, as /dev/log, the
+ * socket at `socket`. `scratch` is a folder of the test's (for the real
+ * /dev, bound there while the new one is made).
+ */
+export function withDevLog(socket: string, scratch: string, command: string, args: readonly string[]): [string, string[]] {
+  const script = [
+    'set -e',
+    'old=$1; socket=$2; shift 2',
+    'mkdir -p "$old"',
+    'mount --rbind /dev "$old"',
+    'mount -t tmpfs -o mode=755 tmpfs /dev',
+    'for name in null zero full random urandom tty; do touch /dev/$name; mount --bind "$old/$name" /dev/$name; done',
+    'touch /dev/log',
+    'mount --bind "$socket" /dev/log',
+    'umount -l "$old"',
+    'exec "$@"',
+  ].join('\n');
+  return ['unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'sh', join(scratch, 'real-dev'), socket, command, ...args]];
+}
+
+/** Whether this host lets a test make a private mount namespace with its own /dev/log (root, unshare, mount). */
+export async function devLogUnavailable(py: string | undefined): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'needs root (a mount namespace of its own for /dev/log)';
+  if (py === undefined) return 'no python3 to receive syslog datagrams';
+  const probe = spawn('unshare', ['--mount', '--propagation', 'private', '/bin/sh', '-c', 'mount -t tmpfs tmpfs /mnt'], { stdio: 'ignore' });
+  const code = await new Promise<number | null>((resolve) => {
+    probe.on('error', () => resolve(null));
+    probe.on('exit', (status) => resolve(status));
+  });
+  await sleep(0);
+  return code === 0 ? undefined : 'unshare --mount or mount is not allowed here';
+}
