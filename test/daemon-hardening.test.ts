@@ -31,7 +31,8 @@ describe('a detached daemon keeps none of its caller\'s descriptors', () => {
   test('a pipe the caller left open on fd 40 reaches EOF once the starting command has exited', { timeout: 20_000 }, async (t) => {
     const port = await freePort();
     const pidfile = join(scratch, 'fd40.pid');
-    t.after(() => stopDetached(pidfile));
+    let supervisor = 0;
+    t.after(() => stopDetached(pidfile, supervisor));
     const stdio: ('ignore' | 'pipe')[] = Array.from({ length: 41 }, () => 'ignore');
     stdio[2] = 'pipe';
     stdio[40] = 'pipe';
@@ -47,7 +48,8 @@ describe('a detached daemon keeps none of its caller\'s descriptors', () => {
     const code = await new Promise<number | null>((resolve) => child.on('exit', (status) => resolve(status)));
     const exited = performance.now();
     assert.equal(code, 0, `started: ${stderr}`);
-    assert.ok(pidIn(pidfile) !== undefined, 'the pidfile names the supervisor');
+    supervisor = pidIn(pidfile) ?? 0;
+    assert.ok(supervisor !== 0, 'the pidfile names the supervisor');
     const closedAt = await Promise.race([eof, sleep(2000).then(() => undefined)]);
     assert.ok(closedAt !== undefined, 'the pipe on fd 40 is still held 2 s after the starting command exited');
     t.diagnostic(`EOF ${Math.max(0, Math.round(closedAt - exited))} ms after the starting command exited`);

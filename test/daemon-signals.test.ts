@@ -26,10 +26,11 @@ function scratchFile(name: string): string {
 async function detach(t: TestContext): Promise<{ port: number; pidfile: string; supervisor: number; server: number }> {
   const port = await freePort();
   const pidfile = scratchFile('pidstatd.pid');
-  t.after(() => stopDetached(pidfile));
+  let supervisor = 0;
+  t.after(() => stopDetached(pidfile, supervisor));
   const result = await runBin('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile], { timeoutMs: 10_000 });
   assert.equal(result.code, 0, `started: ${result.stderr}`);
-  const supervisor = pidIn(pidfile)!;
+  supervisor = pidIn(pidfile)!;
   const children = runningChildrenOf(supervisor);
   assert.equal(children.length, 1, `one server: ${children.join(' ')}`);
   return { port, pidfile, supervisor, server: children[0]! };
@@ -126,8 +127,10 @@ describe('SIGTERM to a supervisor waiting to restart its server', () => {
   test('stops it for good: no new server, no process of that run left, the pidfile removed', { timeout: 20_000 }, async (t) => {
     const { port, pidfile, supervisor, server } = await detach(t);
     signal(server, 'SIGKILL');
-    // The first restart comes 500 ms after the server is gone: signal well inside that.
-    assert.ok(await waitFor(() => !isRunning(server), 2000), 'the server is gone');
+    // The first restart comes 500 ms after the supervisor has reaped the
+    // server (its /proc entry gone, zombie included): signal well inside that.
+    assert.ok(await waitFor(() => !existsSync(`/proc/${server}`), 2000), 'the server is gone and reaped');
+    await sleep(100);
     assert.deepEqual(runningChildrenOf(supervisor), [], 'no server runs: the supervisor waits to restart one');
     signal(supervisor, 'SIGTERM');
     assert.ok(await waitFor(() => !isRunning(supervisor), 2000), 'the supervisor ends');

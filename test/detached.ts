@@ -65,10 +65,27 @@ export function pidIn(file: string): number | undefined {
   }
 }
 
-/** Stops a detached daemon: the pids given, the supervisor its pidfile names, and any pidstatd started with that pidfile. */
+/** The parent of PID when it is a supervisor (its title is pidstatd). */
+function supervisorOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return readFileSync(`/proc/${parent}/cmdline`, 'latin1').split('\0')[0] === 'pidstatd' ? parent : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Stops a detached daemon: the pids given, the supervisor its pidfile names,
+ * any pidstatd started with that pidfile and the supervisor of each (found
+ * even when the pidfile no longer names it).
+ */
 export async function stopDetached(pidfile: string, ...pids: number[]): Promise<void> {
   const named = pidIn(pidfile);
-  await stopPids([...pids, ...pidsWithArgs('--pidfile', pidfile), ...(named === undefined ? [] : [named])]);
+  const servers = pidsWithArgs('--pidfile', pidfile);
+  const supervisors = servers.map(supervisorOf).filter((pid): pid is number => pid !== undefined);
+  await stopPids([...pids, ...supervisors, ...servers, ...(named === undefined ? [] : [named])]);
 }
 
 /** The inodes of the listening TCP sockets (IPv4 and IPv6) that process PID holds. */

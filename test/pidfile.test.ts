@@ -37,12 +37,14 @@ async function startWith(t: TestContext, form: Form, pidfile: string, cwd?: stri
   }
   const port = await freePort();
   const absolute = cwd === undefined ? pidfile : join(cwd, pidfile);
-  t.after(() => stopDetached(absolute));
+  let supervisor: number | undefined;
+  t.after(() => stopDetached(absolute, ...(supervisor === undefined ? [] : [supervisor])));
   const result = await runBin('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile], { timeoutMs: 10_000, ...(cwd !== undefined && { cwd }) });
   assert.equal(result.code, 0, `started: ${result.stderr}`);
   const pid = /detached as pid ([0-9]+)/.exec(result.stderr)?.[1];
   assert.ok(pid !== undefined, `names its pid: ${result.stderr}`);
-  return { pid: Number(pid), port };
+  supervisor = Number(pid);
+  return { pid: supervisor, port };
 }
 
 /** SIGTERM to pid; resolves once it is gone. */

@@ -49,11 +49,12 @@ async function detachLogging(t: TestContext): Promise<{ log: SyslogReceiver; por
   t.after(() => log.stop());
   const port = await freePort();
   const pidfile = join(dir, 'pidstatd.pid');
-  t.after(() => stopDetached(pidfile));
+  let supervisor = 0;
+  t.after(() => stopDetached(pidfile, supervisor));
   const [command, args] = withDevLog(log.path, dir, process.execPath, [BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile]);
   const result = await run(command, args, { env: binEnv(), timeoutMs: 10_000 });
   assert.equal(result.code, 0, `started: ${result.stderr}`);
-  const supervisor = pidIn(pidfile)!;
+  supervisor = pidIn(pidfile)!;
   const [server] = runningChildrenOf(supervisor);
   assert.ok(server !== undefined, 'a server runs');
   return { log, port, pidfile, supervisor, server };
