@@ -13,14 +13,19 @@
  *
  * Shared memory with JavaScript, one slot per datagram of a batch:
  *   input   BATCH x IN_SLOT bytes: the datagram (truncated to IN_SLOT);
- *   meta    Int32Array of BATCH x 4: [length (untruncated), source port,
+ *   meta    Int32Array of BATCH x META: [length (untruncated), source port,
  *           length of the source address text, reply length (set by JS; 0 =
- *           no reply)];
+ *           no reply), then the kernel's facts about the destination, where
+ *           start() was asked for them (else 0, 0, 0): 4, the IPv4 header's
+ *           destination and ipi_spec_dst (IP_PKTINFO, in host order); or 6
+ *           and the IPv6 destination's first byte (IPV6_PKTINFO)]. What they
+ *           mean (broadcast? multicast?) is for JavaScript to judge;
  *   address BATCH x ADDRESS_SLOT bytes: the source address as text;
  *   output  BATCH x OUT_SLOT bytes: the reply, written by JS.
- * The callback is called as callback(count, errno): count datagrams are in
- * the slots, or count is 0 and errno is a receive or send error (negative,
- * as libuv's).
+ * The callback is called as callback(count, errno, unsent): count datagrams
+ * are in the slots; or count is 0 and errno is a receive error (negative, as
+ * libuv's); or count is 0 and unsent replies of the last batch could not be
+ * sent, errno being the last one's reason.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -42,7 +47,10 @@
 #define ADDRESS_SLOT 64
 /* An address as text, with a zone: INET6_ADDRSTRLEN, '%' and IF_NAMESIZE. */
 #define ADDRESS_TEXT (INET6_ADDRSTRLEN + 1 + IF_NAMESIZE)
-#define META 4
+#define META 7
+/* Room for an IP_PKTINFO and an IPV6_PKTINFO message: an IPv4 datagram on a
+ * dual-stack socket brings both. */
+#define CONTROL_SIZE (CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct in6_pktinfo)))
 /* Batches read in one wake-up before the event loop gets its turn. */
 #define ROUNDS 8
 
@@ -51,6 +59,8 @@ typedef struct {
   napi_env env;
   int fd;
   int closing;
+  /* Whether each datagram's destination is read (IP_PKTINFO). */
+  int destinations;
   napi_ref callback;
   napi_ref closed;
   napi_ref buffers[4];
@@ -62,6 +72,10 @@ typedef struct {
   struct mmsghdr in[BATCH];
   struct iovec in_iov[BATCH];
   struct sockaddr_storage from[BATCH];
+  union {
+    char bytes[CONTROL_SIZE];
+    struct cmsghdr align;
+  } control[BATCH];
   struct mmsghdr out[BATCH];
   struct iovec out_iov[BATCH];
 } batch_t;
@@ -312,18 +326,19 @@ static napi_value js_set_send_buffer(napi_env env, napi_callback_info info) {
   return set_buffer(env, info, SO_SNDBUF);
 }
 
-/* Calls callback(count, err) in its own scope; an exception it throws is
- * reported as uncaught, as from any other event. */
-static void call_js(batch_t *b, int count, int err) {
+/* Calls callback(count, err, unsent) in its own scope; an exception it
+ * throws is reported as uncaught, as from any other event. */
+static void call_js(batch_t *b, int count, int err, int unsent) {
   napi_env env = b->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, receiver, argv[2], result;
+  napi_value callback, receiver, argv[3], result;
   napi_get_reference_value(env, b->callback, &callback);
   napi_get_global(env, &receiver);
   napi_create_int32(env, count, &argv[0]);
   napi_create_int32(env, err, &argv[1]);
-  if (napi_make_callback(env, b->context, receiver, callback, 2, argv, &result) == napi_pending_exception) {
+  napi_create_int32(env, unsent, &argv[2]);
+  if (napi_make_callback(env, b->context, receiver, callback, 3, argv, &result) == napi_pending_exception) {
     napi_value error;
     napi_get_and_clear_last_exception(env, &error);
     napi_fatal_exception(env, error);
@@ -331,7 +346,8 @@ static void call_js(batch_t *b, int count, int err) {
   napi_close_handle_scope(env, scope);
 }
 
-/* Sends the replies JS wrote for the first count datagrams. */
+/* Sends the replies JS wrote for the first count datagrams. A reply the
+ * kernel refuses is skipped, and JS hears once per batch how many were. */
 static void send_replies(batch_t *b, int count) {
   int pending = 0;
   for (int i = 0; i < count; i++) {
@@ -346,19 +362,44 @@ static void send_replies(batch_t *b, int count) {
     b->out[pending].msg_hdr.msg_iovlen = 1;
     pending++;
   }
-  int sent = 0;
+  int sent = 0, unsent = 0, last = 0;
   while (sent < pending) {
+    /* sendmmsg stops at the first reply that fails, and says so only when
+     * that is the first of the call: then that one is skipped. */
     int n = sendmmsg(b->fd, b->out + sent, (unsigned)(pending - sent), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
-      /* This reply cannot go (EAGAIN: the send queue is full; EINVAL,
+      /* This reply cannot go (EAGAIN: the send queue is full; EHOSTUNREACH,
        * EPERM, ...): count it, and send the others. */
-      int err = errno;
+      last = errno;
+      unsent++;
       sent++;
-      if (!b->closing) call_js(b, 0, -err);
       continue;
     }
     sent += n;
+  }
+  if (unsent > 0 && !b->closing) call_js(b, 0, -last, unsent);
+}
+
+/* meta[4..6]: the facts the kernel gives about where a datagram was sent. */
+static void destination_facts(struct msghdr *header, int32_t *meta) {
+  meta[4] = meta[5] = meta[6] = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(header); c != NULL; c = CMSG_NXTHDR(header, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+      struct in_pktinfo info;
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+      meta[4] = 4;
+      meta[5] = (int32_t)ntohl(info.ipi_addr.s_addr);
+      meta[6] = (int32_t)ntohl(info.ipi_spec_dst.s_addr);
+      /* An IPv4 datagram: its IPV6_PKTINFO would only say ::ffff:... */
+      return;
+    }
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+      struct in6_pktinfo info;
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+      meta[4] = 6;
+      meta[5] = info.ipi6_addr.s6_addr[0];
+    }
   }
 }
 
@@ -373,10 +414,10 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     socklen_t size = sizeof err;
     if (getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &size) == 0 && err != 0) status = -err;
     if (b->closing) return;
-    call_js(b, 0, status);
+    call_js(b, 0, status, 0);
     if (err != 0 && !b->closing) {
       int again = uv_poll_start(&b->poll, UV_READABLE, on_readable);
-      if (again != 0) call_js(b, 0, again);
+      if (again != 0) call_js(b, 0, again, 0);
     }
     return;
   }
@@ -389,13 +430,17 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       b->in[i].msg_hdr.msg_namelen = sizeof b->from[i];
       b->in[i].msg_hdr.msg_iov = &b->in_iov[i];
       b->in[i].msg_hdr.msg_iovlen = 1;
+      if (b->destinations) {
+        b->in[i].msg_hdr.msg_control = b->control[i].bytes;
+        b->in[i].msg_hdr.msg_controllen = sizeof b->control[i].bytes;
+      }
     }
     /* MSG_TRUNC: msg_len is the datagram's whole length, so an oversized
      * one is seen as such although only IN_SLOT bytes of it are read. */
     int count = recvmmsg(b->fd, b->in, BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
     if (count < 0) {
       int err = errno;
-      if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) call_js(b, 0, -err);
+      if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) call_js(b, 0, -err, 0);
       return;
     }
     if (count == 0) return;
@@ -406,8 +451,10 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       meta[2] = address_text(&b->from[i], b->address + (size_t)i * ADDRESS_SLOT, &port);
       meta[1] = port;
       meta[3] = 0;
+      if (b->destinations) destination_facts(&b->in[i].msg_hdr, meta);
+      else meta[4] = meta[5] = meta[6] = 0;
     }
-    call_js(b, count, 0);
+    call_js(b, count, 0, 0);
     send_replies(b, count);
     /* A short batch emptied the queue: epoll tells when more comes, which
      * spares the read that would only find it empty. */
@@ -455,13 +502,21 @@ static void *buffer_data(napi_env env, napi_value value, size_t want) {
   return is_typed && length >= want ? data : NULL;
 }
 
-/* start(fd, callback, input, meta, address, output): an external handle;
- * the socket is read until stop(handle), which also closes fd. */
+/* start(fd, callback, input, meta, address, output[, destinations]): an
+ * external handle; the socket is read until stop(handle), which also closes
+ * fd. With destinations true, each datagram's destination facts are read
+ * too (meta[4..6]). */
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!get_args(env, info, 6, argv)) return NULL;
+  napi_value argv[7];
+  size_t argc = 7;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) {
+    napi_throw_type_error(env, NULL, "udpbatch: too few arguments");
+    return NULL;
+  }
   int32_t fd;
+  bool destinations = false;
   CHECK(napi_get_value_int32(env, argv[0], &fd));
+  if (argc > 6) CHECK(napi_get_value_bool(env, argv[6], &destinations));
   batch_t *b = calloc(1, sizeof *b);
   if (b == NULL) {
     napi_throw_error(env, NULL, "udpbatch: out of memory");
@@ -469,6 +524,15 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   }
   b->env = env;
   b->fd = fd;
+  if (destinations) {
+    /* IP_PKTINFO on an IPv6 socket too: the IPv4 datagrams of a dual-stack
+     * socket then carry it. Where an option is refused (an IPv4 socket has
+     * no IPV6_RECVPKTINFO), its datagrams simply come without it. */
+    int on = 1;
+    int v4 = setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
+    int v6 = setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on);
+    b->destinations = v4 == 0 || v6 == 0;
+  }
   b->input = buffer_data(env, argv[2], (size_t)BATCH * IN_SLOT);
   b->meta = buffer_data(env, argv[3], (size_t)BATCH * META * 4);
   b->address = buffer_data(env, argv[4], (size_t)BATCH * ADDRESS_SLOT);

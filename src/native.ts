@@ -31,14 +31,21 @@ export interface UdpBatch {
   /** [address, family, port] of a UDP socket; throws if fd is not one. */
   address(fd: number): [string, 4 | 6, number];
   setRecvBufferSize(fd: number, bytes: number): void;
-  /** Reads fd until stop(); see native/udpbatch.c for the buffers' layout. */
+  /**
+   * Reads fd until stop(); see native/udpbatch.c for the buffers' layout.
+   * onBatch(count, 0, 0): count datagrams are in the buffers; (0, errno, 0):
+   * a receive error; (0, errno, unsent): unsent replies of the last batch
+   * were refused, errno the last reason. With `destinations`, meta also holds
+   * what the kernel says of each datagram's destination address.
+   */
   start(
     fd: number,
-    onBatch: (count: number, errno: number) => void,
+    onBatch: (count: number, errno: number, unsent: number) => void,
     input: Buffer,
     meta: Int32Array,
     address: Buffer,
     output: Buffer,
+    destinations?: boolean,
   ): unknown;
   /** Stops reading and closes fd, then calls closed(). */
   stop(handle: unknown, closed: () => void): void;

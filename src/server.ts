@@ -4,15 +4,17 @@ import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
 import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
+import { RateLimiter } from './ratelimit.js';
 import { dgramStep } from './sockets.js';
+import { ThrottledReport } from './throttle.js';
 import {
-  checkDatagramSize,
   decodeRequest,
   replyLine,
   FLAG_DEAD,
   FLAG_EXISTS,
   FLAG_START,
   FLAG_UNKNOWN,
+  MAX_DATAGRAM_BYTES,
   ProtocolError,
   type Reply,
   type Request,
@@ -36,7 +38,11 @@ export interface ServerOptions {
   bind?: string;
   /** An inherited, already bound UDP socket (systemd socket activation). */
   fd?: number;
-  /** Answer only clients inside these CIDR ranges (IPv4 and IPv6). @default everyone */
+  /**
+   * Answer only clients inside these CIDR ranges (IPv4 and IPv6), each range
+   * matching clients of its own family. An empty list is an error.
+   * @default everyone
+   */
   allow?: string[];
   /** Requests per second answered from one source address; 0 = no limit. @default 10000 */
   rate?: number;
@@ -44,7 +50,10 @@ export interface ServerOptions {
   hostname?: string;
   /** Called with each datagram's source, text and fate (for --debug). */
   onDatagram?: (from: string, text: string, fate: string) => void;
-  /** Called with socket errors after the bind; the server goes on serving. */
+  /**
+   * Called with socket errors after the bind; the server goes on serving.
+   * Replies the kernel refuses come at most once per 10 s, with a count.
+   */
   onError?: (err: Error) => void;
   /**
    * How datagrams are read: 'batch', many per system call, through the addon
@@ -61,12 +70,23 @@ export interface ServerStats {
   answered: number;
   /** Valid requests whose flags asked for no reply to this answer. */
   suppressed: number;
+  /** Datagrams that are no valid request (within the size limit). */
   malformed: number;
+  /** Datagrams over the size limit (1024 bytes), dropped unread. */
+  oversized: number;
   /** From a source outside `allow`. */
   denied: number;
   /** Over the per-source `rate`. */
   limited: number;
-  /** Socket errors, replies the kernel refused to send among them. */
+  /**
+   * Refused so that no reply is aimed at another service: from a source port
+   * below 1024 (0 included), or sent to a broadcast or multicast address
+   * (where the socket layer tells, with the addon).
+   */
+  reflected: number;
+  /** Replies the kernel refused to send (no route, a full send queue, a firewall). */
+  replyFailed: number;
+  /** Other socket errors, and bugs met while handling a datagram. */
   errors: number;
 }
 
@@ -81,9 +101,28 @@ export interface Server {
 
 export const DEFAULT_RATE = 10000;
 
-/** Parses `--allow` ranges into a matcher; throws a RangeError naming a bad one. */
-export function parseAllow(ranges: string[]): BlockList {
-  const list = new BlockList();
+/** Replies to these source ports could be aimed at a service (echo, DNS, NTP...): never sent. */
+const SERVICE_PORTS_BELOW = 1024;
+
+/** Replies the kernel refuses are logged at most this often, with a count. */
+const REPLY_FAILURE_REPORT_MS = 10_000;
+
+/** Who may be answered: a client address (IPv4 as such, never ::ffff:a.b.c.d) is matched against the ranges of its own family. */
+export interface AllowList {
+  admits(address: string): boolean;
+}
+
+/**
+ * Parses `--allow` ranges; throws a RangeError for an empty list or naming a
+ * bad range. An IPv4-mapped range (::ffff:10.0.0.0/104) is the IPv4 range it
+ * maps.
+ */
+export function parseAllow(ranges: readonly string[]): AllowList {
+  if (ranges.length === 0) {
+    throw new RangeError('the list of ranges is empty: name at least one (like 10.0.0.0/8 or fd00::/8), or none at all to answer everyone');
+  }
+  const ipv4 = new BlockList();
+  const ipv6 = new BlockList();
   for (const range of ranges) {
     const [, address = '', prefixText] = /^([^/]*)(?:\/([0-9]{1,3}))?$/.exec(range.trim()) ?? [];
     const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined;
@@ -92,48 +131,48 @@ export function parseAllow(ranges: string[]): BlockList {
     if (family === undefined || prefix > max) {
       throw new RangeError(`'${range}' is not an address or CIDR range (like 10.0.0.0/8 or fd00::/8)`);
     }
-    list.addSubnet(address, prefix, family);
+    const mapped = family === 'ipv6' && prefix >= 96 ? mappedIPv4(address) : undefined;
+    if (mapped !== undefined) ipv4.addSubnet(mapped, prefix - 96, 'ipv4');
+    else (family === 'ipv4' ? ipv4 : ipv6).addSubnet(address, prefix, family);
   }
-  return list;
+  // Separate lists: a BlockList matches an IPv4 address against its IPv6
+  // rules too (as ::ffff:a.b.c.d), so ::/0 would admit every IPv4 client.
+  return { admits: (address) => (address.includes(':') ? ipv6.check(address, 'ipv6') : ipv4.check(address, 'ipv4')) };
+}
+
+/** The IPv4 address of an IPv4-mapped IPv6 one (::ffff:a.b.c.d in any spelling), else undefined. */
+function mappedIPv4(address: string): string | undefined {
+  let host: string;
+  try {
+    // The WHATWG URL parser writes IPv6 one way: ::ffff:a00:1 for ::ffff:10.0.0.1.
+    host = new URL(`http://[${address}]/`).hostname;
+  } catch {
+    return undefined;
+  }
+  const match = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(host);
+  if (!match) return undefined;
+  const [high, low] = [parseInt(match[1]!, 16), parseInt(match[2]!, 16)];
+  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
 }
 
 /**
- * Per-source token buckets: each address may send `rate` requests a second,
- * in bursts of up to `rate`. Full buckets are forgotten every few seconds, so
- * the map holds only sources that sent recently.
+ * An IPv4 client of a dual-stack socket, which the kernel writes
+ * ::ffff:a.b.c.d, as the IPv4 address it is, for --allow and --rate.
  */
-class RateLimiter {
-  private buckets = new Map<string, { tokens: number; at: number }>();
-  private sweeper: NodeJS.Timeout;
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.', 7) ? address.slice(7) : address;
+}
 
-  constructor(private readonly rate: number) {
-    this.sweeper = setInterval(() => this.sweep(), 5000).unref();
-  }
-
-  take(source: string): boolean {
-    const now = Date.now();
-    const bucket = this.buckets.get(source);
-    if (bucket === undefined) {
-      this.buckets.set(source, { tokens: this.rate - 1, at: now });
-      return true;
-    }
-    bucket.tokens = Math.min(this.rate, bucket.tokens + ((now - bucket.at) * this.rate) / 1000);
-    bucket.at = now;
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
-  }
-
-  private sweep(): void {
-    const now = Date.now();
-    for (const [source, bucket] of this.buckets) {
-      if (bucket.tokens + ((now - bucket.at) * this.rate) / 1000 >= this.rate) this.buckets.delete(source);
-    }
-  }
-
-  stop(): void {
-    clearInterval(this.sweeper);
-  }
+/**
+ * Why a reply to this request could be aimed at someone who did not ask:
+ * its source port is a service's, or it was sent to a group of hosts.
+ */
+function reflectionRisk(port: number, toGroup: boolean): string | undefined {
+  // A reply to port 0 cannot even be sent: such a source is forged.
+  if (port === 0) return 'source port 0';
+  if (port < SERVICE_PORTS_BELOW) return `source port ${port} is below ${SERVICE_PORTS_BELOW}, a service's`;
+  if (toGroup) return 'sent to a broadcast or multicast address';
+  return undefined;
 }
 
 /** The answer to a request, or undefined when its flags ask for none. */
@@ -158,21 +197,30 @@ export function answer(req: Request, ownHost: string): Reply | undefined {
 }
 
 /**
- * The family of an inherited socket, found by its inode in /proc/net/udp6:
- * dgram must wrap it with the same type or every send fails with EINVAL.
+ * The family of an inherited socket, found by its inode in /proc/net/udp or
+ * udp6 (dgram must wrap it with the same type or every send fails with
+ * EINVAL). A socket in neither is refused: it is no UDP socket, or one that
+ * is bound to no port, where nothing could ever reach it.
  */
 function inheritedSocketType(fd: number): 'udp4' | 'udp6' {
-  const link = readlinkSync(`/proc/self/fd/${fd}`);
-  const inode = /^socket:\[([0-9]+)\]$/.exec(link)?.[1];
-  if (inode === undefined) throw new Error(`descriptor ${fd} is not a socket (${link})`);
-  let table = '';
+  let link: string;
   try {
-    table = readFileSync('/proc/net/udp6', 'latin1');
+    link = readlinkSync(`/proc/self/fd/${fd}`);
   } catch {
-    return 'udp4';
+    throw new Error('no such open descriptor');
   }
-  const inUdp6 = table.split('\n').some((line) => line.trim().split(/\s+/)[9] === inode);
-  return inUdp6 ? 'udp6' : 'udp4';
+  const inode = /^socket:\[([0-9]+)\]$/.exec(link)?.[1];
+  if (inode === undefined) throw new Error(`not a socket but ${link}`);
+  for (const [table, type] of [['/proc/net/udp', 'udp4'], ['/proc/net/udp6', 'udp6']] as const) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'latin1');
+    } catch {
+      continue;
+    }
+    if (text.split('\n').some((line) => line.trim().split(/\s+/)[9] === inode)) return type;
+  }
+  throw new Error('not a bound UDP socket (bind it to an address and port before handing it over)');
 }
 
 /** The socket, bound as `options` say; or closed, and the bind's error thrown. */
@@ -192,11 +240,11 @@ function createSocket(type: 'udp4' | 'udp6', ipv6Only = false): dgram.Socket {
 }
 
 /**
- * Binds where the options say: --bind's address alone, else `::` dual-stack,
- * else 0.0.0.0 on a host without IPv6.
+ * Binds where the options say: --bind's address alone (`::` dual-stack, as
+ * the default), else `::` dual-stack, else 0.0.0.0 on a host without IPv6.
  */
 async function bindWhere<T>(opts: ServerOptions, bind: (address: string, ipv6Only: boolean) => T | Promise<T>): Promise<T> {
-  if (opts.bind !== undefined) return bind(opts.bind, isIPv6(opts.bind));
+  if (opts.bind !== undefined) return bind(opts.bind, isIPv6(opts.bind) && !/^[0:]+$/.test(opts.bind));
   try {
     return await bind('::', false);
   } catch (err) {
@@ -208,8 +256,19 @@ async function bindWhere<T>(opts: ServerOptions, bind: (address: string, ipv6Onl
   return bind('0.0.0.0', false);
 }
 
-/** Reads a datagram of `length` bytes (msg may hold fewer) from address:port; returns the reply line, if any. */
-type Handler = (msg: Buffer, length: number, address: string, port: number) => string | undefined;
+/**
+ * Judges a datagram of `length` bytes (msg may hold fewer) from address:port,
+ * `toGroup` when it was sent to a broadcast or multicast address; returns the
+ * reply line, if any.
+ */
+type Handler = (msg: Buffer, length: number, address: string, port: number, toGroup: boolean) => string | undefined;
+
+/** What a transport tells the server besides datagrams. */
+interface TransportEvents {
+  /** `count` replies the kernel refused to send, the last for `reason`. */
+  replyFailed(count: number, reason: string): void;
+  socketError(err: Error): void;
+}
 
 /** A bound socket feeding a Handler and sending its replies. */
 interface Transport {
@@ -221,19 +280,25 @@ interface Transport {
 /** A deeper queue rides out bursts; the kernel caps it at net.core.rmem_max. */
 const RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
-/** Node's dgram: a datagram per 'message' event, a send per reply. */
-async function dgramTransport(opts: ServerOptions, port: number, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
+/**
+ * Node's dgram: a datagram per 'message' event, a send per reply. It cannot
+ * tell where a datagram was sent (no IP_PKTINFO): a broadcast or multicast
+ * request is answered, as a unicast one.
+ */
+async function dgramTransport(opts: ServerOptions, port: number, handle: Handler, events: TransportEvents): Promise<Transport> {
   const socket =
     opts.fd !== undefined
       ? await bindOrClose(createSocket(inheritedSocketType(opts.fd)), { fd: opts.fd })
       : await bindWhere(opts, (address, ipv6Only) => bindOrClose(createSocket(isIPv6(address) ? 'udp6' : 'udp4', ipv6Only), { address, port }));
+  // Without a callback, a failed send would vanish: dgram reports it nowhere else.
+  const afterReply = (err: Error | null) => {
+    if (err) events.replyFailed(1, `send ${(err as NodeJS.ErrnoException).code ?? err.message}`);
+  };
   socket.on('message', (msg, rinfo) => {
-    const line = handle(msg, msg.length, rinfo.address, rinfo.port);
-    // No callback: a failed send then comes as an 'error' event, counted
-    // there, and the common send costs no callback round.
-    if (line !== undefined) socket.send(Buffer.from(line, 'latin1'), rinfo.port, rinfo.address);
+    const line = handle(msg, msg.length, rinfo.address, rinfo.port, false);
+    if (line !== undefined) socket.send(Buffer.from(line, 'latin1'), rinfo.port, rinfo.address, afterReply);
   });
-  socket.on('error', onError);
+  socket.on('error', events.socketError);
   try {
     socket.setRecvBufferSize(RECV_BUFFER_BYTES);
   } catch {
@@ -247,10 +312,28 @@ async function dgramTransport(opts: ServerOptions, port: number, handle: Handler
 }
 
 /**
- * The addon: a batch of datagrams per wake-up, read with one recvmmsg, handed
- * over in one call, answered with one sendmmsg (native/udpbatch.c).
+ * Whether the kernel's facts about a datagram's destination (meta[4..6],
+ * native/udpbatch.c) say it was sent to a broadcast or multicast address.
+ * For IPv4 the kernel sets ipi_spec_dst to the destination itself only for
+ * a local unicast address, and else to the address it would answer from
+ * (fib_compute_spec_dst); 0 where it could not say.
+ * @see https://github.com/torvalds/linux/blob/master/net/ipv4/fib_frontend.c
  */
-async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
+function sentToGroup(family: number, destination: number, specDst: number): boolean {
+  if (family === 6) return destination === 0xff; // ff00::/8
+  if (family !== 4) return false;
+  const address = destination >>> 0;
+  if (address >>> 28 === 0xe || address === 0xffffffff) return true; // 224.0.0.0/4, 255.255.255.255
+  return specDst !== 0 && specDst !== destination;
+}
+
+/**
+ * The addon: a batch of datagrams per wake-up, read with one recvmmsg, handed
+ * over in one call, answered with one sendmmsg (native/udpbatch.c). It reads
+ * each datagram's destination too, to refuse broadcast and multicast ones.
+ */
+async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number, handle: Handler, events: TransportEvents): Promise<Transport> {
+  if (opts.fd !== undefined) inheritedSocketType(opts.fd);
   const fd = opts.fd ?? (await bindWhere(opts, (address, ipv6Only) => addon.open(address, port, ipv6Only)));
   const [address, family, boundPort] = addon.address(fd);
   addon.setRecvBufferSize(fd, RECV_BUFFER_BYTES);
@@ -259,22 +342,28 @@ async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number
   const meta = new Int32Array(BATCH * META);
   const sources = Buffer.alloc(BATCH * ADDRESS_SLOT);
   const output = Buffer.alloc(BATCH * OUT_SLOT);
-  const onBatch = (count: number, errno: number) => {
+  const onBatch = (count: number, errno: number, unsent: number) => {
+    if (unsent > 0) {
+      events.replyFailed(unsent, errnoError(errno, 'send').message);
+      return;
+    }
     if (errno !== 0) {
-      onError(errnoError(errno, 'recvmmsg or sendmmsg'));
+      events.socketError(errnoError(errno, 'recvmmsg'));
       return;
     }
     for (let i = 0; i < count; i++) {
-      // meta: [length, source port, source address length, reply length]
+      // meta: [length, source port, source address length, reply length,
+      // destination facts: family, address, spec_dst]
       const at = i * META;
       const length = meta[at]!;
       const source = sources.toString('latin1', i * ADDRESS_SLOT, i * ADDRESS_SLOT + meta[at + 2]!);
       const msg = input.subarray(i * IN_SLOT, i * IN_SLOT + Math.min(length, IN_SLOT));
-      const line = handle(msg, length, source, meta[at + 1]!);
+      const toGroup = sentToGroup(meta[at + 4]!, meta[at + 5]!, meta[at + 6]!);
+      const line = handle(msg, length, source, meta[at + 1]!, toGroup);
       if (line !== undefined) meta[at + 3] = output.write(line, i * OUT_SLOT, OUT_SLOT, 'latin1');
     }
   };
-  const reading = addon.start(fd, onBatch, input, meta, sources, output);
+  const reading = addon.start(fd, onBatch, input, meta, sources, output, true);
   let closed: Promise<void> | undefined;
   return {
     io: 'batch',
@@ -284,79 +373,95 @@ async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number
 }
 
 /** The batch transport where the addon is built (or is asked for), else dgram. */
-async function openTransport(opts: ServerOptions, handle: Handler, onError: (err: Error) => void): Promise<Transport> {
+async function openTransport(opts: ServerOptions, handle: Handler, events: TransportEvents): Promise<Transport> {
   const port = opts.port ?? defaultPort();
   const addon = batchAddon(opts.io ?? 'auto');
-  return addon !== undefined ? batchTransport(addon, opts, port, handle, onError) : dgramTransport(opts, port, handle, onError);
+  return addon !== undefined ? batchTransport(addon, opts, port, handle, events) : dgramTransport(opts, port, handle, events);
 }
 
 /** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */
 export async function startServer(opts: ServerOptions = {}): Promise<Server> {
-  const allow = opts.allow && opts.allow.length > 0 ? parseAllow(opts.allow) : undefined;
+  const allow = opts.allow !== undefined ? parseAllow(opts.allow) : undefined;
   const rate = opts.rate ?? DEFAULT_RATE;
   const ownHost = opts.hostname ?? (await localFqdn());
   const stats: ServerStats = {
-    received: 0, answered: 0, suppressed: 0, malformed: 0, denied: 0, limited: 0, errors: 0,
+    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, replyFailed: 0, errors: 0,
   };
   const log = opts.onDatagram;
   const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
   const text = (msg: Buffer) => msg.toString('latin1');
 
-  function handle(msg: Buffer, length: number, address: string, port: number): string | undefined {
+  function handle(msg: Buffer, length: number, address: string, port: number, toGroup: boolean): string | undefined {
     stats.received++;
-    if (allow !== undefined && !allow.check(address, address.includes(':') ? 'ipv6' : 'ipv4')) {
+    const source = unmapped(address);
+    const refused = reflectionRisk(port, toGroup);
+    if (refused !== undefined) {
+      stats.reflected++;
+      log?.(joinHostPort(source, port), text(msg), `dropped: ${refused}`);
+      return undefined;
+    }
+    if (allow !== undefined && !allow.admits(source)) {
       stats.denied++;
-      log?.(joinHostPort(address, port), text(msg), 'dropped: source not allowed');
+      log?.(joinHostPort(source, port), text(msg), 'dropped: source not allowed');
       return undefined;
     }
-    if (limiter !== undefined && !limiter.take(address)) {
+    if (limiter !== undefined && !limiter.take(source)) {
       stats.limited++;
-      log?.(joinHostPort(address, port), text(msg), 'dropped: over the rate limit');
+      log?.(joinHostPort(source, port), text(msg), 'dropped: over the rate limit');
       return undefined;
     }
-    // A reply to port 0 cannot be sent (dgram throws): such a source is forged.
-    if (port === 0) {
-      stats.malformed++;
-      log?.(joinHostPort(address, port), text(msg), 'dropped: source port 0');
+    if (length > MAX_DATAGRAM_BYTES) {
+      stats.oversized++;
+      log?.(joinHostPort(source, port), text(msg), `dropped: datagram of ${length} bytes is over ${MAX_DATAGRAM_BYTES}`);
       return undefined;
     }
-    let reply: Reply | undefined;
+    let request: Request;
     try {
-      checkDatagramSize(length);
-      reply = answer(decodeRequest(msg), ownHost);
+      request = decodeRequest(msg);
     } catch (err) {
-      if (!(err instanceof ProtocolError)) {
-        // A bug, not the datagram's fault: count it and serve the next one.
-        stats.errors++;
-        opts.onError?.(err as Error);
-        return undefined;
-      }
+      if (!(err instanceof ProtocolError)) throw err;
       stats.malformed++;
-      log?.(joinHostPort(address, port), text(msg), `dropped: ${err.message}`);
+      log?.(joinHostPort(source, port), text(msg), `dropped: ${err.message}`);
       return undefined;
     }
+    const reply = answer(request, ownHost);
     if (reply === undefined) {
       stats.suppressed++;
-      log?.(joinHostPort(address, port), text(msg), 'no reply: the flags ask for none');
+      log?.(joinHostPort(source, port), text(msg), 'no reply: the flags ask for none');
       return undefined;
     }
     const line = replyLine(reply);
     stats.answered++;
-    log?.(joinHostPort(address, port), text(msg), `answered ${line}`);
+    log?.(joinHostPort(source, port), text(msg), `answered ${line}`);
     return line;
   }
 
-  const onError = (err: Error) => {
-    stats.errors++;
-    opts.onError?.(err);
+  /** handle(), and a bug met there counted and reported: the next datagram is served. */
+  const guarded: Handler = (msg, length, address, port, toGroup) => {
+    try {
+      return handle(msg, length, address, port, toGroup);
+    } catch (err) {
+      stats.errors++;
+      opts.onError?.(err as Error);
+      return undefined;
+    }
   };
-  let transport: Transport;
-  try {
-    transport = await openTransport(opts, handle, onError);
-  } catch (err) {
-    limiter?.stop();
-    throw err;
-  }
+
+  const replyFailures = new ThrottledReport(REPLY_FAILURE_REPORT_MS, (count, reason) =>
+    opts.onError?.(new Error(`replies refused by the kernel: ${count} since the last report, the last with ${reason}; ` +
+      `counted, and reported at most every ${REPLY_FAILURE_REPORT_MS / 1000} s`)),
+  );
+  const events: TransportEvents = {
+    replyFailed(count, reason) {
+      stats.replyFailed += count;
+      replyFailures.add(count, reason);
+    },
+    socketError(err) {
+      stats.errors++;
+      opts.onError?.(err);
+    },
+  };
+  const transport = await openTransport(opts, guarded, events);
 
   let closing: Promise<void> | undefined;
   return {
@@ -365,8 +470,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     stats,
     close() {
       closing ??= (async () => {
-        limiter?.stop();
         await transport.close();
+        replyFailures.flush();
       })();
       return closing;
     },

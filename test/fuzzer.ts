@@ -466,6 +466,8 @@ export interface FuzzReport {
   bytes: number;
   valid: number;
   invalid: number;
+  /** Invalid datagrams over the size limit (counted apart by the daemon). */
+  oversized: number;
   /** Valid requests whose flags ask for no reply. */
   silent: number;
   expectedReplies: number;
@@ -504,7 +506,7 @@ export async function fuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const gen = new Gen(rng(opts.seed), opts.truth, `f${opts.seed.toString(36)}.`);
   const started = performance.now();
   const report: FuzzReport = {
-    seed: opts.seed, ms: 0, datagrams: 0, sent: 0, bytes: 0, valid: 0, invalid: 0, silent: 0, expectedReplies: 0, replies: 0,
+    seed: opts.seed, ms: 0, datagrams: 0, sent: 0, bytes: 0, valid: 0, invalid: 0, oversized: 0, silent: 0, expectedReplies: 0, replies: 0,
     resends: 0, recovered: 0, truthChanged: 0, kinds: new Map(), failures: new Map(), failureCounts: new Map(),
   };
   const fail = (type: Failure['type'], kind: string, detail: string) => {
@@ -624,6 +626,7 @@ export async function fuzz(opts: FuzzOptions): Promise<FuzzReport> {
       }
     } else {
       report.invalid++;
+      if (d.buf.length > MAX_DATAGRAM) report.oversized++;
     }
     report.kinds.set(d.kind, kind);
     return r;

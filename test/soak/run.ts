@@ -127,7 +127,9 @@ async function foregroundPhase(count: number, maxMs: number): Promise<Phase> {
   if (!counters) problems.push('no stop line');
   else {
     if (counters.received < report.sent - drops || counters.received > report.sent + 5) problems.push(`received ${counters.received}, sent ${report.sent}`);
-    if (counters.malformed < report.invalid - drops || counters.malformed > report.invalid) problems.push(`malformed ${counters.malformed}, invalid sent ${report.invalid}`);
+    // Oversized datagrams have a counter of their own.
+    const malformed = report.invalid - report.oversized;
+    if (counters.malformed < malformed - drops || counters.malformed > malformed) problems.push(`malformed ${counters.malformed}, invalid sent within the size limit ${malformed}`);
     if (counters.answered < report.replies || counters.answered > report.replies + 5) problems.push(`answered ${counters.answered}, replies received ${report.replies}`);
   }
   return { name: 'pidstatd --foreground --rate 0', report, rss, problems, notes };
