@@ -1,6 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort } from './host.js';
 import type { SocketIo } from './native.js';
+import { COOKIE_LENGTH, withCookie } from './cookie.js';
+import { readKeyFile, signLine, verify, type Key } from './keys.js';
+import { printable } from './printable.js';
 import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents } from './sockets.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
@@ -9,6 +12,8 @@ import {
   decodeReply,
   encodeRequest,
   isValidHost,
+  keyedRequestLine,
+  MAX_HOST_BYTES,
   MAX_PID,
   type Reply,
   type State,
@@ -16,7 +21,10 @@ import {
 
 /**
  * Asks daemons about processes: every target at once, each target retried on
- * its own schedule, replies matched to requests by pid and host.
+ * its own schedule, replies matched to requests by pid and host. The host
+ * field a request carries holds a cookie (cookie.ts), and only a reply that
+ * echoes it exactly counts: whoever cannot read a request cannot answer it.
+ * With a key file, requests are authenticated and so must replies be (keys.ts).
  *
  * Sockets: one unconnected socket per address family, bound to a port, plus
  * one socket per daemon address bound to that same port (SO_REUSEADDR) and
@@ -37,7 +45,14 @@ export interface ClientOptions {
   tries?: number;
   /** Answer targets on this host with the local probe, no daemon. @default true */
   local?: boolean;
-  /** Called with each datagram sent and received (for --debug). */
+  /**
+   * Authenticate requests with the first key of this file, and accept only
+   * replies authenticated with it (keys.ts). Read by the constructor, which
+   * throws a KeyFileError when the file cannot be used.
+   * @default no keys: the original protocol, plus the cookie
+   */
+  keyFile?: string;
+  /** Called with each datagram sent and received (for --debug); datagram text is escaped (printable.ts). */
   onDebug?: (line: string) => void;
   /**
    * How sockets are read: 'batch' through the addon native/udpbatch.c,
@@ -87,6 +102,12 @@ export const REFUSED_RETRY_MS = 200;
 const SEND_BURST = 256;
 const SEND_RATE = 25_000;
 /**
+ * The pace for one daemon address: under a daemon's default --rate (10 000 a
+ * second per source, burst 10 000), so that no pidstat run, however many its
+ * targets, is ever refused by a daemon with default settings.
+ */
+const ADDRESS_RATE = 8_000;
+/**
  * A deeper receive queue, so replies that arrive while the event loop is busy
  * (thousands of targets) wait instead of being dropped; the kernel caps it at
  * net.core.rmem_max.
@@ -105,10 +126,16 @@ interface Endpoint {
   onSent: (err: NodeJS.ErrnoException) => void;
   /** Targets whose current try went to this address and is unanswered. */
   waiting: Set<Pending>;
+  /** This address's send pace: a token bucket of SEND_BURST at ADDRESS_RATE. */
+  tokens: number;
+  tokensAt: number;
 }
 
 interface Pending {
+  /** pid and host as asked: a second query for the same target joins this one. */
   key: string;
+  /** pid and the <host> field sent, cookie included: what a reply must echo. */
+  wireKey: string;
   target: Target;
   wire: Buffer;
   endpoints: Endpoint[];
@@ -118,6 +145,8 @@ interface Pending {
   startedAt: number;
   timer?: NodeJS.Timeout;
   settle: ((result: Result) => void)[];
+  /** A reply echoed the cookie but was not authenticated by our key: a daemon without keys. */
+  unauthenticated: boolean;
 }
 
 /** The soft limit of open descriptors, from /proc/self/limits; Node has no getrlimit. */
@@ -146,6 +175,9 @@ export class PidStatClient {
   private chosen: { open: OpenSocket; io: 'batch' | 'dgram' } | undefined;
   private readonly debug: ((line: string) => void) | undefined;
   private readonly pending = new Map<string, Pending>();
+  private readonly byWireKey = new Map<string, Pending>();
+  private readonly signingKey: Key | undefined;
+  private readonly replyKeys: ReadonlyMap<number, Key> | undefined;
   private readonly addresses = new Map<string, Promise<string[]>>();
   private readonly hostEndpoints = new Map<string, Promise<Endpoint[]>>();
   private readonly endpoints = new Map<string, Promise<Endpoint>>();
@@ -172,6 +204,10 @@ export class PidStatClient {
     }
     if (!(this.timeoutMs > 0)) throw new RangeError(`timeout ${this.timeoutMs} ms is not positive`);
     if (!Number.isInteger(this.tries) || this.tries < 1) throw new RangeError(`tries ${this.tries} is not 1 or more`);
+    if (opts.keyFile !== undefined) {
+      this.signingKey = readKeyFile(opts.keyFile).first;
+      this.replyKeys = new Map([[this.signingKey.id, this.signingKey]]);
+    }
     this.ioOption = opts.io ?? 'auto';
     // Asked for by name, the addon must be there; else it loads (a dlopen)
     // only when a first socket is opened, not for targets answered locally.
@@ -208,6 +244,9 @@ export class PidStatClient {
       throw new RangeError(`pid ${pid} is not from 1 to ${MAX_PID}`);
     }
     if (!isValidHost(host)) throw new RangeError(`host '${host}' is not a name or address`);
+    if (host.length + COOKIE_LENGTH > MAX_HOST_BYTES) {
+      throw new RangeError(`host '${host.slice(0, 40)}...' is over ${MAX_HOST_BYTES - COOKIE_LENGTH} bytes: no room for the cookie`);
+    }
     if (this.closed) throw new Error('the client is closed');
     const startedAt = monotonicMs();
     if (this.local && (await isLocalHost(host))) {
@@ -223,9 +262,15 @@ export class PidStatClient {
     const joined = this.pending.get(key);
     if (joined !== undefined) return new Promise((resolve) => joined.settle.push(resolve));
     const flags = target.flags ?? ALL_FLAGS;
-    const wire = encodeRequest(target.start === undefined ? { pid, host, flags } : { pid, host, flags, start: target.start });
-    const pending: Pending = { key, target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [] };
+    const wireHost = withCookie(host);
+    const request = target.start === undefined ? { pid, host: wireHost, flags } : { pid, host: wireHost, flags, start: target.start };
+    const wire = this.signingKey === undefined
+      ? encodeRequest(request)
+      : Buffer.from(`${signLine(this.signingKey, keyedRequestLine(request))}\n`, 'latin1');
+    const wireKey = keyOf(pid, wireHost);
+    const pending: Pending = { key, wireKey, target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [], unauthenticated: false };
     this.pending.set(key, pending);
+    this.byWireKey.set(wireKey, pending);
     const answered = new Promise<Result>((resolve) => pending.settle.push(resolve));
     try {
       pending.endpoints = await this.endpointsFor(host);
@@ -309,6 +354,8 @@ export class PidStatClient {
       socket,
       connected,
       waiting: new Set(),
+      tokens: SEND_BURST,
+      tokensAt: monotonicMs(),
       onSent: (err) => {
         if (err.code === 'ECONNREFUSED') this.onRefused(endpoint);
         else this.debug?.(`send to ${address} failed: ${err.message}`);
@@ -353,11 +400,22 @@ export class PidStatClient {
     const now = monotonicMs();
     this.sendTokens = Math.min(SEND_BURST, this.sendTokens + ((now - this.sendTokensAt) * SEND_RATE) / 1000);
     this.sendTokensAt = now;
+    let wait = 1;
     while (this.sendQueueHead < this.sendQueue.length && this.sendTokens >= 1) {
-      const pending = this.sendQueue[this.sendQueueHead++]!;
+      const pending = this.sendQueue[this.sendQueueHead]!;
       // Answered, or closed, while it waited its turn.
-      if (this.pending.get(pending.key) !== pending) continue;
+      if (this.pending.get(pending.key) !== pending) {
+        this.sendQueueHead++;
+        continue;
+      }
+      const short = this.addressWait(pending.endpoints, now);
+      if (short > 0) {
+        wait = short;
+        break;
+      }
+      this.sendQueueHead++;
       this.sendTokens -= pending.endpoints.length;
+      for (const endpoint of pending.endpoints) endpoint.tokens -= 1;
       this.transmit(pending);
     }
     if (this.sendQueueHead === this.sendQueue.length) {
@@ -367,8 +425,19 @@ export class PidStatClient {
       this.sendTimer ??= setTimeout(() => {
         this.sendTimer = undefined;
         this.drainSendQueue();
-      }, 1);
+      }, wait);
     }
+  }
+
+  /** The ms until every one of `endpoints` may send again at its own pace; 0 if all may now. */
+  private addressWait(endpoints: readonly Endpoint[], now: number): number {
+    let wait = 0;
+    for (const endpoint of endpoints) {
+      endpoint.tokens = Math.min(SEND_BURST, endpoint.tokens + ((now - endpoint.tokensAt) * ADDRESS_RATE) / 1000);
+      endpoint.tokensAt = now;
+      if (endpoint.tokens < 1) wait = Math.max(wait, Math.ceil(((1 - endpoint.tokens) * 1000) / ADDRESS_RATE));
+    }
+    return wait;
   }
 
   private transmit(pending: Pending): void {
@@ -377,7 +446,7 @@ export class PidStatClient {
     if (pending.tries > this.highestTry) this.highestTry = pending.tries;
     for (const endpoint of pending.endpoints) {
       endpoint.waiting.add(pending);
-      this.debug?.(`> ${joinHostPort(endpoint.address, this.port)} ${pending.wire.toString('latin1').trimEnd()}`);
+      this.debug?.(`> ${joinHostPort(endpoint.address, this.port)} ${printable(pending.wire.toString('latin1').trimEnd())}`);
       endpoint.socket.send(pending.wire, endpoint.connected ? undefined : endpoint.address, this.port, endpoint.onSent);
     }
     pending.timer = setTimeout(() => this.onTimeout(pending), this.timeoutMs);
@@ -386,7 +455,8 @@ export class PidStatClient {
   private onTimeout(pending: Pending): void {
     this.leaveEndpoints(pending);
     if (pending.tries >= this.tries) {
-      this.finish(pending, { state: 'no_reply', error: `no reply after ${pending.tries} ${pending.tries === 1 ? 'try' : 'tries'}` });
+      const error = pending.unauthenticated ? 'reply not authenticated' : `no reply after ${pending.tries} ${pending.tries === 1 ? 'try' : 'tries'}`;
+      this.finish(pending, { state: 'no_reply', error });
     } else {
       this.sendTry(pending);
     }
@@ -419,12 +489,19 @@ export class PidStatClient {
     try {
       reply = decodeReply(msg);
     } catch (err) {
-      this.debug?.(`< ${joinHostPort(address, port)} ${JSON.stringify(msg.toString('latin1'))} ignored: ${(err as Error).message}`);
+      this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))} ignored: ${(err as Error).message}`);
       return;
     }
-    const pending = this.pending.get(keyOf(reply.pid, reply.host));
-    this.debug?.(`< ${joinHostPort(address, port)} ${msg.toString('latin1').trimEnd()}${pending ? '' : ' ignored: no such question'}`);
+    // The exact <host> sent, cookie included: anything else is late, crossed or forged.
+    const pending = this.byWireKey.get(keyOf(reply.pid, reply.host));
+    const authentic = pending !== undefined && (this.replyKeys === undefined || verify(reply.auth, this.replyKeys) !== undefined);
+    this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))}${
+      pending === undefined ? ' ignored: no such question' : authentic ? '' : ' ignored: not authenticated by our key'}`);
     if (pending === undefined) return;
+    if (!authentic) {
+      pending.unauthenticated = true;
+      return;
+    }
     const { start } = pending.target;
     // An old daemon ignores the start token it was sent: compare it here.
     if (reply.state === 'exists' && start !== undefined && reply.start !== undefined && reply.start !== start) {
@@ -442,6 +519,7 @@ export class PidStatClient {
     clearTimeout(pending.timer);
     this.leaveEndpoints(pending);
     this.pending.delete(pending.key);
+    this.byWireKey.delete(pending.wireKey);
     const { host, pid } = pending.target;
     const result: Result = { host, pid, state: outcome.state, tries: pending.tries, ms: monotonicMs() - pending.startedAt };
     if (outcome.start !== undefined) result.start = outcome.start;

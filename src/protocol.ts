@@ -1,3 +1,5 @@
+import { MAC_HEX_DIGITS, type Auth } from './keys.js';
+
 /**
  * The wire format of IPC::Locker's pidstatd (versions 1.4xx-1.5xx), with this
  * suite's start-token extension. One UDP datagram per message, ASCII, fields
@@ -47,6 +49,8 @@ export interface Request {
   flags: number;
   /** Start token of the process the client means. */
   start?: string;
+  /** The authenticator field of a keyed request (keys.ts), unchecked. */
+  auth?: Auth;
 }
 
 export interface Reply {
@@ -55,6 +59,8 @@ export interface Reply {
   state: State;
   /** Start token of the live process, in `EXIS <pid> 1 <host> <start>`. */
   start?: string;
+  /** The authenticator field of a keyed reply (keys.ts), unchecked. */
+  auth?: Auth;
 }
 
 /** A datagram that is not a valid message. The message says why. */
@@ -80,8 +86,11 @@ export function isValidHost(host: string): boolean {
 
 // The first line's fields, found by scanning bytes: no string is made of a
 // datagram except for the fields kept. At most MAX_FIELDS are kept, as
-// [start, end) pairs in `bounds`; a request or reply has no more.
-const MAX_FIELDS = 5;
+// [start, end) pairs in `bounds`; a request or reply has no more (the
+// sixth is a keyed message's authenticator).
+const MAX_FIELDS = 6;
+const AUTH_FIELD = 5;
+const COLON = 0x3a;
 const bounds = new Int32Array(MAX_FIELDS * 2);
 const NEWLINE = 0x0a;
 const ZERO = 0x30;
@@ -187,6 +196,27 @@ function fieldIs(buf: Uint8Array, k: number, word: string): boolean {
   return true;
 }
 
+function isLowerHex(byte: number): boolean {
+  return (byte >= ZERO && byte <= NINE) || (byte >= 0x61 && byte <= 0x66);
+}
+
+/**
+ * The sixth field as an authenticator, `<id>:<32 lowercase hex digits>`, when
+ * it is the last field; undefined otherwise (a keyless message).
+ */
+function decodeAuthField(buf: Uint8Array, count: number): Auth | undefined {
+  if (count !== AUTH_FIELD + 1) return undefined;
+  const start = bounds[AUTH_FIELD * 2]!;
+  const end = bounds[AUTH_FIELD * 2 + 1]!;
+  let colon = start;
+  let id = 0;
+  while (colon < end && colon - start < 5 && buf[colon]! >= ZERO && buf[colon]! <= NINE) id = id * 10 + buf[colon++]! - ZERO;
+  if (colon === start || buf[start] === ZERO || buf[colon] !== COLON || end - colon - 1 !== MAC_HEX_DIGITS) return undefined;
+  for (let i = colon + 1; i < end; i++) if (!isLowerHex(buf[i]!)) return undefined;
+  const view = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  return { id, signed: view.subarray(0, colon + 1), mac: view.toString('latin1', colon + 1, end) };
+}
+
 function decodePidField(buf: Uint8Array, count: number): number {
   if (count < 2) throw new ProtocolError('no pid');
   const pid = fieldPid(buf, 1);
@@ -219,7 +249,20 @@ export function decodeRequest(buf: Uint8Array): Request {
   // A start token is any decimal, compared as text: one too long for any
   // live process simply matches none.
   if (count > 4 && fieldIsDecimal(buf, 4)) req.start = fieldText(buf, 4);
+  const auth = decodeAuthField(buf, count);
+  if (auth !== undefined) req.auth = auth;
   return req;
+}
+
+/** A keyed request's text before its authenticator: every field, `-` for no start token. */
+export function keyedRequestLine(req: Request & { host: string }): string {
+  return `PIDR ${req.pid} ${req.host} ${req.flags} ${req.start ?? '-'}`;
+}
+
+/** A keyed reply's text before its authenticator: every field, `-` for no start token. */
+export function keyedReplyLine(reply: Reply): string {
+  const line = replyLine(reply);
+  return reply.start === undefined || reply.state !== 'exists' ? `${line} -` : line;
 }
 
 /** A reply as the text of its datagram. */
@@ -250,12 +293,16 @@ export function decodeReply(buf: Uint8Array): Reply {
   const pid = decodePidField(buf, count);
   if (count < 4) throw new ProtocolError('no host');
   const host = decodeHostField(buf, 3);
-  if (fieldIs(buf, 0, 'UNKN') && fieldIs(buf, 2, 'na')) return { pid, host, state: 'unknown' };
-  if (fieldIs(buf, 0, 'EXIS') && fieldIs(buf, 2, '0')) return { pid, host, state: 'dead' };
-  if (fieldIs(buf, 0, 'EXIS') && fieldIs(buf, 2, '1')) {
-    const reply: Reply = { pid, host, state: 'exists' };
+  let reply: Reply;
+  if (fieldIs(buf, 0, 'UNKN') && fieldIs(buf, 2, 'na')) reply = { pid, host, state: 'unknown' };
+  else if (fieldIs(buf, 0, 'EXIS') && fieldIs(buf, 2, '0')) reply = { pid, host, state: 'dead' };
+  else if (fieldIs(buf, 0, 'EXIS') && fieldIs(buf, 2, '1')) {
+    reply = { pid, host, state: 'exists' };
     if (count > 4 && fieldIsDecimal(buf, 4)) reply.start = fieldText(buf, 4);
-    return reply;
+  } else {
+    throw new ProtocolError('not an EXIS or UNKN reply');
   }
-  throw new ProtocolError('not an EXIS or UNKN reply');
+  const auth = decodeAuthField(buf, count);
+  if (auth !== undefined) reply.auth = auth;
+  return reply;
 }

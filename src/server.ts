@@ -3,12 +3,14 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
 import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
+import { readKeyFile, signLine, verify } from './keys.js';
 import { pidExists, readStartToken } from './probe.js';
 import { RateLimiter } from './ratelimit.js';
 import { dgramStep } from './sockets.js';
 import { ThrottledReport } from './throttle.js';
 import {
   decodeRequest,
+  keyedReplyLine,
   replyLine,
   FLAG_DEAD,
   FLAG_EXISTS,
@@ -48,6 +50,12 @@ export interface ServerOptions {
   rate?: number;
   /** The name echoed to requests that name no host. @default this host's fully qualified name */
   hostname?: string;
+  /**
+   * Answer only requests authenticated by a key of this file (keys.ts), each
+   * reply authenticated with the request's key. Read at start; a
+   * KeyFileError rejects startServer. @default no keys: the original protocol
+   */
+  keyFile?: string;
   /** Called with each datagram's source, text and fate (for --debug). */
   onDatagram?: (from: string, text: string, fate: string) => void;
   /**
@@ -84,6 +92,8 @@ export interface ServerStats {
    * (where the socket layer tells, with the addon).
    */
   reflected: number;
+  /** Requests without a valid authenticator, where the server has keys. */
+  unauthenticated: number;
   /** Replies the kernel refused to send (no route, a full send queue, a firewall). */
   replyFailed: number;
   /** Other socket errors, and bugs met while handling a datagram. */
@@ -95,6 +105,12 @@ export interface Server {
   /** How this server reads its socket (see ServerOptions.io). */
   readonly io: 'batch' | 'dgram';
   readonly stats: ServerStats;
+  /**
+   * Reads the key file again (ServerOptions.keyFile), for SIGHUP; throws a
+   * KeyFileError and keeps the keys it had when the file cannot be used.
+   * Returns how many keys are now accepted, 0 for a server without a key file.
+   */
+  reloadKeys(): number;
   /** Closes the socket and clears timers; safe to call more than once. */
   close(): Promise<void>;
 }
@@ -385,8 +401,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   const rate = opts.rate ?? DEFAULT_RATE;
   const ownHost = opts.hostname ?? (await localFqdn());
   const stats: ServerStats = {
-    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, replyFailed: 0, errors: 0,
+    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0, errors: 0,
   };
+  let keys = opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile);
   const log = opts.onDatagram;
   const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
   const text = (msg: Buffer) => msg.toString('latin1');
@@ -424,13 +441,19 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       log?.(joinHostPort(source, port), text(msg), `dropped: ${err.message}`);
       return undefined;
     }
+    const key = keys === undefined ? undefined : verify(request.auth, keys.byId);
+    if (keys !== undefined && key === undefined) {
+      stats.unauthenticated++;
+      log?.(joinHostPort(source, port), text(msg), 'dropped: not authenticated by a key of the key file');
+      return undefined;
+    }
     const reply = answer(request, ownHost);
     if (reply === undefined) {
       stats.suppressed++;
       log?.(joinHostPort(source, port), text(msg), 'no reply: the flags ask for none');
       return undefined;
     }
-    const line = replyLine(reply);
+    const line = key === undefined ? replyLine(reply) : signLine(key, keyedReplyLine(reply));
     stats.answered++;
     log?.(joinHostPort(source, port), text(msg), `answered ${line}`);
     return line;
@@ -468,6 +491,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     io: transport.io,
     address: () => transport.address(),
     stats,
+    reloadKeys() {
+      if (opts.keyFile === undefined) return 0;
+      keys = readKeyFile(opts.keyFile);
+      return keys.byId.size;
+    },
     close() {
       closing ??= (async () => {
         await transport.close();

@@ -24,6 +24,8 @@ export interface WatchOptions {
   onDebug?: (line: string) => void;
   /** How the client's sockets are read (ClientOptions.io). */
   io?: SocketIo;
+  /** Authenticate questions and answers with this key file (ClientOptions.keyFile). */
+  keyFile?: string;
 }
 
 /** Whether a signal name or number is one this host knows; the canonical name (SIGHUP) or undefined. */
@@ -55,6 +57,7 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     ...(opts.port !== undefined && { port: opts.port }),
     ...(opts.onDebug && { onDebug: opts.onDebug }),
     ...(opts.io && { io: opts.io }),
+    ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }),
   });
   const onAbort = () => void client.close();
   signal.addEventListener('abort', onAbort);

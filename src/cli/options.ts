@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { CommandError } from '../errors.js';
+import { KeyFileError, readKeyFile } from '../keys.js';
 import { loadUdpBatch } from '../native.js';
 import type { OptionSpec } from './args.js';
 
@@ -13,6 +14,34 @@ import type { OptionSpec } from './args.js';
 export const ENV_PORT = 'PIDSTAT_PORT';
 /** How sockets are read: auto, batch (the addon native/udpbatch.c) or dgram (Node's); for testing and trouble. */
 export const ENV_IO = 'PIDSTAT_IO';
+
+export const ENV_KEY_FILE = 'PIDSTAT_KEY_FILE';
+
+/** The `--key-file` option, shared by all commands. */
+export function keyFileOption(daemon = false): OptionSpec {
+  const what = daemon ? 'Answer only requests authenticated by a key of FILE; SIGHUP re-reads it'
+    : 'Authenticate requests with the first key of FILE and accept only replies authenticated by it';
+  return { type: 'string', description: `${what} (env ${ENV_KEY_FILE}; lines '<id> <hex secret>', mode 600)` };
+}
+
+/**
+ * The key file from `--key-file`, else PIDSTAT_KEY_FILE, made absolute against
+ * `cwd` and checked now, so that a file that cannot be used is a usage error
+ * (64) before anything is sent; undefined when neither is given.
+ */
+export function keyFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv, cwd = process.cwd()): string | undefined {
+  const given = flag ?? (env[ENV_KEY_FILE] === '' ? undefined : env[ENV_KEY_FILE]);
+  if (given === undefined) return undefined;
+  if (given === '') throw new CommandError('--key-file needs a file name');
+  const file = resolve(cwd, given);
+  try {
+    readKeyFile(file);
+  } catch (err) {
+    if (err instanceof KeyFileError) throw new CommandError(err.message);
+    throw err;
+  }
+  return file;
+}
 
 /** PIDSTAT_IO, checked (batch only where the addon was built); undefined when unset. */
 export function ioFrom(env: NodeJS.ProcessEnv): 'auto' | 'batch' | 'dgram' | undefined {

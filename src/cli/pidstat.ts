@@ -3,11 +3,11 @@ import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
-import { colorLevel, ioFrom, parseDuration, parseInteger, portFrom, portOption } from './options.js';
+import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
 import { isTerminal, writeErr } from './stdio.js';
-import { parseTargets } from './targets.js';
+import { parseTargets, unbracket } from './targets.js';
 
 const USAGE = `Usage:
   $0 [options] HOST PID [PID ...] [HOST PID ...]
@@ -30,6 +30,7 @@ export const SPEC = {
   options: {
     host: { type: 'string', description: 'Host of the PIDs given alone (default localhost)' },
     port: portOption(),
+    'key-file': keyFileOption(),
     timeout: { type: 'string', description: 'Wait this long for a reply before asking again: ms, or 500ms, 2s (default 1000)' },
     tries: { type: 'string', description: 'Requests per target, the first included (default 5)' },
     silent: { type: 'boolean', alias: 's', description: 'Print nothing; only the exit status tells' },
@@ -83,6 +84,8 @@ export async function main(argv: string[]): Promise<number> {
       // ping checks the daemon, so it never answers locally.
       local: args.local && !isPingCommand,
     };
+    const keyFile = keyFileFrom(args['key-file'], process.env);
+    if (keyFile !== undefined) options.keyFile = keyFile;
     if (args.debug) options.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
     const io = ioFrom(process.env);
     if (io !== undefined) options.io = io;
@@ -121,7 +124,7 @@ export async function main(argv: string[]): Promise<number> {
  */
 async function ping(options: ClientOptions, output: Output, words: string[], hostOption: string | undefined): Promise<number> {
   if (words.length > 1) throw new CommandError(`ping takes one HOST, not ${words.length}`, ExitCode.PLUGIN_UNKNOWN);
-  const host = words[0] ?? hostOption ?? 'localhost';
+  const host = unbracket(words[0] ?? hostOption ?? 'localhost');
   if (!isValidHost(host)) throw new CommandError(`'${host}' is not a host name or address`, ExitCode.PLUGIN_UNKNOWN);
   const client = new PidStatClient(options);
   const where = joinHostPort(host, client.port);

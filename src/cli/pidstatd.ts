@@ -8,11 +8,12 @@ import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { loadUdpBatch } from '../native.js';
+import { printable } from '../printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
 import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../server.js';
 import { openSyslog, SYSLOG_SOCKET, type Severity } from '../syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
-import { ioFrom, parseInteger, portFrom, portOption } from './options.js';
+import { ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { writeErr } from './stdio.js';
 
@@ -33,6 +34,8 @@ import { writeErr } from './stdio.js';
 const ROLE_ENV = 'PIDSTATD_ROLE';
 /** The pidfile's absolute path, for the supervisor, which works in /. */
 const PIDFILE_ENV = 'PIDSTATD_PIDFILE';
+/** The directory the user started pidstatd in: the roles work in /, and read relative paths against it. */
+const CWD_ENV = 'PIDSTATD_CWD';
 /**
  * Waits before restarting a server that died: the first well inside the 2 s
  * promised, each next one twice as long (a port another process took keeps
@@ -48,7 +51,7 @@ const STOP_GRACE_MS = 5000;
 type Message = { ready: string } | { error: string };
 
 const USAGE = `Usage: $0 [--port N] [--bind ADDR] [--foreground] [--allow CIDR,...]
-                [--rate N] [--pidfile FILE] [--debug] [--version] [--help]
+                [--rate N] [--pidfile FILE] [--key-file FILE] [--debug] [--version] [--help]
 
 Answers pidstat's questions (IPC::Locker's pidstatd protocol) on UDP: does
 process PID exist on this host? Detaches unless --foreground is given.`;
@@ -59,6 +62,7 @@ export const SPEC = {
   epilog: 'Exit status: 0 once the daemon answers (detached) or after SIGTERM/SIGINT (foreground); 1 if it cannot listen; 64 usage error.',
   options: {
     port: portOption(true),
+    'key-file': keyFileOption(true),
     bind: { type: 'string', description: 'Listen on this address only (default :: dual-stack, else 0.0.0.0)' },
     foreground: { type: 'boolean', alias: 'nofork', description: 'Stay attached and log to stderr (what a service manager runs)' },
     allow: { type: 'string', array: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' },
@@ -148,6 +152,8 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
       throw new CommandError(`--allow: ${(err as Error).message}`);
     }
   }
+  const keyFile = keyFileFrom(args['key-file'], process.env, process.env[ROLE_ENV] === undefined ? process.cwd() : process.env[CWD_ENV] ?? '/');
+  if (keyFile !== undefined) server.keyFile = keyFile;
   if (args.rate !== undefined) server.rate = parseInteger(args.rate, '--rate', 0, 1_000_000_000);
   const fd = inheritedFd(process.env);
   if (fd !== undefined) server.fd = fd;
@@ -193,7 +199,7 @@ function warnIfNotRoot(): void {
  */
 async function serve(config: DaemonConfig, report?: (message: Message) => void): Promise<number> {
   const options: ServerOptions = { ...config.server, onError: (err) => log(`socket error: ${err.message}`) };
-  if (config.debug) options.onDatagram = (from, text, fate) => log(`${from} ${JSON.stringify(text)}: ${fate}`);
+  if (config.debug) options.onDatagram = (from, text, fate) => log(`${from} "${printable(text)}": ${fate}`);
   let server: Server | undefined;
   process.on('SIGHUP', () => server !== undefined && reloadOnHangup(server));
   process.on('SIGUSR1', () => server !== undefined && log(`counters: ${describeStats(server.stats)}`));
@@ -240,8 +246,14 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
  * SIGHUP: the daemon goes on serving, never stops (the original restarts
  * its server on HUP, which would drop the datagrams queued meanwhile).
  */
-function reloadOnHangup(_server: Server): void {
-  log('SIGHUP: no key file to re-read');
+/** SIGHUP: the key file read again; one that cannot be used leaves the keys as they were. */
+function reloadOnHangup(server: Server): void {
+  try {
+    const count = server.reloadKeys();
+    log(count === 0 ? 'SIGHUP: no key file to re-read' : `SIGHUP: ${count} ${count === 1 ? 'key' : 'keys'} read again`);
+  } catch (err) {
+    log(`SIGHUP: ${(err as Error).message}; keeping the keys read before`);
+  }
 }
 
 /** A pidfile naming a live pidstatd belongs to it: starting another would take it over. */
@@ -274,7 +286,7 @@ function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: bool
   return spawn(process.execPath, [...nodeFlags(), join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
-    env: { ...process.env, ...env, [ROLE_ENV]: role },
+    env: { ...process.env, ...env, [ROLE_ENV]: role, [CWD_ENV]: process.env[CWD_ENV] ?? process.cwd() },
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
   });
 }

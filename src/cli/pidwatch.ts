@@ -6,13 +6,14 @@ import { localPidExists } from '../probe.js';
 import { isValidHost, parsePid } from '../protocol.js';
 import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
-import { ioFrom, parseDuration, portFrom, portOption } from './options.js';
+import { ioFrom, keyFileFrom, keyFileOption, parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { writeErr } from './stdio.js';
 
 const USAGE = `Usage:
   $0 [--cd DIR] [--host HOST] --pid PID [--port N] [--signal SIG]
-           [--killer PROG] [--interval MS] [--no-local] [--debug] COMMAND [ARG ...]
+           [--killer PROG] [--interval MS] [--key-file FILE] [--no-local] [--debug]
+           COMMAND [ARG ...]
   $0 [--host HOST] --pid PID --foreground FGPID [...]
 
 Runs COMMAND (joined with spaces, by /bin/sh -c) and ends it when process
@@ -31,6 +32,7 @@ export const SPEC = {
     pid: { type: 'string', description: 'The process to watch' },
     host: { type: 'string', description: 'Host of PID (default: this host)' },
     port: portOption(),
+    'key-file': keyFileOption(),
     signal: { type: 'string', description: "Signal for the command's process group: HUP, SIGHUP, -HUP or 1 (default HUP)" },
     killer: { type: 'string', description: 'Run PROG -SIG CMDPID instead of sending the signal' },
     interval: { type: 'string', description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' },
@@ -89,6 +91,8 @@ export async function main(argv: string[]): Promise<number> {
   if (port !== undefined) watch.port = port;
   const io = ioFrom(process.env);
   if (io !== undefined) watch.io = io;
+  const keyFile = keyFileFrom(args['key-file'], process.env);
+  if (keyFile !== undefined) watch.keyFile = keyFile;
   if (args.debug) watch.onDebug = (line) => writeErr(`pidwatch: ${line}\n`);
 
   if (args.foreground !== undefined) {

@@ -13,7 +13,7 @@ const LOOKS_NUMERIC = /^(?:[+-][0-9]+|0x[0-9a-f]+|[0-9]+(?:\.[0-9]+)?e[+-]?[0-9]
  */
 export function parseTargets(words: readonly string[], defaultHost: string): Target[] {
   const targets: Target[] = [];
-  let current = checkHost(defaultHost, '--host');
+  let current = checkHost(unbracket(defaultHost), '--host');
   let hostWithoutPid: string | undefined;
   for (const word of words) {
     if (/^[0-9]+$/.test(word) || LOOKS_NUMERIC.test(word)) {
@@ -48,7 +48,8 @@ function splitHostPid(word: string): { host: string; pid: string } | undefined {
   return { host, pid: word.slice(colon + 1) };
 }
 
-function unbracket(word: string): string {
+/** A host word without the brackets of `[::1]`. */
+export function unbracket(word: string): string {
   return /^\[.*\]$/.test(word) ? word.slice(1, -1) : word;
 }
 

@@ -1,0 +1,132 @@
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+/**
+ * Keys (CONTRACT section 6): requests and replies authenticated with
+ * HMAC-SHA256, for networks where someone may read the traffic and so the
+ * cookie alone is not enough.
+ *
+ * A key file holds one key per line, `<id> <secret>`: id a decimal from 1 to
+ * 65535, secret at least 32 hexadecimal digits; blank lines and `#` comments
+ * are ignored. Like an ssh private key, it must be a regular file of the
+ * user (or root) that neither group nor others may read or write.
+ *
+ * The authenticator is one more field at the end of a message, `<id>:<mac>`:
+ * <mac> is the first 32 lowercase hex digits (128 bits) of HMAC-SHA256 keyed
+ * with the secret over every byte of the datagram before <mac>. A keyed
+ * message always has all its fields, `-` standing for a missing start token:
+ *
+ *   PIDR <pid> <host> <flags> <start|-> <id>:<mac>\n
+ *   EXIS <pid> 1 <host> <start|-> <id>:<mac>     (also EXIS ... 0, UNKN ... na)
+ *
+ * A reply echoes the request's <host>, cookie included, so its
+ * authenticator binds it to that request.
+ * @see ../shared/CONTRACT.md section 6; man/pidstatd.8, AUTHENTICATION
+ */
+
+export interface Key {
+  id: number;
+  secret: Buffer;
+}
+
+/** The keys of a file: the first signs a client's requests; any one is accepted by a daemon. */
+export interface KeyRing {
+  readonly file: string;
+  readonly first: Key;
+  readonly byId: ReadonlyMap<number, Key>;
+}
+
+/** A key file that cannot be used; the message names the file and what is wrong. */
+export class KeyFileError extends Error {
+  override name = 'KeyFileError';
+}
+
+export const MAC_HEX_DIGITS = 32;
+const MAX_KEY_ID = 65535;
+const MIN_SECRET_HEX_DIGITS = 32;
+const LINE_RE = /^([0-9]+)[ \t]+([0-9a-fA-F]+)$/;
+
+type Crypto = typeof import('node:crypto');
+let crypto: Crypto | undefined;
+/** node:crypto, loaded only by a command that has keys. */
+function cryptoModule(): Crypto {
+  return (crypto ??= createRequire(import.meta.url)('node:crypto') as Crypto);
+}
+
+function readSecure(file: string): string {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw new KeyFileError(`key file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new KeyFileError(`key file ${file}: not a regular file`);
+    const uid = process.getuid?.();
+    if (uid !== undefined && stat.uid !== uid && stat.uid !== 0) {
+      throw new KeyFileError(`key file ${file}: owned by uid ${stat.uid}, not by you (uid ${uid}) or root`);
+    }
+    if ((stat.mode & 0o077) !== 0) {
+      const mode = (stat.mode & 0o777).toString(8).padStart(4, '0');
+      throw new KeyFileError(`key file ${file}: group or others may read or write it (mode ${mode}): run chmod 600 ${file}`);
+    }
+    return readFileSync(fd, 'latin1');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads and checks a key file; throws KeyFileError. */
+export function readKeyFile(file: string): KeyRing {
+  const byId = new Map<number, Key>();
+  let first: Key | undefined;
+  readSecure(file).split('\n').forEach((raw, index) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const where = `key file ${file}, line ${index + 1}`;
+    const match = LINE_RE.exec(line);
+    if (!match) throw new KeyFileError(`${where}: not '<id> <secret>' (an id from 1 to ${MAX_KEY_ID}, a secret of hex digits)`);
+    const id = Number(match[1]);
+    const hex = match[2]!;
+    if (!(id >= 1 && id <= MAX_KEY_ID) || match[1]!.startsWith('0')) throw new KeyFileError(`${where}: the id must be a decimal from 1 to ${MAX_KEY_ID}`);
+    if (hex.length < MIN_SECRET_HEX_DIGITS || hex.length % 2 !== 0) {
+      throw new KeyFileError(`${where}: the secret must be an even number of hex digits, at least ${MIN_SECRET_HEX_DIGITS} (openssl rand -hex 32 makes one)`);
+    }
+    if (byId.has(id)) throw new KeyFileError(`${where}: key id ${id} is given twice`);
+    const key = { id, secret: Buffer.from(hex, 'hex') };
+    byId.set(id, key);
+    first ??= key;
+  });
+  if (first === undefined) throw new KeyFileError(`key file ${file}: no key in it`);
+  return { file, first, byId };
+}
+
+/** The 32 hex digits of the authenticator of `signed`. */
+function mac(key: Key, signed: Uint8Array): string {
+  return cryptoModule().createHmac('sha256', key.secret).update(signed).digest('hex').slice(0, MAC_HEX_DIGITS);
+}
+
+/** `line` with its authenticator field appended. */
+export function signLine(key: Key, line: string): string {
+  const signed = `${line} ${key.id}:`;
+  return signed + mac(key, Buffer.from(signed, 'latin1'));
+}
+
+/** An authenticator as a message carries it: its key id, the bytes it covers and the digits given. */
+export interface Auth {
+  id: number;
+  /** Every byte of the datagram before the mac. */
+  signed: Uint8Array;
+  mac: string;
+}
+
+/** The key that made `auth`, when it is one of `accepted`; undefined for any other. */
+export function verify(auth: Auth | undefined, accepted: ReadonlyMap<number, Key>): Key | undefined {
+  if (auth === undefined) return undefined;
+  const key = accepted.get(auth.id);
+  if (key === undefined) return undefined;
+  const expected = Buffer.from(mac(key, auth.signed), 'latin1');
+  const given = Buffer.from(auth.mac, 'latin1');
+  return given.length === expected.length && cryptoModule().timingSafeEqual(given, expected) ? key : undefined;
+}
