@@ -1,16 +1,17 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 
 /**
  * The only code that asks this host's kernel about a process.
  *
  * kill(pid, 0): success means the process exists (a zombie too, as with
- * `kill -0`); ESRCH means it does not; EPERM (another user's process) falls
- * back to /proc/<pid> where /proc is mounted, else the answer is unknown.
+ * `kill -0`); ESRCH means it does not; EPERM means it exists too: the kernel
+ * looks the pid up before it checks the permission, so EPERM proves a live
+ * process. No /proc look-up may turn it into "dead": `hidepid` hides another
+ * user's /proc/<pid>, and a false "dead" kills a job.
  * @see https://man7.org/linux/man-pages/man2/kill.2.html
  */
 
-const PROC_MOUNTED = existsSync('/proc/self/stat');
 const ESRCH = -constants.errno.ESRCH;
 const EPERM = -constants.errno.EPERM;
 
@@ -33,26 +34,12 @@ const rawKill: (pid: number, signal: number) => number =
         }
       };
 
-/**
- * Whether /proc/<pid> exists. stat(), not access(): under hidepid=1 access()
- * is refused for another user's process while stat() still sees it.
- * @see https://man7.org/linux/man-pages/man5/proc.5.html (hidepid)
- */
-function procEntryExists(pid: number): boolean {
-  try {
-    statSync(`/proc/${pid}`);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
-  }
-}
-
 /** What kill(pid, 0) tells: true exists, false does not, undefined cannot tell. */
 export function pidExists(pid: number): boolean | undefined {
   const err = rawKill(pid, 0);
   if (err === 0) return true;
   if (err === ESRCH) return false;
-  if (err === EPERM && PROC_MOUNTED) return procEntryExists(pid);
+  if (err === EPERM) return true;
   return undefined;
 }
 

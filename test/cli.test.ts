@@ -370,9 +370,12 @@ describe('pidstat through a daemon on 127.0.0.1 (--no-local)', () => {
     const r = await runBin('pidstat', ['--no-local', '--port', port, '--debug', `127.0.0.1:${live}`]);
     assert.equal(r.code, 0, describeRun(r));
     assert.equal(r.stdout, `127.0.0.1:${live} exists\n`);
-    // CONTRACT section 2: pidstat asks with flags 15.
-    assert.match(r.stderr, new RegExp(`PIDR ${live} 127\\.0\\.0\\.1 15\\b`), r.stderr);
-    assert.match(r.stderr, new RegExp(`EXIS ${live} 1 127\\.0\\.0\\.1`), r.stderr);
+    // CONTRACT section 2: pidstat asks with flags 15; section 1: the host field carries a cookie, echoed.
+    const cookie = new RegExp(`PIDR ${live} 127\\.0\\.0\\.1/([0-9a-f]{16}) 15\\b`).exec(r.stderr)?.[1];
+    assert.ok(cookie !== undefined, r.stderr);
+    assert.match(r.stderr, new RegExp(`EXIS ${live} 1 127\\.0\\.0\\.1/${cookie}`), r.stderr);
+    const again = await runBin('pidstat', ['--no-local', '--port', port, '--debug', `127.0.0.1:${live}`]);
+    assert.doesNotMatch(again.stderr, new RegExp(cookie), 'each run draws a fresh cookie');
   });
 
   test('ping: one OK line with the response time, exit 0', async () => {

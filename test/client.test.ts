@@ -215,13 +215,15 @@ test('late replies to earlier requests never answer another question', async () 
     const [, pidText, host] = msg.toString().trim().split(' ');
     const pid = Number(pidText);
     const key = `${pid} ${host}`;
+    // The truth is the host word's, without the cookie the client adds after a '/'.
+    const word = host!.slice(0, host!.lastIndexOf('/'));
     responder.send(`EXIS ${pid + 1000} 1 ${host}`, rinfo.port, rinfo.address);
     responder.send(`EXIS ${pid} 1 not-${host}`, rinfo.port, rinfo.address);
     if (!firstSeen.has(key)) {
       firstSeen.add(key);
       return;
     }
-    batch.push({ text: `EXIS ${pid} ${truth(pid, host!)} ${host}`, rinfo });
+    batch.push({ text: `EXIS ${pid} ${truth(pid, word)} ${host}`, rinfo });
     if (batch.length === 1) {
       setTimeout(() => {
         const due = batch.reverse();

@@ -1,13 +1,13 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
-import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN, isValidHost } from '../protocol.js';
+import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
 import { isTerminal, writeErr } from './stdio.js';
-import { parseTargets, unbracket } from './targets.js';
+import { checkHost, parseTargets, unbracket } from './targets.js';
 
 const USAGE = `Usage:
   $0 [options] HOST PID [PID ...] [HOST PID ...]
@@ -124,8 +124,13 @@ export async function main(argv: string[]): Promise<number> {
  */
 async function ping(options: ClientOptions, output: Output, words: string[], hostOption: string | undefined): Promise<number> {
   if (words.length > 1) throw new CommandError(`ping takes one HOST, not ${words.length}`, ExitCode.PLUGIN_UNKNOWN);
-  const host = unbracket(words[0] ?? hostOption ?? 'localhost');
-  if (!isValidHost(host)) throw new CommandError(`'${host}' is not a host name or address`, ExitCode.PLUGIN_UNKNOWN);
+  const word = words[0] ?? hostOption ?? 'localhost';
+  let host: string;
+  try {
+    host = checkHost(unbracket(word), word);
+  } catch (err) {
+    throw new CommandError((err as Error).message, ExitCode.PLUGIN_UNKNOWN);
+  }
   const client = new PidStatClient(options);
   const where = joinHostPort(host, client.port);
   try {

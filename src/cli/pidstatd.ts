@@ -189,7 +189,7 @@ function batchMissing(): string {
 
 function warnIfNotRoot(): void {
   if (process.getuid?.() !== 0) {
-    log(`warning: not running as root (uid ${process.getuid?.()}): other users' processes are judged by /proc`, 'warning');
+    log(`warning: not running as root (uid ${process.getuid?.()}): it cannot signal other users' processes, but still sees them (kill() says EPERM: they exist)`, 'warning');
   }
 }
 

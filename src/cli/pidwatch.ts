@@ -3,11 +3,12 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { CommandError } from '../errors.js';
 import { localPidExists } from '../probe.js';
-import { isValidHost, parsePid } from '../protocol.js';
+import { parsePid } from '../protocol.js';
 import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
+import { checkHost } from './targets.js';
 import { writeErr } from './stdio.js';
 
 const USAGE = `Usage:
@@ -78,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
   const { words } = args;
   const pid = checkPid(args.pid, '--pid');
   const host = args.host ?? 'localhost';
-  if (!isValidHost(host)) throw new CommandError(`--host '${host}' is not a host name or address`);
+  checkHost(host, '--host');
   const signal = parseSignal(args.signal ?? 'HUP');
   if (signal === undefined) throw new CommandError(`--signal '${args.signal}' is not a signal name or number (like HUP, SIGTERM, -INT or 15)`);
   const watch: WatchOptions = {

@@ -1,7 +1,8 @@
 import type { Target } from '../client.js';
 import { CommandError } from '../errors.js';
 import { ipFamily } from '../host.js';
-import { isValidHost, parsePid } from '../protocol.js';
+import { COOKIE_LENGTH } from '../cookie.js';
+import { isValidHost, MAX_HOST_BYTES, parsePid } from '../protocol.js';
 
 /** Signed, hex and exponent numbers: meant as pids, never host names. */
 const LOOKS_NUMERIC = /^(?:[+-][0-9]+|0x[0-9a-f]+|[0-9]+(?:\.[0-9]+)?e[+-]?[0-9]+)$/i;
@@ -62,10 +63,17 @@ function checkPid(text: string, word: string): number {
   return pid;
 }
 
-function checkHost(host: string, word: string): string {
+/** The longest host word a request can carry with its cookie. */
+export const MAX_HOST_WORD = MAX_HOST_BYTES - COOKIE_LENGTH;
+
+/** A host word as a request can carry it, or a CommandError naming `word`. */
+export function checkHost(host: string, word: string): string {
   if (!isValidHost(host)) {
     const what = host === '' ? 'an empty host' : `'${host}' is not a host name or address`;
-    throw new CommandError(`'${word}': ${what}`);
+    throw new CommandError(`'${word.length > 60 ? `${word.slice(0, 60)}...` : word}': ${what}`);
+  }
+  if (host.length > MAX_HOST_WORD) {
+    throw new CommandError(`'${word.slice(0, 60)}...': a host name is over ${MAX_HOST_WORD} bytes, with no room left for the cookie`);
   }
   return host;
 }
