@@ -73,12 +73,15 @@ export function fate(seed: number, dir: string, who: string, n: number): number 
   return mix(fnv1a(`${seed >>> 0}|${dir}|${who}|${n}`) ^ Math.imul(seed >>> 0, 0x9e3779b1));
 }
 
-/** The pid and host fields of a request (`PIDR pid host ...`) or reply (`EXIS pid 1 host`, `UNKN pid na host`). */
+/**
+ * The pid and host fields of a request (`PIDR pid host ...`) or reply (`EXIS pid 1 host`, `UNKN pid na host`);
+ * the host as the user wrote it, without the cookie the client adds (`host/<16 hex digits>`), which differs per run.
+ */
 export function fieldsOf(text: string): { kind: string; pid: number | undefined; host: string | undefined } {
   const words = text.split('\n')[0]!.trim().split(/\s+/);
   const kind = words[0] ?? '';
   const pid = /^[0-9]+$/.test(words[1] ?? '') ? Number(words[1]) : undefined;
-  const host = kind === 'PIDR' ? words[2] : words[3];
+  const host = (kind === 'PIDR' ? words[2] : words[3])?.replace(/\/[0-9a-f]{16}$/, '');
   return { kind, pid, host };
 }
 
