@@ -305,7 +305,7 @@ export interface Forger {
   pid: number;
   /** The ports target mode sprays now (empty until it found the target's sockets). */
   ports(): number[];
-  /** Resolves once the target's sockets were found (target mode). */
+  /** Resolves once the target's sockets were found (target mode), or with [] if the forger ended first. */
   found(timeoutMs: number): Promise<number[]>;
   /** Its report, once it stopped by itself (reason 'lost' if it ended without one). */
   done: Promise<ForgerReport>;
@@ -348,7 +348,11 @@ export async function startForger(opts: ForgerOptions): Promise<Forger> {
     else if (value['type'] === 'ports') {
       ports = value['ports'] as number[];
       if (ports.length > 0) for (const waiter of portWaiters.splice(0)) waiter(ports);
-    } else if (value['type'] === 'done') onDone(value as unknown as ForgerReport);
+    } else if (value['type'] === 'done') {
+      onDone(value as unknown as ForgerReport);
+      // Ended without finding the target's ports (it was gone): waiting longer is vain.
+      for (const waiter of portWaiters.splice(0)) waiter(ports);
+    }
   });
   let ending = '';
   const exited = new Promise<void>((resolve) =>

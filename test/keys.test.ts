@@ -254,9 +254,9 @@ describe('keys', () => {
     const dead = await deadPid();
     try {
       await withDaemon(['--key-file', keys], {}, async (daemon) => {
-        for (const plain of [`PIDR ${sleeper.pid}\n`, `PIDR ${sleeper.pid} host 3\n`, `PIDR ${dead} host 3\n`, `PIDR ${sleeper.pid} host 15 - \n`]) {
-          assert.equal(await ask(daemon.port, plain, { waitMs: 300 }), undefined, `a keyed daemon answered ${JSON.stringify(plain)}`);
-        }
+        const plain = [`PIDR ${sleeper.pid}\n`, `PIDR ${sleeper.pid} host 3\n`, `PIDR ${dead} host 3\n`, `PIDR ${sleeper.pid} host 15 - \n`];
+        const plainReplies = await Promise.all(plain.map((request) => ask(daemon.port, request, { waitMs: 300 })));
+        plainReplies.forEach((reply, i) => assert.equal(reply, undefined, `a keyed daemon answered ${JSON.stringify(plain[i])}`));
 
         const host = `probe/${randomBytes(8).toString('hex')}`;
         const live = await ask(daemon.port, signedRequest(7, key, sleeper.pid, host));
@@ -282,9 +282,8 @@ describe('keys', () => {
           signedRequest(8, key, sleeper.pid, host),
           signed.replace(/[0-9a-f]{32}\n$/, (mac) => `${mac.slice(0, 31)}${mac.endsWith('0') ? '1' : '0'}\n`),
         ];
-        for (const request of tampered) {
-          assert.deepEqual(await exchange(daemon.port, request, { waitMs: 300 }), [], `a keyed daemon answered ${JSON.stringify(request)}`);
-        }
+        const tamperedReplies = await Promise.all(tampered.map((request) => exchange(daemon.port, request, { waitMs: 300 })));
+        tamperedReplies.forEach((replies, i) => assert.deepEqual(replies, [], `a keyed daemon answered ${JSON.stringify(tampered[i])}`));
       });
     } finally {
       await sleeper.stop();
@@ -342,11 +341,18 @@ describe('keys', () => {
         await sleep(600);
         const alive = jobs.filter(isRunning);
         assert.equal(alive.length, 1, `pidwatch with a wrong key killed its job (or both live): ${alive.length} of 2 jobs alive`);
-        for (const job of alive) process.kill(job, 'SIGTERM');
+        // The job leads its own process group: end all of it.
+        for (const job of alive) process.kill(-job, 'SIGTERM');
         await wrongRun;
       });
     } finally {
-      for (const job of jobs) if (isRunning(job)) process.kill(job, 'SIGKILL');
+      for (const job of jobs) {
+        try {
+          process.kill(-job, 'SIGKILL');
+        } catch {
+          // Ended already.
+        }
+      }
       await sleeper.stop();
     }
   });
