@@ -1,4 +1,5 @@
 import { ask, startDaemon, type Daemon } from '../helpers.js';
+import { checkKeyedAnswer, keyedRequest, withCookie, writeKeyFile } from './keyed.js';
 import { alternate, mb, median, perSecond, rssKb } from './lib.js';
 import { metOrNot, type Row } from './table.js';
 import { startFloor, udpload, type Tools } from './tools.js';
@@ -6,8 +7,8 @@ import { startFloor, udpload, type Tools } from './tools.js';
 /** The daemon under load: throughput and round trip against the C floor, and memory. */
 
 /** A fresh daemon as the figures want it: no rate limit, loopback only; `env` may set PIDSTAT_IO. */
-function startUnlimitedDaemon(env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
-  return startDaemon(['--bind', '127.0.0.1', '--rate', '0'], env);
+function startUnlimitedDaemon(env: NodeJS.ProcessEnv = {}, args: readonly string[] = []): Promise<Daemon> {
+  return startDaemon(['--bind', '127.0.0.1', '--rate', '0', ...args], env);
 }
 
 /** One request like udpload's, to see the daemon answers what it should before timing it. */
@@ -25,17 +26,26 @@ interface LoadFigure {
   /** Minimum ratio ours / floor; undefined: reported only. */
   goal: number | undefined;
   env?: NodeJS.ProcessEnv;
+  /** More pidstatd arguments. */
+  args?: readonly string[];
+  /**
+   * The exact request our daemon gets (udpload's UDPLOAD_MESSAGE) and the
+   * check of its answer, instead of `PIDR pid 127.0.0.1 3` and `expected`.
+   * The floor still gets udpload's own request.
+   */
+  keyed?: { request: string; check(port: number): Promise<void> };
 }
 
 /** `udpload 127.0.0.1 PORT 3 WINDOW PID` against our daemon and udplimit, alternated 3 times, median replies/s. */
 async function loadFigure(tools: Tools, spec: LoadFigure): Promise<Row[]> {
-  const daemon = await startUnlimitedDaemon(spec.env);
+  const daemon = await startUnlimitedDaemon(spec.env, spec.args);
   try {
     const floor = await startFloor(tools);
     try {
-      await checkAnswer(daemon.port, spec.pid, spec.expected);
+      if (spec.keyed === undefined) await checkAnswer(daemon.port, spec.pid, spec.expected);
+      else await spec.keyed.check(daemon.port);
       const runs = await alternate(
-        () => udpload(tools, daemon.port, 3, spec.window, spec.pid),
+        () => udpload(tools, daemon.port, 3, spec.window, spec.pid, spec.keyed?.request),
         () => udpload(tools, floor.port, 3, spec.window, spec.pid),
         3,
       );
@@ -46,7 +56,7 @@ async function loadFigure(tools: Tools, spec: LoadFigure): Promise<Row[]> {
         {
           figure: spec.figure,
           ours: `${perSecond(ours)} (${runs.a.map((l) => Math.round(l.rate)).join(', ')})`,
-          reference: `${perSecond(floorRate)} C floor (${runs.b.map((l) => Math.round(l.rate)).join(', ')})`,
+          reference: `${perSecond(floorRate)} C floor${spec.keyed === undefined ? '' : ' for unkeyed requests'} (${runs.b.map((l) => Math.round(l.rate)).join(', ')})`,
           ratio,
           goal: spec.goal === undefined ? 'reported' : `>= ${spec.goal.toFixed(2)} x floor`,
           met: spec.goal === undefined ? 'n/a' : metOrNot(ratio >= spec.goal),
@@ -62,6 +72,31 @@ async function loadFigure(tools: Tools, spec: LoadFigure): Promise<Row[]> {
 
 export const daemonThroughput = (tools: Tools) =>
   loadFigure(tools, { figure: 'daemon throughput (window 8, pid 1)', window: 8, pid: '1', expected: 'EXIS 1 1 127.0.0.1', goal: 0.7 });
+
+/**
+ * A daemon with `--key-file`: every request's MAC checked, every reply's
+ * computed. udpload sends one keyed request, cookie included, computed here
+ * and checked first: the daemon answers it with a reply whose MAC verifies,
+ * and ignores it with a MAC changed.
+ */
+export async function keyedThroughput(tools: Tools): Promise<Row[]> {
+  const key = writeKeyFile();
+  try {
+    const host = withCookie('127.0.0.1');
+    const request = keyedRequest(key, '1', host);
+    return await loadFigure(tools, {
+      figure: 'daemon throughput with a key file (window 8, pid 1)',
+      window: 8,
+      pid: '1',
+      expected: `EXIS 1 1 ${host} -`,
+      goal: 0.5,
+      args: ['--key-file', key.file],
+      keyed: { request, check: (port) => checkKeyedAnswer(port, key, request, `EXIS 1 1 ${host} -`) },
+    });
+  } finally {
+    key.remove();
+  }
+}
 
 /** What a daemon without the addon answers (no goal: the goal is the default build's). */
 export const dgramThroughput = (tools: Tools) =>

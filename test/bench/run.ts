@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { fanout, startToAnswer } from './client.js';
+import { fanout, keyedStartToAnswer, startToAnswer } from './client.js';
 import { loadUdpBatch } from '../../src/native.js';
-import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput } from './daemon.js';
+import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput, keyedThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
@@ -14,7 +14,9 @@ import { buildTools, type Tools } from './tools.js';
  * reference run interleaved with it or against its goal's bound, printed as
  * it completes and then as one markdown table. Exit 0 whether the goals are
  * met or not; 1 if a figure could not be measured. Words after `--`
- * (`npm run bench -- daemon`) run only the figures whose names hold one.
+ * (`npm run bench -- daemon`) run only the figures whose names hold one; a
+ * word that is a figure's whole name (`-- 'daemon throughput'`) picks that
+ * figure alone.
  */
 
 interface Figure {
@@ -26,12 +28,14 @@ interface Figure {
 
 const FIGURES: Figure[] = [
   { name: 'daemon throughput', needsTools: true, measure: daemonThroughput },
+  { name: 'daemon throughput with a key file', needsTools: true, measure: keyedThroughput },
   { name: 'daemon round trip', needsTools: true, measure: daemonRoundTrip },
   { name: 'dead-pid throughput', needsTools: true, measure: deadPidThroughput },
   { name: 'dgram throughput', needsTools: true, measure: dgramThroughput },
   { name: 'daemon memory', needsTools: true, measure: daemonMemory },
   { name: 'idle daemon and pidwatch cost', needsTools: false, measure: idleCosts },
   { name: 'pidstat start-to-answer', needsTools: false, measure: startToAnswer },
+  { name: 'pidstat start-to-answer with a key file', needsTools: false, measure: keyedStartToAnswer },
   { name: 'fan-out', needsTools: false, measure: fanout },
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
 ];
@@ -70,7 +74,9 @@ async function main(): Promise<number> {
   let failures = 0;
   try {
     const words = process.argv.slice(2);
-    const chosen = words.length === 0 ? FIGURES : FIGURES.filter((figure) => words.some((word) => figure.name.includes(word)));
+    const names = new Set(FIGURES.map((figure) => figure.name));
+    const picks = (word: string, name: string) => (names.has(word) ? name === word : name.includes(word));
+    const chosen = words.length === 0 ? FIGURES : FIGURES.filter((figure) => words.some((word) => picks(word, figure.name)));
     if (chosen.length === 0) throw new Error(`no figure's name holds ${words.join(' or ')}: ${FIGURES.map((f) => f.name).join(', ')}`);
     for (const figure of chosen) {
       const result = await measure(figure, tools);
