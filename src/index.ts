@@ -6,6 +6,7 @@
 export { PidStatClient, DEFAULT_TIMEOUT_MS, DEFAULT_TRIES } from './client.js';
 export type { ClientOptions, Result, Target } from './client.js';
 export { localPidExists, readStartToken } from './probe.js';
+export { KeyFileError } from './keys.js';
 export { startServer, DEFAULT_RATE } from './server.js';
 export type { Server, ServerOptions, ServerStats } from './server.js';
 export type { SocketIo } from './native.js';

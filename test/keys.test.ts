@@ -280,7 +280,8 @@ describe('keys', () => {
           signed.replace(`PIDR ${sleeper.pid} `, `PIDR ${dead} `),
           signed.replace(host, `${host.slice(0, -1)}${host.endsWith('0') ? '1' : '0'}`),
           signedRequest(8, key, sleeper.pid, host),
-          signed.replace(/[0-9a-f]{32}\n$/, (mac) => `${mac.slice(0, 31)}${mac.endsWith('0') ? '1' : '0'}\n`),
+          // The MAC's last digit changed (the match ends with the newline: the digit is at 31).
+          signed.replace(/[0-9a-f]{32}\n$/, (mac) => `${mac.slice(0, 31)}${mac[31] === '0' ? '1' : '0'}\n`),
         ];
         const tamperedReplies = await Promise.all(tampered.map((request) => exchange(daemon.port, request, { waitMs: 300 })));
         tamperedReplies.forEach((replies, i) => assert.deepEqual(replies, [], `a keyed daemon answered ${JSON.stringify(tampered[i])}`));
