@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 
 /**
@@ -26,7 +27,8 @@ import { createRequire } from 'node:module';
 
 export interface Key {
   id: number;
-  secret: Buffer;
+  /** The secret, made a key object once: an HMAC then copies no bytes of it. */
+  secret: KeyObject;
 }
 
 /** The keys of a file: the first signs a client's requests; any one is accepted by a daemon. */
@@ -94,7 +96,7 @@ export function readKeyFile(file: string): KeyRing {
       throw new KeyFileError(`${where}: the secret must be an even number of hex digits, at least ${MIN_SECRET_HEX_DIGITS} (openssl rand -hex 32 makes one)`);
     }
     if (byId.has(id)) throw new KeyFileError(`${where}: key id ${id} is given twice`);
-    const key = { id, secret: Buffer.from(hex, 'hex') };
+    const key = { id, secret: cryptoModule().createSecretKey(Buffer.from(hex, 'hex')) };
     byId.set(id, key);
     first ??= key;
   });
@@ -102,15 +104,25 @@ export function readKeyFile(file: string): KeyRing {
   return { file, first, byId };
 }
 
-/** The 32 hex digits of the authenticator of `signed`. */
-function mac(key: Key, signed: Uint8Array): string {
-  return cryptoModule().createHmac('sha256', key.secret).update(signed).digest('hex').slice(0, MAC_HEX_DIGITS);
+/** The 32 hex digits of the authenticator of `signed` (bytes, or text of one char per byte). */
+function mac(key: Key, signed: Uint8Array | string): string {
+  const hmac = cryptoModule().createHmac('sha256', key.secret);
+  (typeof signed === 'string' ? hmac.update(signed, 'latin1') : hmac.update(signed));
+  return hmac.digest('hex').slice(0, MAC_HEX_DIGITS);
 }
 
 /** `line` with its authenticator field appended. */
 export function signLine(key: Key, line: string): string {
   const signed = `${line} ${key.id}:`;
-  return signed + mac(key, Buffer.from(signed, 'latin1'));
+  return signed + mac(key, signed);
+}
+
+/** Whether two texts of MAC_HEX_DIGITS chars are equal, in a time that does not tell where they differ. */
+function sameDigits(a: string, b: string): boolean {
+  if (a.length !== MAC_HEX_DIGITS || b.length !== MAC_HEX_DIGITS) return false;
+  let diff = 0;
+  for (let i = 0; i < MAC_HEX_DIGITS; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
 }
 
 /** An authenticator as a message carries it: its key id, the bytes it covers and the digits given. */
@@ -126,7 +138,5 @@ export function verify(auth: Auth | undefined, accepted: ReadonlyMap<number, Key
   if (auth === undefined) return undefined;
   const key = accepted.get(auth.id);
   if (key === undefined) return undefined;
-  const expected = Buffer.from(mac(key, auth.signed), 'latin1');
-  const given = Buffer.from(auth.mac, 'latin1');
-  return given.length === expected.length && cryptoModule().timingSafeEqual(given, expected) ? key : undefined;
+  return sameDigits(mac(key, auth.signed), auth.mac) ? key : undefined;
 }
