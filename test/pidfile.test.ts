@@ -29,11 +29,11 @@ type Form = (typeof FORMS)[number];
  * the foreground or detached, and returns the pid that SIGTERM stops once it
  * answers; stopped after the test.
  */
-async function startWith(t: TestContext, form: Form, pidfile: string, cwd?: string): Promise<{ pid: number; port: number }> {
+async function startWith(t: TestContext, form: Form, pidfile: string, cwd?: string): Promise<{ pid: number; port: number; log(): string }> {
   if (form === '--foreground') {
     const daemon = await startDaemon(['--bind', '127.0.0.1', '--pidfile', pidfile]);
     t.after(() => daemon.stop());
-    return { pid: daemon.pid, port: daemon.port };
+    return { pid: daemon.pid, port: daemon.port, log: () => `its log: ${JSON.stringify(daemon.log())}, exit ${daemon.child.exitCode ?? daemon.child.signalCode}` };
   }
   const port = await freePort();
   const absolute = cwd === undefined ? pidfile : join(cwd, pidfile);
@@ -44,7 +44,7 @@ async function startWith(t: TestContext, form: Form, pidfile: string, cwd?: stri
   const pid = /detached as pid ([0-9]+)/.exec(result.stderr)?.[1];
   assert.ok(pid !== undefined, `names its pid: ${result.stderr}`);
   supervisor = Number(pid);
-  return { pid: supervisor, port };
+  return { pid: supervisor, port, log: () => 'detached: its log is in syslog' };
 }
 
 /** SIGTERM to pid; resolves once it is gone. */
@@ -73,13 +73,13 @@ describe('a symbolic link planted where the pidfile goes', () => {
       if (planted.error !== undefined || planted.status !== 0) return t.skip(`cannot plant a link as nobody: ${planted.error?.message ?? planted.stderr}`);
       assert.equal(lstatSync(link).uid, 65534, 'the link is nobody\'s');
 
-      const { pid } = await startWith(t, form, link);
+      const { pid, log } = await startWith(t, form, link);
       assert.ok(await holds(link, pid), `the pidfile holds ${pid}: ${JSON.stringify(readFileSync(link, 'latin1'))}`);
       assert.equal(lstatSync(link).isSymbolicLink(), false, 'the link was replaced by a file of its own');
       assert.equal(readFileSync(victim, 'latin1'), 'root data\n', 'the file the link pointed to is untouched');
       await stop(pid);
       assert.equal(readFileSync(victim, 'latin1'), 'root data\n', 'still untouched after stop');
-      assert.ok(await waitFor(() => !existsSync(link), 1000), 'its own pidfile is removed');
+      assert.ok(await waitFor(() => !existsSync(link), 1000), `its own pidfile is removed; ${log()}`);
     });
   }
 });
