@@ -32,8 +32,6 @@ import { writeErr } from './stdio.js';
  */
 
 const ROLE_ENV = 'PIDSTATD_ROLE';
-/** The pidfile's absolute path, for the supervisor, which works in /. */
-const PIDFILE_ENV = 'PIDSTATD_PIDFILE';
 /** The directory the user started pidstatd in: the roles work in /, and read relative paths against it. */
 const CWD_ENV = 'PIDSTATD_CWD';
 /**
@@ -134,6 +132,11 @@ function inheritedFd(env: NodeJS.ProcessEnv): number | undefined {
   return Number(env['LISTEN_FDS']) >= 1 ? 3 : undefined;
 }
 
+/** Where relative paths (--pidfile, --key-file) are read from: the user's directory, in the roles too, which work in /. */
+function userDirectory(): string {
+  return process.env[ROLE_ENV] === undefined ? process.cwd() : process.env[CWD_ENV] ?? '/';
+}
+
 function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   const server: ServerOptions = {};
   const port = portFrom(args.port, process.env, true);
@@ -152,7 +155,7 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
       throw new CommandError(`--allow: ${(err as Error).message}`);
     }
   }
-  const keyFile = keyFileFrom(args['key-file'], process.env, process.env[ROLE_ENV] === undefined ? process.cwd() : process.env[CWD_ENV] ?? '/');
+  const keyFile = keyFileFrom(args['key-file'], process.env, userDirectory());
   if (keyFile !== undefined) server.keyFile = keyFile;
   if (args.rate !== undefined) server.rate = parseInteger(args.rate, '--rate', 0, 1_000_000_000);
   const fd = inheritedFd(process.env);
@@ -160,8 +163,7 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   const io = ioFrom(process.env);
   if (io !== undefined) server.io = io;
   if (args.pidfile === '') throw new CommandError('--pidfile needs a file name');
-  // Absolute before detaching: the daemon works in /.
-  const pidfile = args.pidfile === undefined ? undefined : resolve(args.pidfile);
+  const pidfile = args.pidfile === undefined ? undefined : resolve(userDirectory(), args.pidfile);
   return { server, foreground: args.foreground === true, pidfile, debug: args.debug === true };
 }
 
@@ -173,7 +175,7 @@ export async function main(argv: string[]): Promise<number> {
   const role = process.env[ROLE_ENV];
   if (role === 'supervisor' || role === 'server') {
     logToSyslog();
-    if (role === 'supervisor') return supervise(argv, process.env[PIDFILE_ENV]);
+    if (role === 'supervisor') return supervise(argv, config.pidfile);
     return serve({ ...config, pidfile: undefined }, (message) => process.send?.(message));
   }
   warnIfNotRoot();
@@ -243,10 +245,10 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
 }
 
 /**
- * SIGHUP: the daemon goes on serving, never stops (the original restarts
- * its server on HUP, which would drop the datagrams queued meanwhile).
+ * SIGHUP: the key file read again, without closing the socket (the original
+ * restarts its server on HUP, which would drop the datagrams queued
+ * meanwhile); a file that cannot be used leaves the keys as they were.
  */
-/** SIGHUP: the key file read again; one that cannot be used leaves the keys as they were. */
 function reloadOnHangup(server: Server): void {
   try {
     const count = server.reloadKeys();
@@ -282,11 +284,11 @@ function nodeFlags(): string[] {
 }
 
 /** Spawns this command again in another role, with an IPC channel and no terminal. */
-function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean, env: NodeJS.ProcessEnv = {}): ChildProcess {
+function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean): ChildProcess {
   return spawn(process.execPath, [...nodeFlags(), join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
-    env: { ...process.env, ...env, [ROLE_ENV]: role, [CWD_ENV]: process.env[CWD_ENV] ?? process.cwd() },
+    env: { ...process.env, [ROLE_ENV]: role, [CWD_ENV]: userDirectory() },
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
   });
 }
@@ -294,7 +296,7 @@ function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: bool
 /** The command a user typed: start the supervisor and wait for its first word. */
 async function detach(argv: string[], pidfile: string | undefined): Promise<number> {
   closeInheritedDescriptors();
-  const supervisor = spawnRole('supervisor', argv, true, pidfile === undefined ? {} : { [PIDFILE_ENV]: pidfile });
+  const supervisor = spawnRole('supervisor', argv, true);
   const outcome = await new Promise<Message>((resolve) => {
     supervisor.once('message', (message: Message) => resolve(message));
     supervisor.once('exit', (code, signal) => resolve({ error: `the daemon exited at start (${signal ?? `exit ${code}`})` }));
