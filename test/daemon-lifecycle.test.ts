@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
+import { descendantsOf, pidsWithArgs, python, runningChildrenOf, signal, stopDetached, stopPids } from './detached.js';
 import {
   ask,
   BIN,
-  childrenOf,
   deadPid,
   exchange,
   freePort,
@@ -54,66 +54,10 @@ function statFields(pid: number): string[] {
   return ['', String(pid), stat.slice(stat.indexOf('(') + 1, close), ...rest];
 }
 
-
-/** PID's running children. */
-function runningChildrenOf(pid: number): number[] {
-  return childrenOf(pid).filter(isRunning);
-}
-
-/** PID's descendants, depth first. */
-function descendantsOf(pid: number): number[] {
-  return childrenOf(pid).flatMap((kid) => [kid, ...descendantsOf(kid)]);
-}
-
-/** The running processes whose argv holds `needle` as consecutive words (a unique pidfile, `--port P`). */
-function pidsWithArgs(...needle: string[]): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(entry) || Number(entry) === process.pid) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${entry}/cmdline`, 'latin1').split('\0');
-    } catch {
-      continue;
-    }
-    const at = argv.findIndex((_, i) => needle.every((word, j) => argv[i + j] === word));
-    if (at >= 0 && argv.some((word) => word.endsWith('pidstatd.cjs')) && isRunning(Number(entry))) found.push(Number(entry));
-  }
-  return found;
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // Already gone.
-  }
-}
-
-/** SIGTERM to each pid given and to their descendants, SIGKILL to what is left after 3 s. */
-async function stopPids(pids: number[]): Promise<void> {
-  const all = [...new Set(pids.flatMap((pid) => [pid, ...descendantsOf(pid)]))].filter(isRunning);
-  for (const pid of all) signal(pid, 'SIGTERM');
-  if (await waitFor(() => all.every((pid) => !isRunning(pid)), 3000)) return;
-  for (const pid of all) if (isRunning(pid)) signal(pid, 'SIGKILL');
-  await waitFor(() => all.every((pid) => !isRunning(pid)), 2000);
-}
-
 function readPid(file: string): number {
   const text = readFileSync(file, 'latin1');
   assert.match(text, /^[0-9]+\n?$/, `the pidfile holds a pid: ${JSON.stringify(text)}`);
   return Number(text.trim());
-}
-
-/** Stops a detached daemon: the supervisor from its pidfile, and any process started with that pidfile. */
-async function stopDetached(pidfile: string): Promise<void> {
-  const pids = pidsWithArgs('--pidfile', pidfile);
-  try {
-    pids.push(Number(readFileSync(pidfile, 'latin1').trim()));
-  } catch {
-    // No pidfile: the daemon removed it, or never wrote it.
-  }
-  await stopPids(pids.filter((pid) => pid > 1 && isRunning(pid)));
 }
 
 /** `pidstatd` detached on 127.0.0.1:port with a pidfile; stopped after the test. */
@@ -209,18 +153,6 @@ async function holdPort(t: TestContext): Promise<number> {
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
   return socket.address().port;
-}
-
-function python(): string | undefined {
-  for (const candidate of ['/usr/bin/python3', '/usr/local/bin/python3']) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // Try the next.
-    }
-  }
-  return undefined;
 }
 
 // ---------------------------------------------------------------------------
