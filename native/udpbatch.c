@@ -603,6 +603,9 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_unix_send(napi_env env, napi_callback_info info);
+static napi_value js_hmac_key(napi_env env, napi_callback_info info);
+static napi_value js_hmac_sha256(napi_env env, napi_callback_info info);
+static bool find_hmac(void);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -618,6 +621,13 @@ static napi_value init(napi_env env, napi_value exports) {
     {"unixSend", NULL, js_unix_send, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  if (find_hmac()) {
+    napi_property_descriptor hmac[] = {
+      {"hmacKey", NULL, js_hmac_key, NULL, NULL, NULL, napi_default, NULL},
+      {"hmacSha256", NULL, js_hmac_sha256, NULL, NULL, NULL, napi_default, NULL},
+    };
+    CHECK(napi_define_properties(env, exports, 2, hmac));
+  }
   const char *names[] = {"BATCH", "IN_SLOT", "OUT_SLOT", "ADDRESS_SLOT", "META"};
   const int values[] = {BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META};
   for (int i = 0; i < 5; i++) {
@@ -679,4 +689,104 @@ static napi_value js_unix_send(napi_env env, napi_callback_info info) {
   napi_value value;
   CHECK(napi_create_int32(env, result, &value));
   return value;
+}
+
+/* hmacKey(key) and hmacSha256(context, data, length, out): HMAC-SHA256
+ * keyed with the bytes of `key`, over the first `length` bytes of `data`,
+ * written to the first 32 bytes of `out`. They call the HMAC of the OpenSSL
+ * that Node itself carries, found with dlsym (nothing is linked at build
+ * time); both properties are absent where the process has none, and
+ * src/keys.ts then uses node:crypto. hmacKey prepares a context once per key
+ * (OpenSSL keeps the padded key's hash states in it), so each MAC then costs
+ * two short hashes: a keyed daemon computes two per request, where a
+ * node:crypto Hmac object would cost more than the rest of the request.
+ * Which key, which bytes, and what a digest proves stay in TypeScript. */
+#include <dlfcn.h>
+
+typedef struct hmac_ctx_st hmac_ctx;
+static struct {
+  const void *(*sha256)(void);
+  hmac_ctx *(*ctx_new)(void);
+  void (*ctx_free)(hmac_ctx *);
+  int (*init)(hmac_ctx *, const void *key, int key_length, const void *md, void *engine);
+  int (*update)(hmac_ctx *, const unsigned char *data, size_t length);
+  int (*final)(hmac_ctx *, unsigned char *out, unsigned int *out_length);
+} ssl;
+
+static bool find_hmac(void) {
+  if (ssl.final != NULL) return true;
+  const char *names[] = {"EVP_sha256", "HMAC_CTX_new", "HMAC_CTX_free", "HMAC_Init_ex", "HMAC_Update", "HMAC_Final"};
+  void *found[6];
+  for (int i = 0; i < 6; i++) {
+    found[i] = dlsym(RTLD_DEFAULT, names[i]);
+    if (found[i] == NULL) return false;
+  }
+  memcpy(&ssl.sha256, &found[0], sizeof found[0]);
+  memcpy(&ssl.ctx_new, &found[1], sizeof found[1]);
+  memcpy(&ssl.ctx_free, &found[2], sizeof found[2]);
+  memcpy(&ssl.init, &found[3], sizeof found[3]);
+  memcpy(&ssl.update, &found[4], sizeof found[4]);
+  memcpy(&ssl.final, &found[5], sizeof found[5]);
+  return true;
+}
+
+static bool get_bytes(napi_env env, napi_value value, void **data, size_t *size) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  bool is_typed;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) return false;
+  if (napi_get_typedarray_info(env, value, &type, size, data, &buffer, &offset) != napi_ok) return false;
+  return type == napi_uint8_array;
+}
+
+static void free_hmac(napi_env env, void *data, void *hint) {
+  ssl.ctx_free((hmac_ctx *)data);
+}
+
+static napi_value js_hmac_key(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  void *key;
+  size_t key_size;
+  if (!get_bytes(env, argv[0], &key, &key_size) || key_size > 1024) {
+    napi_throw_type_error(env, NULL, "udpbatch: hmacKey needs the key's bytes");
+    return NULL;
+  }
+  hmac_ctx *ctx = ssl.ctx_new();
+  if (ctx == NULL || !ssl.init(ctx, key, (int)key_size, ssl.sha256(), NULL)) {
+    if (ctx != NULL) ssl.ctx_free(ctx);
+    napi_throw_error(env, NULL, "udpbatch: HMAC_Init_ex failed");
+    return NULL;
+  }
+  napi_value context;
+  if (napi_create_external(env, ctx, free_hmac, NULL, &context) != napi_ok) {
+    ssl.ctx_free(ctx);
+    napi_throw_error(env, NULL, "udpbatch: napi_create_external failed");
+    return NULL;
+  }
+  return context;
+}
+
+static napi_value js_hmac_sha256(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  hmac_ctx *ctx;
+  void *data, *out;
+  size_t data_size, out_size;
+  uint32_t length;
+  if (napi_get_value_external(env, argv[0], (void **)&ctx) != napi_ok || !get_bytes(env, argv[1], &data, &data_size) ||
+      napi_get_value_uint32(env, argv[2], &length) != napi_ok || !get_bytes(env, argv[3], &out, &out_size) ||
+      length > data_size || out_size < 32) {
+    napi_throw_type_error(env, NULL, "udpbatch: hmacSha256 needs a context, bytes, a length within them and 32 bytes out");
+    return NULL;
+  }
+  unsigned int out_length = 0;
+  /* A NULL key starts again from the key the context was made with. */
+  if (!ssl.init(ctx, NULL, 0, NULL, NULL) || !ssl.update(ctx, data, length) || !ssl.final(ctx, out, &out_length) ||
+      out_length != 32) {
+    napi_throw_error(env, NULL, "udpbatch: HMAC failed");
+    return NULL;
+  }
+  return NULL;
 }

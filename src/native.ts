@@ -51,6 +51,13 @@ export interface UdpBatch {
   stop(handle: unknown, closed: () => void): void;
   /** One datagram to a Unix datagram socket ('@name' abstract): 0, or a negative errno; never blocks. Absent from older builds. */
   unixSend?(path: string, datagram: Buffer): number;
+  /**
+   * An HMAC-SHA256 context keyed with `key`, and the MAC with it of
+   * data[0, length), into out[0, 32): the OpenSSL of the Node process, found
+   * at load time; both absent where there is none (and from older builds).
+   */
+  hmacKey?(key: Uint8Array): unknown;
+  hmacSha256?(context: unknown, data: Uint8Array, length: number, out: Uint8Array): void;
 }
 
 /** The file the build writes, beside dist/src and dist/bundle. */

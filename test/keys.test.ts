@@ -21,6 +21,7 @@ import {
   type RunResult,
 } from './helpers.js';
 import { startPerlDaemon } from './perl-daemon.js';
+import { loadUdpBatch } from '../src/native.js';
 
 /**
  * Keys (CONTRACT section 6): with `--key-file` (or PIDSTAT_KEY_FILE) requests
@@ -90,6 +91,26 @@ async function withDaemon<T>(args: readonly string[], env: NodeJS.ProcessEnv, bo
 }
 
 describe('keys', () => {
+  test("the addon's HMAC-SHA256 is node:crypto's, for keys of 16 to 64 bytes and every length of message up to 300 bytes", (t) => {
+    const addon = loadUdpBatch().addon;
+    if (addon?.hmacKey === undefined || addon.hmacSha256 === undefined) {
+      t.skip(`the addon has no HMAC here (${loadUdpBatch().why ?? 'no HMAC found in the Node process'}): the commands use node:crypto`);
+      return;
+    }
+    const out = Buffer.alloc(40, 0xaa);
+    for (const size of [16, 32, 64]) {
+      const key = randomBytes(size);
+      const context = addon.hmacKey(key);
+      const data = randomBytes(300);
+      for (let length = 0; length <= 300; length++) {
+        addon.hmacSha256(context, data, length, out);
+        assert.equal(out.toString('hex', 0, 32), createHmac('sha256', key).update(data.subarray(0, length)).digest('hex'), `key of ${size} bytes, ${length} bytes of data`);
+      }
+      assert.equal(out.toString('hex', 32), 'aa'.repeat(8), 'nothing is written past 32 bytes');
+    }
+    assert.throws(() => addon.hmacSha256!(addon.hmacKey!(randomBytes(32)), Buffer.alloc(4), 5, out), /a length within them/);
+  });
+
   test('the same key on both sides: a live pid exists, a dead one is dead (--key-file and PIDSTAT_KEY_FILE)', async () => {
     const key = secret();
     const keys = keyFile(`# the test's key\n\n7 ${key}\n\n# end\n`);

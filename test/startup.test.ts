@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +113,16 @@ test('without the addon (no C compiler at install), the commands answer through 
     assert.match(asked.stderr, /reading sockets through Node's dgram/);
   } finally {
     await daemon.stop();
+  }
+  // Keys without the addon: the MACs come from node:crypto, on both sides.
+  const keys = join(dir, 'keys');
+  writeFileSync(keys, `3 ${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  const keyed = await startDaemon(['--bind', '127.0.0.1', '--key-file', keys], {}, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
+  try {
+    const asked = await run(process.execPath, [bin('pidstat'), '--key-file', keys, '--no-local', '--port', String(keyed.port), '127.0.0.1', String(sleeper.pid)], { env: binEnv() });
+    assert.equal(asked.stdout, `127.0.0.1:${sleeper.pid} exists\n`, asked.stderr + keyed.log());
+  } finally {
+    await keyed.stop();
     await sleeper.stop();
   }
   for (const [name, args] of [['pidstat', ['--no-local', '127.0.0.1', '1']], ['pidwatch', ['--pid', '1', 'true']], ['pidstatd', ['--foreground', '--port', '0']]] as const) {
