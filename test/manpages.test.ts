@@ -136,7 +136,8 @@ for (const command of COMMANDS) {
   test(`${PAGES[command]}: documents no option that ${command} --help does not list`, async () => {
     const { options, booleans } = await help(command);
     for (const option of roffOptions(section(page(command), 'OPTIONS'))) {
-      const negated = /^--no-(.+)$/.exec(option);
+      // A boolean's negation, `--no-local`, or as Getopt::Long also spells it, `--nofork`.
+      const negated = /^--no-?(.+)$/.exec(option);
       const known = options.has(option) || (negated !== null && booleans.has(`--${negated[1]}`));
       assert.ok(known, `${option} is in the OPTIONS section of ${PAGES[command]} but not in ${command} --help`);
     }

@@ -41,6 +41,8 @@ export type Values<O extends OptionTable> = {
 
 /** The word that prints a bash/zsh completion script, yargs's own. */
 const COMPLETION = 'completion';
+/** What the completion script runs a command with to learn the completions of a word. */
+const COMPLETION_QUESTION = '--get-yargs-completions';
 
 const COMMON: OptionTable = {
   help: { type: 'boolean', alias: 'h', description: 'Show this help and exit' },
@@ -90,6 +92,8 @@ export async function parseArgs<O extends OptionTable>(
   argv: string[],
   usageExitCode?: number,
 ): Promise<Values<O> | undefined> {
+  // The completion script's question holds the word being typed, which may be half an option.
+  if (argv[0] !== COMPLETION && !argv.includes(COMPLETION_QUESTION)) argv = respellGetopt(spec, argv, { usageExitCode });
   const plain = argv[0] === COMPLETION ? undefined : readPlainly(spec, argv);
   const parsed = plain ?? (await readWithYargsParser(spec, argv));
   if (parsed === undefined || parsed['help']) return explainWithYargs(spec, argv, parserOptions(spec), usageExitCode);
@@ -103,6 +107,111 @@ export async function parseArgs<O extends OptionTable>(
 }
 
 type Parsed = Record<string, unknown> & { _: string[] };
+
+/** What a spelling of an option stands for: the option, and whether it is the negated form. */
+interface Spelling {
+  name: string;
+  negated: boolean;
+}
+
+/**
+ * IPC::Locker's tools read their command lines with Perl's Getopt::Long, and
+ * every line they accepted means the same here. This rewrites Getopt::Long's
+ * spellings of the table's options into the ones the parsers read: one dash
+ * (`-pid 12`, `-pid=12`), any case (`--PID`), a unique abbreviation of two
+ * letters or more (`--fore`), `--noNAME` and `-no-NAME` for a boolean, and a
+ * value that begins with a dash (`-signal -HUP`, kept as `--signal=-HUP`).
+ * One-letter words are short options, as yargs reads them. Only options are
+ * rewritten: never a value, nothing after `--`, and for pidwatch nothing from
+ * the command's first word on. A word of one dash that names no option is a
+ * usage error here, in Getopt::Long's words, not yargs's letter by letter
+ * (unless `lenient`: then it and an ambiguous word are left as they are).
+ * @see https://perldoc.perl.org/Getopt::Long
+ */
+export function respellGetopt(
+  spec: CommandSpec<OptionTable>,
+  argv: readonly string[],
+  { usageExitCode, lenient = false }: { usageExitCode?: number | undefined; lenient?: boolean } = {},
+): string[] {
+  const table: OptionTable = { ...COMMON, ...spec.options };
+  const spellings = new Map<string, Spelling>();
+  const shorts = new Set<string>();
+  for (const [name, option] of Object.entries(table)) {
+    for (const spelled of option.alias === undefined ? [name] : [name, option.alias]) {
+      if (spelled.length === 1) {
+        shorts.add(spelled);
+        continue;
+      }
+      spellings.set(spelled, { name, negated: false });
+      if (option.type === 'boolean' && !(name in COMMON)) {
+        spellings.set(`no${spelled}`, { name, negated: true });
+        spellings.set(`no-${spelled}`, { name, negated: true });
+      }
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === '--') return out.concat(argv.slice(i));
+    const dashes = word.startsWith('--') ? 2 : word.startsWith('-') ? 1 : 0;
+    // A word, `-` alone included, is a positional; for pidwatch it starts the command.
+    if (dashes === 0 || word === '-') {
+      if (spec.haltAtNonOption) return out.concat(argv.slice(i));
+      out.push(word);
+      continue;
+    }
+    const equals = word.indexOf('=');
+    const key = word.slice(dashes, equals < 0 ? undefined : equals);
+    const inline = equals < 0 ? undefined : word.slice(equals);
+    const found = key.length < 2 ? [] : findSpellings(spellings, key);
+    if (found.length > 1 && !lenient) {
+      throw new CommandError(`option '${word}' is ambiguous: ${found.map(spell).join(', ')}`, usageExitCode);
+    }
+    const spelling = found.length === 1 ? found[0] : undefined;
+    if (spelling === undefined) {
+      if (dashes === 1 && !lenient && !isShortGroup(key, shorts) && !/^[0-9]/.test(key)) {
+        throw new CommandError(`unknown option '${word}'`, usageExitCode);
+      }
+      out.push(word);
+      continue;
+    }
+    const option = table[spelling.name]!;
+    const spelled = spell(spelling);
+    const next = argv[i + 1];
+    // The value: the next word, unless it is `--` or another long option, which the parsers then report as missing.
+    if (option.type !== 'string' || inline !== undefined || next === undefined || next.startsWith('--')) {
+      out.push(spelled + (inline ?? ''));
+    } else if (next.startsWith('-') && next !== '-') {
+      // Getopt::Long takes `-HUP` as the value; yargs-parser would read it as options -H -U -P.
+      out.push(`${spelled}=${next}`);
+      i++;
+    } else {
+      out.push(spelled, next);
+      i++;
+    }
+  }
+  return out;
+}
+
+/** The options `key` may spell: the one it spells exactly, case aside, else every one it abbreviates. */
+function findSpellings(spellings: Map<string, Spelling>, key: string): Spelling[] {
+  const lower = key.toLowerCase();
+  const exact = spellings.get(lower);
+  if (exact !== undefined) return [exact];
+  const found = new Map<string, Spelling>();
+  for (const [spelled, spelling] of spellings) if (spelled.startsWith(lower)) found.set(spell(spelling), spelling);
+  return [...found.values()];
+}
+
+/** A spelling as the parsers read it: `--name` or `--no-name`. */
+function spell(spelling: Spelling): string {
+  return `--${spelling.negated ? 'no-' : ''}${spelling.name}`;
+}
+
+/** `-sj`: every letter a short option of the table, as yargs reads a group. */
+function isShortGroup(key: string, shorts: ReadonlySet<string>): boolean {
+  return [...key].every((letter) => shorts.has(letter));
+}
 
 /**
  * argv as yargs-parser reads it with parserOptions(), for the plain forms

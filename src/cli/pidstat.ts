@@ -2,7 +2,7 @@ import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, t
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
-import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
+import { parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
@@ -45,9 +45,10 @@ const VALUE_OPTIONS = valueOptions(SPEC);
 
 /** The first word that is neither an option nor an option's value, before argv is parsed. */
 function firstWord(argv: readonly string[]): string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    const word = argv[i]!;
-    if (word === '--') return argv[i + 1];
+  const words = respellGetopt(SPEC, argv, { lenient: true });
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    if (word === '--') return words[i + 1];
     if (!word.startsWith('-') || word === '-') return word;
     if (VALUE_OPTIONS.has(word)) i++;
   }

@@ -62,7 +62,9 @@ export const SPEC = {
     port: portOption(true),
     'key-file': keyFileOption(true),
     bind: { type: 'string', description: 'Listen on this address only (default :: dual-stack, else 0.0.0.0)' },
-    foreground: { type: 'boolean', alias: 'nofork', description: 'Stay attached and log to stderr (what a service manager runs)' },
+    foreground: { type: 'boolean', description: 'Stay attached and log to stderr (what a service manager runs)' },
+    // IPC::Locker's pidstatd spells --foreground `--nofork` (Getopt::Long's `fork!`), hence `--no-fork` too.
+    fork: { type: 'boolean', description: 'Detach (the default); --no-fork and --nofork, as in IPC::Locker, are --foreground' },
     allow: { type: 'string', array: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' },
     rate: { type: 'string', description: `Requests answered per second per source address, 0 = no limit (default ${DEFAULT_RATE})` },
     pidfile: { type: 'string', description: 'Write the pid that SIGTERM stops to FILE; removed on exit' },
@@ -164,7 +166,7 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   if (io !== undefined) server.io = io;
   if (args.pidfile === '') throw new CommandError('--pidfile needs a file name');
   const pidfile = args.pidfile === undefined ? undefined : resolve(userDirectory(), args.pidfile);
-  return { server, foreground: args.foreground === true, pidfile, debug: args.debug === true };
+  return { server, foreground: args.foreground === true || args.fork === false, pidfile, debug: args.debug === true };
 }
 
 export async function main(argv: string[]): Promise<number> {
