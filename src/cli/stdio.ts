@@ -1,5 +1,6 @@
 import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { CommandError, ExitCode } from '../errors.js';
 
 /**
  * Standard output and error without Node's streams where it can: the first
@@ -9,6 +10,9 @@ import { createRequire } from 'node:module';
  * that is full) does the rest, and all that follows, go through the stream,
  * in order. A reader that went away (`pidstat ... | head -1`) is no error of
  * ours: what it did not read is dropped, and the exit status stays the answer.
+ * Nor is a stderr that cannot be written: there is no one left to tell. But
+ * stdout that cannot be written (a full disk) loses the answer: the command
+ * ends with one line on stderr and exit 74 (CONTRACT section 2), never a stack.
  */
 
 type Fd = 1 | 2;
@@ -16,19 +20,39 @@ type Fd = 1 | 2;
 const streams: Partial<Record<Fd, NodeJS.WriteStream>> = {};
 const closed: Partial<Record<Fd, boolean>> = {};
 
-/** The stream of fd, made once, with EPIPE ignored. */
+/** Why stdout could not be written, once it could not. */
+let failure: CommandError | undefined;
+let onFailure: ((failure: CommandError) => void) | undefined;
+
+/** `no space left on device (ENOSPC)` from Node's `ENOSPC: no space left on device, write`. */
+function describe(err: NodeJS.ErrnoException): string {
+  const reason = /^[A-Z0-9_]+: (.+?)(?:, \w+)?$/.exec(err.message)?.[1];
+  return reason === undefined || err.code === undefined ? err.code ?? err.message : `${reason} (${err.code})`;
+}
+
+/** fd is written no more; for stdout, unless its reader went away, that is the command's failure. */
+function lose(fd: Fd, err: NodeJS.ErrnoException): CommandError | undefined {
+  closed[fd] = true;
+  if (fd === 2 || err.code === 'EPIPE') return undefined;
+  failure ??= new CommandError(`cannot write the output: ${describe(err)}`, ExitCode.OUTPUT_FAILED);
+  return failure;
+}
+
+/** The stream of fd, made once; its errors (it writes later) go to the failure listener. */
 function streamOf(fd: Fd): NodeJS.WriteStream {
   let stream = streams[fd];
   if (stream === undefined) {
     stream = fd === 1 ? process.stdout : process.stderr;
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE') throw err;
+      const lost = lose(fd, err);
+      if (lost !== undefined) onFailure?.(lost);
     });
     streams[fd] = stream;
   }
   return stream;
 }
 
+/** Writes text, all of it or none that matters; throws the failure when stdout cannot be written. */
 function write(fd: Fd, text: string): void {
   if (closed[fd]) return;
   const stream = streams[fd];
@@ -41,11 +65,23 @@ function write(fd: Fd, text: string): void {
   try {
     while (done < bytes.length) done += writeSync(fd, bytes, done);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EPIPE') closed[fd] = true;
-    else if (code === 'EAGAIN') streamOf(fd).write(bytes.subarray(done));
-    else throw err;
+    if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+      streamOf(fd).write(bytes.subarray(done));
+      return;
+    }
+    const lost = lose(fd, err as NodeJS.ErrnoException);
+    if (lost !== undefined) throw lost;
   }
+}
+
+/** The failure to write stdout, if there was one. */
+export function outputFailure(): CommandError | undefined {
+  return failure;
+}
+
+/** Calls `listener` when stdout fails after write() returned (through a stream). */
+export function whenOutputFails(listener: (failure: CommandError) => void): void {
+  onFailure = listener;
 }
 
 export function writeOut(text: string): void {
