@@ -1,5 +1,5 @@
 import { CommandError, isUsageExit } from '../errors.js';
-import { outputFailure, whenOutputFails, writeErr } from './stdio.js';
+import { whenOutputFails, writeErr } from './stdio.js';
 
 /** Internal software error (sysexits' EX_SOFTWARE): a bug, never a user mistake. */
 const EX_SOFTWARE = 70;
@@ -8,8 +8,8 @@ const EX_SOFTWARE = 70;
  * Runs a command's main and sets the exit code, letting the event loop drain
  * rather than calling process.exit(), so no output is cut short. A CommandError
  * prints its message only; anything else is a bug and prints its stack. Output
- * that could not be written wins over the command's own answer: that answer
- * never reached anyone.
+ * that could not be written, reported as soon as it is known, wins over the
+ * command's own answer: that answer never reached anyone.
  */
 export function runCli(name: string, main: (argv: string[]) => Promise<number>): void {
   let reported: CommandError | undefined;
@@ -23,9 +23,7 @@ export function runCli(name: string, main: (argv: string[]) => Promise<number>):
   whenOutputFails(report);
   main(process.argv.slice(2)).then(
     (code) => {
-      const failure = outputFailure();
-      if (failure !== undefined) report(failure);
-      else if (reported === undefined) process.exitCode = code;
+      if (reported === undefined) process.exitCode = code;
     },
     (err: unknown) => {
       if (err instanceof CommandError) {

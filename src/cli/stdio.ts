@@ -30,29 +30,33 @@ function describe(err: NodeJS.ErrnoException): string {
   return reason === undefined || err.code === undefined ? err.code ?? err.message : `${reason} (${err.code})`;
 }
 
-/** fd is written no more; for stdout, unless its reader went away, that is the command's failure. */
+/**
+ * fd is written no more. For stdout, unless its reader went away, that is
+ * the command's failure, told to the listener at once, whether a write or
+ * the stream found it.
+ */
 function lose(fd: Fd, err: NodeJS.ErrnoException): CommandError | undefined {
   closed[fd] = true;
   if (fd === 2 || err.code === 'EPIPE') return undefined;
-  failure ??= new CommandError(`cannot write the output: ${describe(err)}`, ExitCode.OUTPUT_FAILED);
+  if (failure === undefined) {
+    failure = new CommandError(`cannot write the output: ${describe(err)}`, ExitCode.OUTPUT_FAILED);
+    onFailure?.(failure);
+  }
   return failure;
 }
 
-/** The stream of fd, made once; its errors (it writes later) go to the failure listener. */
+/** The stream of fd, made once; its errors come after write() returned. */
 function streamOf(fd: Fd): NodeJS.WriteStream {
   let stream = streams[fd];
   if (stream === undefined) {
     stream = fd === 1 ? process.stdout : process.stderr;
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      const lost = lose(fd, err);
-      if (lost !== undefined) onFailure?.(lost);
-    });
+    stream.on('error', (err: NodeJS.ErrnoException) => void lose(fd, err));
     streams[fd] = stream;
   }
   return stream;
 }
 
-/** Writes text, all of it or none that matters; throws the failure when stdout cannot be written. */
+/** Writes text; when stdout cannot be written, throws the failure too, so the command goes no further. */
 function write(fd: Fd, text: string): void {
   if (closed[fd]) return;
   const stream = streams[fd];
@@ -74,12 +78,7 @@ function write(fd: Fd, text: string): void {
   }
 }
 
-/** The failure to write stdout, if there was one. */
-export function outputFailure(): CommandError | undefined {
-  return failure;
-}
-
-/** Calls `listener` when stdout fails after write() returned (through a stream). */
+/** Calls `listener` (once) when stdout cannot be written. */
 export function whenOutputFails(listener: (failure: CommandError) => void): void {
   onFailure = listener;
 }
