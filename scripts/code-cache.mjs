@@ -3,7 +3,10 @@
 // src/cli/start.ts): pidstat asks a responder of this script's own on
 // loopback, the others print their version. Runs at `npm run build` and at
 // install, so the cache is made by the Node that will read it. It never
-// fails the install: without a cache the commands compile as usual.
+// fails the install: without a cache the commands compile as usual. The
+// caches are left out of the package (package.json "files"): each holds the
+// path of the bundle it was made from, the build machine's, and serves only
+// the V8 that made it.
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync, rmSync } from 'node:fs';

@@ -2,7 +2,10 @@
  * Exit codes, for scripts. pidstat answers like grep: 0 = every target
  * exists, 1 = some target is dead, 2 = some target got no clear answer.
  * A usage error is 64, sysexits' EX_USAGE, so a typo never reads as "dead".
- * Monitoring checks (`pidstat ping`) use the plugin codes instead.
+ * Output that cannot be written (a full disk) is 74, sysexits' EX_IOERR, for
+ * every command: 1 and 2 would read as an answer, and scripts that know 64
+ * know the table it comes from. Monitoring checks (`pidstat ping`) use the
+ * plugin codes instead.
  * @see https://man.freebsd.org/cgi/man.cgi?query=sysexits
  * @see https://nagios-plugins.org/doc/guidelines.html#AEN78
  */
@@ -13,7 +16,9 @@ export const ExitCode = {
   /** Something failed that is no user's mistake: the daemon cannot listen. */
   FAILURE: 1,
   USAGE: 64,
+  OUTPUT_FAILED: 74,
   PLUGIN_OK: 0,
+  PLUGIN_WARNING: 1,
   PLUGIN_CRITICAL: 2,
   PLUGIN_UNKNOWN: 3,
 } as const;

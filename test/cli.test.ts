@@ -383,7 +383,7 @@ describe('pidstat through a daemon on 127.0.0.1 (--no-local)', () => {
     assert.equal(r.code, 0, describeRun(r));
     assert.equal(lines(r.stdout).length, 1, r.stdout);
     assert.ok(r.stdout.endsWith('\n'));
-    assert.match(r.stdout.trimEnd(), new RegExp(`^PIDSTATD OK - \\d+\\.\\d{3} second response on 127\\.0\\.0\\.1:${port}$`));
+    assert.match(r.stdout.trimEnd(), new RegExp(`^PIDSTATD OK - \\d+\\.\\d{3} second response on 127\\.0\\.0\\.1:${port}\\|time=\\d+\\.\\d{6}s;;;0\\.000000$`));
   });
 
   test('ping with a usage error after --port still exits 3', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -149,10 +149,25 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
       assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
       assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
     }
+    // A V8 code cache holds the path of the bundle it was made from, and serves only the Node that made it: the install makes its own.
+    assert.deepEqual(files.filter((file) => file.endsWith('.cache')), [], 'code caches do not belong in the tarball');
     const verbose = (await run('tar', ['-tvzf', tarball])).stdout;
     for (const file of ['bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch.cjs']) {
       assert.match(verbose, new RegExp(`^-rwxr-xr-x .* package/${file}$`, 'm'), `${file} is executable`);
     }
+  });
+
+  await t.test('no shipped file names the directory the package was built in', async () => {
+    const unpacked = join(tmp, 'unpacked');
+    mkdirSync(unpacked);
+    const extracted = await run('tar', ['-xzf', tarball, '-C', unpacked]);
+    assert.equal(extracted.code, 0, extracted.stderr);
+    const buildDir = Buffer.from(ROOT.replace(/\/$/, ''));
+    const root = join(unpacked, 'package');
+    const files = (readdirSync(root, { recursive: true }) as string[]).filter((file) => statSync(join(root, file)).isFile());
+    assert.ok(files.includes('dist/bundle/pidstat.cjs'), `the tarball unpacked: ${files.join(' ')}`);
+    const naming = files.filter((file) => readFileSync(join(root, file)).includes(buildDir));
+    assert.deepEqual(naming, [], `these shipped files name ${buildDir.toString()}`);
   });
 
   const prefix = join(tmp, 'global');

@@ -101,7 +101,7 @@ describe('two hosts: network namespaces A and B, the daemon in B in its own PID 
   test('pidstat ping B from A: PIDSTATD OK, exit 0', opts, async () => {
     const result = await pidstat(['ping', pair.b.ipv4]);
     assert.equal(result.code, 0, describeRun(result));
-    assert.match(result.stdout, new RegExp(`^PIDSTATD OK - \\d+(\\.\\d+)? second response on ${pair.b.ipv4.replace(/\./g, '\\.')}:${port}( \\|.*)?\\n?$`));
+    assert.match(result.stdout, new RegExp(`^PIDSTATD OK - \\d+(\\.\\d+)? second response on ${pair.b.ipv4.replace(/\./g, '\\.')}:${port}(\\|time=.*)?\\n?$`));
   });
 
   test('pidstat B:pid from A (IPv4): exists, with the start token of that very process', opts, async () => {
@@ -182,6 +182,6 @@ describe('two hosts: network namespaces A and B, the daemon in B in its own PID 
     const ping = await pidstat(['ping', pair.b.ipv4]);
     t.diagnostic(`no_reply after ${Math.round(result.ms)} ms, CRITICAL after ${Math.round(ping.ms)} ms`);
     assert.equal(ping.code, 2, describeRun(ping));
-    assert.match(ping.stdout, new RegExp(`^PIDSTATD CRITICAL - No response from pidstatd on ${pair.b.ipv4.replace(/\./g, '\\.')}:${port}( \\|.*)?\\n?$`));
+    assert.match(ping.stdout, new RegExp(`^PIDSTATD CRITICAL - No response from pidstatd on ${pair.b.ipv4.replace(/\./g, '\\.')}:${port}(\\|time=.*)?\\n?$`));
   });
 });

@@ -1,12 +1,13 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
-import { CommandError, ExitCode } from '../errors.js';
+import { CommandError, ExitCode, isUsageExit } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
+import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
-import { parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable } from './args.js';
+import { parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
-import { isTerminal, writeErr } from './stdio.js';
+import { isTerminal, writeErr, writeOut } from './stdio.js';
 import { checkHost, parseTargets, unbracket } from './targets.js';
 
 const USAGE = `Usage:
@@ -21,7 +22,8 @@ one line per target: HOST:PID exists|dead|unknown|no_reply.`;
 
 const EPILOG = `Exit status: 0 every target exists; 1 a target is dead and all answered;
 2 a target is unknown or got no reply; 64 usage error.
-ping prints a monitoring-plugin line and exits 0 OK, 2 CRITICAL, 3 UNKNOWN.`;
+ping prints a monitoring-plugin line with performance data and exits
+0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (its usage errors too).`;
 
 export const SPEC = {
   name: 'pidstat',
@@ -38,6 +40,8 @@ export const SPEC = {
     local: { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)' },
     debug: { type: 'boolean', description: 'Show each datagram sent and received, on stderr' },
     color: { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)' },
+    warning: { type: 'string', alias: 'w', description: 'ping: WARNING (exit 1) when the answer takes longer than SECONDS' },
+    critical: { type: 'string', alias: 'c', description: 'ping: CRITICAL (exit 2) when the answer takes longer than SECONDS' },
   },
 } as const satisfies CommandSpec<OptionTable>;
 
@@ -70,35 +74,15 @@ function toJson(r: Result): Record<string, unknown> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  // `ping` reports its own usage errors as a monitoring plugin does, with 3.
-  const args = await parseArgs(SPEC, argv, firstWord(argv) === 'ping' ? ExitCode.PLUGIN_UNKNOWN : ExitCode.USAGE);
+  if (firstWord(argv) === 'ping') return checkDaemon(argv);
+  const args = await parseArgs(SPEC, argv, ExitCode.USAGE);
   if (args === undefined) return 0;
-  const { words } = args;
-  const isPingCommand = words[0] === 'ping';
-  let options: ClientOptions;
-  let output: Output;
-  try {
-    options = {
-      port: portFrom(args.port, process.env) ?? defaultPort(),
-      timeoutMs: args.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(args.timeout, '--timeout'),
-      tries: args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000),
-      // ping checks the daemon, so it never answers locally.
-      local: args.local && !isPingCommand,
-    };
-    const keyFile = keyFileFrom(args['key-file'], process.env);
-    if (keyFile !== undefined) options.keyFile = keyFile;
-    if (args.debug) options.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
-    const io = ioFrom(process.env);
-    if (io !== undefined) options.io = io;
-    output = await Output.create({
-      color: colorLevel(args.color, isTerminal(1), process.env),
-      silent: args.silent === true,
-    });
-  } catch (err) {
-    if (err instanceof CommandError && isPingCommand) throw new CommandError(err.message, ExitCode.PLUGIN_UNKNOWN);
-    throw err;
+  if (args.warning !== undefined || args.critical !== undefined) {
+    throw new CommandError(`--${args.warning !== undefined ? 'warning' : 'critical'} is for ping: pidstat ping -w SECONDS -c SECONDS HOST`);
   }
-  if (isPingCommand) return ping(options, output, words.slice(1), args.host);
+  const { words } = args;
+  const options = clientOptions(args, args.local === true);
+  const output = await outputFor(args);
   const targets = parseTargets(words[0] === 'exists' ? words.slice(1) : words, args.host ?? 'localhost');
   const client = new PidStatClient(options);
   if (options.onDebug) options.onDebug(client.io === 'batch' ? 'reading sockets in batches (recvmmsg)' : "reading sockets through Node's dgram");
@@ -118,33 +102,94 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** The client's options from the command line and PIDSTAT_* (a CommandError for a bad value). */
+function clientOptions(args: Values<typeof SPEC.options>, local: boolean): ClientOptions {
+  const options: ClientOptions = {
+    port: portFrom(args.port, process.env) ?? defaultPort(),
+    timeoutMs: args.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(args.timeout, '--timeout'),
+    tries: args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000),
+    local,
+  };
+  const keyFile = keyFileFrom(args['key-file'], process.env);
+  if (keyFile !== undefined) options.keyFile = keyFile;
+  if (args.debug) options.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
+  const io = ioFrom(process.env);
+  if (io !== undefined) options.io = io;
+  return options;
+}
+
+function outputFor(args: Values<typeof SPEC.options>): Promise<Output> {
+  return Output.create({ color: colorLevel(args.color, isTerminal(1), process.env), silent: args.silent === true });
+}
+
+/** What a monitoring system shows of the check. */
+const SERVICE = 'PIDSTATD';
+
+/**
+ * `pidstat ping`, a monitoring plugin: every usage error of its own (the
+ * command line, a value, the key file) is UNKNOWN, exit 3, on stdout where
+ * Nagios reads it; with nothing there it would show "(No output)".
+ * @see https://www.monitoring-plugins.org/doc/guidelines.html#AEN78
+ */
+async function checkDaemon(argv: string[]): Promise<number> {
+  try {
+    return await ping(argv);
+  } catch (err) {
+    if (!(err instanceof CommandError) || !isUsageExit(err.exitCode)) throw err;
+    writeOut(`${pluginLine(SERVICE, 'UNKNOWN', err.message)}\n`);
+    return PLUGIN_EXIT.UNKNOWN;
+  }
+}
+
 /**
  * A monitoring check of the daemon on HOST: asks about pid 1 and takes any
- * answer as OK. Never answered locally: it checks the daemon, not the process.
+ * answer as the daemon's, timed against the thresholds. Never answered
+ * locally: it checks the daemon, not the process.
  * @see https://nagios-plugins.org/doc/guidelines.html#PLUGOUTPUT
  */
-async function ping(options: ClientOptions, output: Output, words: string[], hostOption: string | undefined): Promise<number> {
-  if (words.length > 1) throw new CommandError(`ping takes one HOST, not ${words.length}`, ExitCode.PLUGIN_UNKNOWN);
-  const word = words[0] ?? hostOption ?? 'localhost';
-  let host: string;
-  try {
-    host = checkHost(unbracket(word), word);
-  } catch (err) {
-    throw new CommandError((err as Error).message, ExitCode.PLUGIN_UNKNOWN);
-  }
+async function ping(argv: string[]): Promise<number> {
+  const args = await parseArgs(SPEC, argv, ExitCode.PLUGIN_UNKNOWN);
+  if (args === undefined) return 0;
+  const thresholds = parseThresholds(args.warning, args.critical);
+  const host = pingHost(args.words.slice(1), args.host);
+  const options = clientOptions(args, false);
+  const output = await outputFor(args);
   const client = new PidStatClient(options);
   const where = joinHostPort(host, client.port);
   try {
     const result = await client.query({ host, pid: 1, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
     if (result.state === 'no_reply') {
-      output.line(`PIDSTATD CRITICAL - No response from pidstatd on ${where}`);
-      return ExitCode.PLUGIN_CRITICAL;
+      // A name that does not resolve says so: silence would send the admin to the wrong host.
+      const unreachable = result.error !== undefined && /^cannot (resolve|reach) /.test(result.error);
+      const text = unreachable ? `C${result.error!.slice(1)}` : `No response from pidstatd on ${where}`;
+      output.line(pluginLine(SERVICE, 'CRITICAL', text));
+      return PLUGIN_EXIT.CRITICAL;
     }
-    output.line(`PIDSTATD OK - ${(result.ms / 1000).toFixed(3)} second response on ${where}`);
-    return ExitCode.PLUGIN_OK;
+    const seconds = result.ms / 1000;
+    const status = statusOf(seconds, thresholds);
+    output.line(pluginLine(SERVICE, status, `${seconds.toFixed(3)} second response on ${where}`, timePerfData(seconds, thresholds)));
+    return PLUGIN_EXIT[status];
   } finally {
     await client.close();
   }
+}
+
+/**
+ * ping's one HOST, written as for targets (`[::1]` too). HOST:PORT would be
+ * asked as a host of that name: the port has its option, and the error says
+ * how to write it.
+ */
+function pingHost(words: readonly string[], hostOption: string | undefined): string {
+  if (words.length > 1) throw new CommandError(`ping takes one HOST, not ${words.length}`, ExitCode.PLUGIN_UNKNOWN);
+  const word = words[0] ?? hostOption ?? 'localhost';
+  // An IPv6 address has two colons at least; a host with a port, one (or a bracket before it).
+  const withPort = /^\[([^\]]*)\]:(.*)$/.exec(word) ?? (word.startsWith('[') ? null : /^([^:]*):([^:]*)$/.exec(word));
+  if (withPort) {
+    const [, name, port] = withPort;
+    const bare = word.startsWith('[') ? `[${name}]` : name;
+    throw new CommandError(`'${word}': ping takes a HOST without a port; give the port with --port, as in pidstat --port ${port || 'N'} ping ${bare || 'HOST'}`, ExitCode.PLUGIN_UNKNOWN);
+  }
+  return checkHost(unbracket(word), word);
 }
 
 export const run = (): void => runCli('pidstat', main);

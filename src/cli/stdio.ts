@@ -1,5 +1,6 @@
 import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { CommandError, ExitCode } from '../errors.js';
 
 /**
  * Standard output and error without Node's streams where it can: the first
@@ -9,6 +10,9 @@ import { createRequire } from 'node:module';
  * that is full) does the rest, and all that follows, go through the stream,
  * in order. A reader that went away (`pidstat ... | head -1`) is no error of
  * ours: what it did not read is dropped, and the exit status stays the answer.
+ * Nor is a stderr that cannot be written: there is no one left to tell. But
+ * stdout that cannot be written (a full disk) loses the answer: the command
+ * ends with one line on stderr and exit 74 (CONTRACT section 2), never a stack.
  */
 
 type Fd = 1 | 2;
@@ -16,19 +20,43 @@ type Fd = 1 | 2;
 const streams: Partial<Record<Fd, NodeJS.WriteStream>> = {};
 const closed: Partial<Record<Fd, boolean>> = {};
 
-/** The stream of fd, made once, with EPIPE ignored. */
+/** Why stdout could not be written, once it could not. */
+let failure: CommandError | undefined;
+let onFailure: ((failure: CommandError) => void) | undefined;
+
+/** `no space left on device (ENOSPC)` from Node's `ENOSPC: no space left on device, write`. */
+function describe(err: NodeJS.ErrnoException): string {
+  const reason = /^[A-Z0-9_]+: (.+?)(?:, \w+)?$/.exec(err.message)?.[1];
+  return reason === undefined || err.code === undefined ? err.code ?? err.message : `${reason} (${err.code})`;
+}
+
+/**
+ * fd is written no more. For stdout, unless its reader went away, that is
+ * the command's failure, told to the listener at once, whether a write or
+ * the stream found it.
+ */
+function lose(fd: Fd, err: NodeJS.ErrnoException): CommandError | undefined {
+  closed[fd] = true;
+  if (fd === 2 || err.code === 'EPIPE') return undefined;
+  if (failure === undefined) {
+    failure = new CommandError(`cannot write the output: ${describe(err)}`, ExitCode.OUTPUT_FAILED);
+    onFailure?.(failure);
+  }
+  return failure;
+}
+
+/** The stream of fd, made once; its errors come after write() returned. */
 function streamOf(fd: Fd): NodeJS.WriteStream {
   let stream = streams[fd];
   if (stream === undefined) {
     stream = fd === 1 ? process.stdout : process.stderr;
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE') throw err;
-    });
+    stream.on('error', (err: NodeJS.ErrnoException) => void lose(fd, err));
     streams[fd] = stream;
   }
   return stream;
 }
 
+/** Writes text; when stdout cannot be written, throws the failure too, so the command goes no further. */
 function write(fd: Fd, text: string): void {
   if (closed[fd]) return;
   const stream = streams[fd];
@@ -41,11 +69,18 @@ function write(fd: Fd, text: string): void {
   try {
     while (done < bytes.length) done += writeSync(fd, bytes, done);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EPIPE') closed[fd] = true;
-    else if (code === 'EAGAIN') streamOf(fd).write(bytes.subarray(done));
-    else throw err;
+    if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+      streamOf(fd).write(bytes.subarray(done));
+      return;
+    }
+    const lost = lose(fd, err as NodeJS.ErrnoException);
+    if (lost !== undefined) throw lost;
   }
+}
+
+/** Calls `listener` (once) when stdout cannot be written. */
+export function whenOutputFails(listener: (failure: CommandError) => void): void {
+  onFailure = listener;
 }
 
 export function writeOut(text: string): void {
