@@ -243,6 +243,12 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
       throw err;
     }
   }
+  // Listened for before the line that says it listens: a SIGTERM sent on that line stops it cleanly.
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+    if (report) process.once('disconnect', () => resolve('the supervisor is gone'));
+  });
   const where = describeAddress(server.address());
   log(`listening on ${where}`);
   if (config.debug) {
@@ -256,11 +262,7 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   const notifier = serviceNotifier(report);
   if (report === undefined) notifier?.ready(`STATUS=${status()}`);
   const heartbeat = notifier === undefined ? undefined : startHeartbeat(notifier, status, watchdogIntervalMs(), testInterval() ?? STATUS_INTERVAL_MS);
-  const why = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-    if (report) process.once('disconnect', () => resolve('the supervisor is gone'));
-  });
+  const why = await stopped;
   log(`${why}: stopping`);
   heartbeat?.stop();
   // A supervised server that stops may be restarted: only its supervisor's stop is the service's.
