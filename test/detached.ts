@@ -6,9 +6,10 @@ import { childrenOf, isRunning, sleep, waitFor } from './helpers.js';
 /**
  * What the tests of a detached pidstatd share: its processes found by pid
  * (a supervisor from its pidfile, its server as the supervisor's child),
- * their listening TCP sockets, stopping them by pid, and a syslog of the
- * test's own: a receiver on a socket of the test's, bound over /dev/log in a
- * private mount namespace in which the daemon is started.
+ * their listening TCP sockets, stopping them by pid, a receiver of Unix
+ * datagrams (systemd's NOTIFY_SOCKET), and a syslog of the test's own: such
+ * a receiver bound over /dev/log in a private mount namespace in which the
+ * daemon is started.
  */
 
 export function signal(pid: number, sig: NodeJS.Signals): void {
