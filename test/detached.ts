@@ -6,9 +6,10 @@ import { childrenOf, isRunning, sleep, waitFor } from './helpers.js';
 /**
  * What the tests of a detached pidstatd share: its processes found by pid
  * (a supervisor from its pidfile, its server as the supervisor's child),
- * their listening TCP sockets, stopping them by pid, and a syslog of the
- * test's own: a receiver on a socket of the test's, bound over /dev/log in a
- * private mount namespace in which the daemon is started.
+ * their listening TCP sockets, stopping them by pid, a receiver of Unix
+ * datagrams (systemd's NOTIFY_SOCKET), and a syslog of the test's own: such
+ * a receiver bound over /dev/log in a private mount namespace in which the
+ * daemon is started.
  */
 
 export function signal(pid: number, sig: NodeJS.Signals): void {
@@ -134,6 +135,85 @@ export function python(): string | undefined {
   return undefined;
 }
 
+/** A datagram a receiver got: when, from which process, and its text. */
+export interface Datagram {
+  /** Seconds, on the receiver's monotonic clock. */
+  at: number;
+  /** The sender's pid, as the kernel tells it (SO_PASSCRED). */
+  sender: number;
+  text: string;
+}
+
+export interface DatagramReceiver {
+  path: string;
+  datagrams(): Datagram[];
+  /** With `askOnReady`: the reply to the request sent the moment READY=1 came ('' for none), once it is known. */
+  readyAnswer(): string | undefined;
+  waitFor(check: (datagrams: Datagram[]) => boolean, timeoutMs: number): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+const RECEIVER = [
+  'import json, socket, struct, sys, time',
+  's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+  's.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)',
+  'path = sys.argv[1]',
+  "s.bind('\\0' + path[1:] if path.startswith('@') else path)",
+  'print("ready", flush=True)',
+  'while True:',
+  '    data, ancillary, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(12))',
+  '    pid = 0',
+  '    for level, kind, value in ancillary:',
+  '        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS: pid = struct.unpack("iII", value[:12])[0]',
+  '    print(json.dumps([time.monotonic(), pid, data.decode("latin1")]), flush=True)',
+  '    if len(sys.argv) > 2 and b"READY=1" in data.split(b"\\n"):',
+  '        port, request = sys.argv[2:4]; sys.argv[2:] = []',
+  '        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+  '        u.settimeout(3)',
+  '        u.sendto(request.encode("latin1"), ("127.0.0.1", int(port)))',
+  '        try: reply = u.recv(2048).decode("latin1")',
+  '        except socket.timeout: reply = ""',
+  '        print(json.dumps([time.monotonic(), -1, reply]), flush=True)',
+].join('\n');
+
+/**
+ * A Unix datagram socket of the test's own at `path` ('@name': an abstract
+ * one), whose datagrams are collected with their sender (Node has no Unix
+ * datagram sockets: python3 receives). With `askOnReady`, the first
+ * datagram holding READY=1 makes it send `request` to 127.0.0.1:`port` at
+ * once, from the receiver itself, so that no delay of the test's own hides
+ * a READY=1 sent before the daemon answers.
+ */
+export async function startDatagramReceiver(py: string, path: string, askOnReady?: { port: number; request: string }): Promise<DatagramReceiver> {
+  const ask = askOnReady === undefined ? [] : [String(askOnReady.port), askOnReady.request];
+  const child: ChildProcess = spawn(py, ['-c', RECEIVER, path, ...ask], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  if (!(await waitFor(() => out.startsWith('ready\n') || child.exitCode !== null, 5000)) || child.exitCode !== null) {
+    child.kill('SIGKILL');
+    throw new Error(`the datagram receiver did not start: ${err}`);
+  }
+  const rows = () =>
+    out.split('\n').slice(1, -1).map((row) => {
+      const [at, sender, text] = JSON.parse(row) as [number, number, string];
+      return { at, sender, text };
+    });
+  const datagrams = () => rows().filter((row) => row.sender !== -1);
+  return {
+    path,
+    datagrams,
+    readyAnswer: () => rows().find((row) => row.sender === -1)?.text,
+    waitFor: (check, timeoutMs) => waitFor(() => check(datagrams()), timeoutMs),
+    async stop() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
 export interface SyslogLine {
   /** Seconds, on the receiver's monotonic clock. */
   at: number;
@@ -152,33 +232,13 @@ export interface SyslogReceiver {
   stop(): Promise<void>;
 }
 
-const RECEIVER = [
-  'import json, socket, sys, time',
-  's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-  's.bind(sys.argv[1])',
-  'print("ready", flush=True)',
-  'while True:',
-  '    data = s.recv(65536)',
-  '    print(json.dumps([time.monotonic(), data.decode("latin1")]), flush=True)',
-].join('\n');
-
 /** A syslog daemon of the test's own: a Unix datagram socket at `path` whose datagrams are collected. */
 export async function startSyslogReceiver(py: string, path: string): Promise<SyslogReceiver> {
-  const child: ChildProcess = spawn(py, ['-c', RECEIVER, path], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  let out = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  if (!(await waitFor(() => out.startsWith('ready\n') || child.exitCode !== null, 5000)) || child.exitCode !== null) {
-    child.kill('SIGKILL');
-    throw new Error(`the syslog receiver did not start: ${err}`);
-  }
+  const receiver = await startDatagramReceiver(py, path);
   const parse = () => {
     const lines: SyslogLine[] = [];
     const junk: string[] = [];
-    for (const row of out.split('\n').slice(1, -1)) {
-      const [at, text] = JSON.parse(row) as [number, string];
+    for (const { at, text } of receiver.datagrams()) {
       const match = /^<([0-9]+)>([^[\]:]+)\[([0-9]+)\]: (.*)$/s.exec(text);
       if (match) lines.push({ at, pri: Number(match[1]), tag: match[2]!, pid: Number(match[3]), message: match[4]! });
       else junk.push(text);
@@ -190,10 +250,7 @@ export async function startSyslogReceiver(py: string, path: string): Promise<Sys
     lines: () => parse().lines,
     junk: () => parse().junk,
     waitFor: (check, timeoutMs) => waitFor(() => check(parse().lines), timeoutMs),
-    async stop() {
-      child.kill('SIGKILL');
-      await exited;
-    },
+    stop: () => receiver.stop(),
   };
 }
 

@@ -250,7 +250,10 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     const unitDir = join(prefix, 'lib', 'node_modules', PKG.name, 'contrib', 'systemd');
     const service = readFileSync(join(unitDir, 'pidstatd.service'), 'utf8');
     const socket = readFileSync(join(unitDir, 'pidstatd.socket'), 'utf8');
-    assert.match(service, /^Type=simple$/m);
+    // Ready when it answers, and watched (pidstatd(8), Service manager notification).
+    assert.match(service, /^Type=notify$/m);
+    assert.match(service, /^NotifyAccess=main$/m);
+    assert.match(service, /^WatchdogSec=[1-9][0-9]*s$/m);
     assert.match(service, /^ExecStart=\/usr(\/local)?\/bin\/pidstatd --foreground$/m);
     assert.match(service, /^Restart=on-failure$/m);
     assert.match(service, /^CapabilityBoundingSet=CAP_KILL$/m);

@@ -104,10 +104,13 @@ test('without the addon (no C compiler at install), the commands answer through 
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bin = (name: string) => join(dir, 'bin', `${name}.cjs`);
   const sleeper = startSleeper();
-  const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug'], {}, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
+  const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug'], { NOTIFY_SOCKET: '@pidstatd-no-addon' }, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
   try {
     const said = /reading datagrams through Node's dgram \(.*udpbatch\.node was not built\)/;
     assert.ok(await waitFor(() => said.test(daemon.log()), 2000), daemon.log());
+    // Under systemd's Type=notify the start would time out: the log says so, once.
+    const notify = /warning: NOTIFY_SOCKET is set, but the daemon cannot notify the service manager \(a Type=notify start times out; use Type=simple\): .*was not built/g;
+    assert.equal(daemon.log().match(notify)?.length, 1, daemon.log());
     const asked = await run(process.execPath, [bin('pidstat'), '--debug', '--no-local', '--port', String(daemon.port), '127.0.0.1', String(sleeper.pid)], { env: binEnv() });
     assert.equal(asked.stdout, `127.0.0.1:${sleeper.pid} exists\n`, asked.stderr);
     assert.match(asked.stderr, /reading sockets through Node's dgram/);

@@ -7,13 +7,15 @@ import { closeInheritedDescriptors } from '../descriptors.js';
 import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
+import { startMetricsFile, type MetricsFile } from '../metrics.js';
 import { loadUdpBatch } from '../native.js';
+import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../notify.js';
 import { printable } from '../printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
 import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../server.js';
 import { openSyslog, SYSLOG_SOCKET, type Severity } from '../syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
-import { ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption } from './options.js';
+import { ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption, readVersion } from './options.js';
 import { runCli } from './runner.js';
 import { writeErr } from './stdio.js';
 
@@ -29,11 +31,21 @@ import { writeErr } from './stdio.js';
  *
  * The roles talk over Node's IPC channel; ROLE_ENV tells a child its role.
  * A detached daemon logs to syslog; the others to stderr.
+ *
+ * Under a service manager (NOTIFY_SOCKET, notify.ts), every state comes from
+ * the process it watches: the foreground daemon itself; when detached, the
+ * command typed says READY=1 with MAINPID= the supervisor, and the supervisor
+ * sends on what its server says (STATUS=, WATCHDOG=1: the pings come from
+ * the loop that answers), so `NotifyAccess=main` does for both shapes.
  */
 
 const ROLE_ENV = 'PIDSTATD_ROLE';
 /** The directory the user started pidstatd in: the roles work in /, and read relative paths against it. */
 const CWD_ENV = 'PIDSTATD_CWD';
+/** Set for a server whose supervisor sends its states to the service manager: they go over IPC. */
+const RELAY_ENV = 'PIDSTATD_NOTIFY_RELAY';
+/** Not documented, for tests: the STATUS= and metrics file intervals, in ms. */
+const INTERVAL_ENV = 'PIDSTATD_TEST_INTERVAL_MS';
 /**
  * Waits before restarting a server that died: the first well inside the 2 s
  * promised, each next one twice as long (a port another process took keeps
@@ -46,10 +58,13 @@ const STABLE_MS = 60_000;
 /** A server that has not stopped this long after SIGTERM is killed. */
 const STOP_GRACE_MS = 5000;
 
-type Message = { ready: string } | { error: string };
+/** What a server tells its supervisor, which tells the command typed the first outcome. */
+type Outcome = { ready: string } | { error: string };
+type Message = Outcome | { notify: string[] };
 
 const USAGE = `Usage: $0 [--port N] [--bind ADDR] [--foreground] [--allow CIDR,...]
-                [--rate N] [--pidfile FILE] [--key-file FILE] [--debug] [--version] [--help]
+                [--rate N] [--pidfile FILE] [--key-file FILE] [--metrics-file FILE]
+                [--debug] [--version] [--help]
 
 Answers pidstat's questions (IPC::Locker's pidstatd protocol) on UDP: does
 process PID exist on this host? Detaches unless --foreground is given.`;
@@ -68,6 +83,7 @@ export const SPEC = {
     allow: { type: 'string', array: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' },
     rate: { type: 'string', description: `Requests answered per second per source address, 0 = no limit (default ${DEFAULT_RATE})` },
     pidfile: { type: 'string', description: 'Write the pid that SIGTERM stops to FILE; removed on exit' },
+    'metrics-file': { type: 'string', description: 'Write the counters to FILE every 15 s and at stop, in the Prometheus text format (node_exporter textfile collector)' },
     debug: { type: 'boolean', description: 'Log each datagram and its fate' },
   },
 } as const satisfies CommandSpec<OptionTable>;
@@ -76,6 +92,7 @@ interface DaemonConfig {
   server: ServerOptions;
   foreground: boolean;
   pidfile: string | undefined;
+  metricsFile: string | undefined;
   debug: boolean;
 }
 
@@ -134,7 +151,7 @@ function inheritedFd(env: NodeJS.ProcessEnv): number | undefined {
   return Number(env['LISTEN_FDS']) >= 1 ? 3 : undefined;
 }
 
-/** Where relative paths (--pidfile, --key-file) are read from: the user's directory, in the roles too, which work in /. */
+/** Where relative paths (--pidfile, --key-file, --metrics-file) are read from: the user's directory, in the roles too, which work in /. */
 function userDirectory(): string {
   return process.env[ROLE_ENV] === undefined ? process.cwd() : process.env[CWD_ENV] ?? '/';
 }
@@ -166,7 +183,9 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   if (io !== undefined) server.io = io;
   if (args.pidfile === '') throw new CommandError('--pidfile needs a file name');
   const pidfile = args.pidfile === undefined ? undefined : resolve(userDirectory(), args.pidfile);
-  return { server, foreground: args.foreground === true || args.fork === false, pidfile, debug: args.debug === true };
+  if (args['metrics-file'] === '') throw new CommandError('--metrics-file needs a file name');
+  const metricsFile = args['metrics-file'] === undefined ? undefined : resolve(userDirectory(), args['metrics-file']);
+  return { server, foreground: args.foreground === true || args.fork === false, pidfile, metricsFile, debug: args.debug === true };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -207,6 +226,7 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   let server: Server | undefined;
   process.on('SIGHUP', () => server !== undefined && reloadOnHangup(server));
   process.on('SIGUSR1', () => server !== undefined && log(`counters: ${describeStats(server.stats)}`));
+  const startedAt = Date.now();
   try {
     server = await startServer(options);
   } catch (err) {
@@ -225,25 +245,75 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
       throw err;
     }
   }
+  // Listened for before the line that says it listens: a SIGTERM sent on that line stops it cleanly.
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+    if (report) process.once('disconnect', () => resolve('the supervisor is gone'));
+  });
   const where = describeAddress(server.address());
   log(`listening on ${where}`);
   if (config.debug) {
     log(server.io === 'batch' ? 'reading datagrams in batches (recvmmsg, sendmmsg)' : `reading datagrams through Node's dgram${batchMissing()}`);
   }
+  const metrics = config.metricsFile === undefined ? undefined : writeMetrics(config.metricsFile, server, startedAt);
+  // The server answers from here on: its socket is bound and read.
   report?.({ ready: where });
-  const why = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-    if (report) process.once('disconnect', () => resolve('the supervisor is gone'));
-  });
+  const running = server;
+  const status = () => `answering on ${where}; ${describeStats(running.stats)}`;
+  const notifier = serviceNotifier(report);
+  if (report === undefined) notifier?.ready(`STATUS=${status()}`);
+  const heartbeat = notifier === undefined ? undefined : startHeartbeat(notifier, status, watchdogIntervalMs(), testInterval() ?? STATUS_INTERVAL_MS);
+  const why = await stopped;
   log(`${why}: stopping`);
+  heartbeat?.stop();
+  // A supervised server that stops may be restarted: only its supervisor's stop is the service's.
+  if (report === undefined) notifier?.stopping();
   await server.close();
+  metrics?.stop();
   if (report) process.disconnect?.();
   if (config.pidfile !== undefined) removePidfile(config.pidfile, process.pid);
   const { stats } = server;
   // test/fuzzer.ts reads this line's words.
   log(`stopped: ${stats.received} received, ${stats.answered} answered, ${stats.malformed} malformed, ${stats.denied} denied, ${stats.limited} over the rate`);
   return 0;
+}
+
+/**
+ * Who tells the service manager a server's states: the foreground daemon
+ * itself; a supervised server tells its supervisor (the process the service
+ * manager watches), where the supervisor has a socket to send them on.
+ */
+function serviceNotifier(report?: (message: Message) => void): Notifier | undefined {
+  if (report === undefined) return notifierFor('the daemon');
+  return process.env[RELAY_ENV] === '1' ? notifierFrom((states) => process.connected && report({ notify: states })) : undefined;
+}
+
+/** The service manager's notifier where NOTIFY_SOCKET names one; where it cannot be reached, `who` says so once in the log. */
+function notifierFor(who: string): Notifier | undefined {
+  const opened = openNotifier();
+  if (opened === undefined || !('why' in opened)) return opened;
+  log(`warning: ${NOTIFY_ENV} is set, but ${who} cannot notify the service manager (a Type=notify start times out; use Type=simple): ${opened.why}`, 'warning');
+  return undefined;
+}
+
+/** The test suite's short interval for STATUS= and the metrics file (PIDSTATD_TEST_INTERVAL_MS), if any. */
+function testInterval(): number | undefined {
+  const text = process.env[INTERVAL_ENV];
+  return text !== undefined && /^[1-9][0-9]{0,6}$/.test(text) ? Number(text) : undefined;
+}
+
+/** --metrics-file: written now, every 15 s and at stop; a failure is logged and the daemon goes on. */
+function writeMetrics(file: string, server: Server, startedAt: number): MetricsFile {
+  if (!file.endsWith('.prom')) log(`warning: node_exporter's textfile collector reads only files named *.prom, not ${file}`, 'warning');
+  return startMetricsFile({
+    file,
+    stats: () => server.stats,
+    startedAt,
+    build: { version: readVersion(), io: server.io },
+    intervalMs: testInterval(),
+    onError: (message) => log(message, 'warning'),
+  });
 }
 
 /**
@@ -285,12 +355,24 @@ function nodeFlags(): string[] {
   return process.allowedNodeEnvironmentFlags.has('--disable-sigusr1') ? ['--disable-sigusr1'] : [];
 }
 
-/** Spawns this command again in another role, with an IPC channel and no terminal. */
-function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean): ChildProcess {
+/**
+ * Spawns this command again in another role, with an IPC channel and no
+ * terminal. The service manager's watchdog, where it is ours, is handed down
+ * (WATCHDOG_PID names us, not the child); the supervisor keeps NOTIFY_SOCKET
+ * (it becomes the main pid), and a server never has it: with `relay` its
+ * states go to the supervisor.
+ */
+function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean, relay = false): ChildProcess {
+  const env: NodeJS.ProcessEnv = { ...process.env, [ROLE_ENV]: role, [CWD_ENV]: userDirectory() };
+  if (watchdogIntervalMs() === undefined) delete env['WATCHDOG_USEC'];
+  delete env['WATCHDOG_PID'];
+  delete env[RELAY_ENV];
+  if (role === 'server') delete env[NOTIFY_ENV];
+  if (relay) env[RELAY_ENV] = '1';
   return spawn(process.execPath, [...nodeFlags(), join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
-    env: { ...process.env, [ROLE_ENV]: role, [CWD_ENV]: userDirectory() },
+    env,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
   });
 }
@@ -299,8 +381,8 @@ function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: bool
 async function detach(argv: string[], pidfile: string | undefined): Promise<number> {
   closeInheritedDescriptors();
   const supervisor = spawnRole('supervisor', argv, true);
-  const outcome = await new Promise<Message>((resolve) => {
-    supervisor.once('message', (message: Message) => resolve(message));
+  const outcome = await new Promise<Outcome>((resolve) => {
+    supervisor.once('message', (message: Outcome) => resolve(message));
     supervisor.once('exit', (code, signal) => resolve({ error: `the daemon exited at start (${signal ?? `exit ${code}`})` }));
   });
   supervisor.disconnect();
@@ -315,6 +397,8 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
       throw err;
     }
   }
+  // The service manager watched this process: the supervisor is the daemon now, and it answers.
+  notifierFor('the detached daemon')?.ready(`MAINPID=${supervisor.pid}`);
   if (existsSync(SYSLOG_SOCKET)) {
     const syslog = openSyslog('pidstatd');
     if ('why' in syslog) log(`warning: the detached daemon cannot log to ${SYSLOG_SOCKET}, its log is lost: ${syslog.why}`, 'warning');
@@ -336,6 +420,9 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
   let child: ChildProcess | undefined;
   let restart: NodeJS.Timeout | undefined;
   let delay = FIRST_RESTART_MS;
+  // The command typed said why it cannot notify, if it cannot.
+  const opened = openNotifier();
+  const notifier = opened !== undefined && !('why' in opened) ? opened : undefined;
   return new Promise<number>((resolve) => {
     const finish = (code: number) => {
       process.off('SIGTERM', stop);
@@ -350,6 +437,7 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
       stopping = true;
       clearTimeout(restart);
       log(`${sig}: stopping`);
+      notifier?.stopping();
       const server = child;
       if (server === undefined) return finish(0);
       server.kill('SIGTERM');
@@ -361,12 +449,13 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
     };
     const start = () => {
       restart = undefined;
-      const server = spawnRole('server', argv, false);
+      const server = spawnRole('server', argv, false, notifier !== undefined);
       const since = performance.now();
       let reason: string | undefined;
       child = server;
       server.on('error', (err) => (reason = err.message));
       server.on('message', (message: Message) => {
+        if ('notify' in message) return notifier?.send(...message.notify);
         if ('error' in message) reason = message.error;
         if (everReady) return;
         everReady = 'ready' in message;
