@@ -275,17 +275,13 @@ function writeOwnPidfile(file: string, pid: number): void {
 }
 
 /**
- * Node's flag that keeps SIGUSR1 from opening the inspector (Node 22.14+),
- * for the roles this module starts; older Nodes rely on the listener that
- * start.ts installs first thing.
+ * Spawns this command again in another role, with an IPC channel and no
+ * terminal. Not with --disable-sigusr1 (Node 22.14+): it leaves SIGUSR1
+ * blocked in every thread, so the role's own listener never hears it (Node
+ * 24.22); the listener start.ts installs first thing keeps the inspector shut.
  */
-function nodeFlags(): string[] {
-  return process.allowedNodeEnvironmentFlags.has('--disable-sigusr1') ? ['--disable-sigusr1'] : [];
-}
-
-/** Spawns this command again in another role, with an IPC channel and no terminal. */
 function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean): ChildProcess {
-  return spawn(process.execPath, [...nodeFlags(), join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
+  return spawn(process.execPath, [join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
     env: { ...process.env, [ROLE_ENV]: role, [CWD_ENV]: userDirectory() },
