@@ -176,6 +176,8 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
       assert.doesNotMatch(file, /(^|\/)test(s)?\/|\.test\.|\.spec\./, `${file}: tests do not belong in the tarball`);
       assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
       assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
+      // A code cache is made by the Node that reads it, at install, and names the folder it was made in.
+      assert.doesNotMatch(file, /\.cache$/, `${file}: the build machine's code cache does not belong in the tarball`);
     }
     const verbose = (await run('tar', ['-tvzf', tarball])).stdout;
     for (const file of ['bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch.cjs']) {
