@@ -1,49 +1,155 @@
-// Builds native/udpbatch.c, the daemon's batched datagram I/O, into
-// dist/native/udpbatch.node with the C compiler and Node's own headers.
-// Runs at `npm run build` and at install. It never fails the install: where
-// it cannot build (no compiler, no headers, not Linux), it says why and
-// pidstatd reads its socket through Node's dgram, answering the same, slower.
+// Builds native/udpbatch.c, the commands' batched datagram I/O, a Node-API
+// addon: one build serves Node 20, 22 and 24 (NAPI_VERSION 8).
+//
+//   node scripts/build-native.mjs --prebuild [--strict]
+//     (npm run build; npm run prebuilds and prepack with --strict) builds
+//     prebuilds/linux-x64/udpbatch.node and prebuilds/linux-arm64/, the
+//     layout of prebuildify and node-gyp-build, which the package carries:
+//     this machine's with `cc` (or CC), the other with Debian's cross
+//     compiler (gcc-aarch64-linux-gnu or gcc-x86-64-linux-gnu). Without
+//     --strict, one that cannot be built is said and skipped; with it, the
+//     script fails, so no package is packed without both.
+//   node scripts/build-native.mjs
+//     (at install) nothing where the prebuilt addon loads; else builds
+//     dist/native/udpbatch.node from the source with the user's compiler.
+//     It never fails the install: where it cannot build (no compiler, no
+//     headers, not Linux), it says why and the commands read their sockets
+//     through Node's dgram, answering the same, slower.
+//
+// src/native.ts looks for the prebuilt addon first, then the built one.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const source = join(root, 'native', 'udpbatch.c');
-const target = join(root, 'dist', 'native', 'udpbatch.node');
+const prebuilt = (arch) => join(root, 'prebuilds', `linux-${arch}`, 'udpbatch.node');
+const built = join(root, 'dist', 'native', 'udpbatch.node');
 
-function skip(why) {
-  rmSync(target, { force: true });
-  console.error(`pidstat: batched daemon I/O not built: ${why}.`);
-  console.error("pidstat: pidstatd will read its socket through Node's dgram, which answers the same, more slowly.");
-  process.exit(0);
+/** The targets, with Debian's name for their cross compiler and ELF's for their machine. */
+const TARGETS = {
+  x64: { gcc: 'x86_64-linux-gnu-gcc', machine: 62, debian: 'gcc-x86-64-linux-gnu' },
+  arm64: { gcc: 'aarch64-linux-gnu-gcc', machine: 183, debian: 'gcc-aarch64-linux-gnu' },
+};
+
+const NOT_BUILT = "pidstat: the commands will read their sockets through Node's dgram, which answers the same, more slowly.";
+
+/** The folder holding node_api.h: npm's nodedir, or beside this node. */
+function nodeHeaders() {
+  const prefixes = [process.env.npm_config_nodedir, join(dirname(process.execPath), '..')].filter(Boolean);
+  const include = prefixes.map((prefix) => join(prefix, 'include', 'node')).find((dir) => existsSync(join(dir, 'node_api.h')));
+  if (include === undefined) throw new Error(`Node's headers (node_api.h) are not under ${prefixes.join(' or ')}/include/node`);
+  return include;
 }
 
 function newer(file, than) {
   return existsSync(file) && than.every((other) => statSync(file).mtimeMs > statSync(other).mtimeMs);
 }
 
-if (process.platform !== 'linux') skip('recvmmsg and sendmmsg are Linux system calls');
-if (newer(target, [source, fileURLToPath(import.meta.url)])) process.exit(0);
-
-const prefixes = [process.env.npm_config_nodedir, join(dirname(process.execPath), '..')].filter(Boolean);
-const include = prefixes.map((prefix) => join(prefix, 'include', 'node')).find((dir) => existsSync(join(dir, 'node_api.h')));
-if (include === undefined) skip(`Node's headers (node_api.h) are not under ${prefixes.join(' or ')}/include/node`);
-
-const cc = process.env.CC || 'cc';
-mkdirSync(dirname(target), { recursive: true });
-const partial = join(dirname(target), `udpbatch-${process.pid}.node`);
-const args = ['-O2', '-Wall', '-shared', '-fPIC', '-DNODE_GYP_MODULE_NAME=udpbatch', `-I${include}`, '-o', partial, source];
-const result = spawnSync(cc, args, { encoding: 'utf8' });
-if (result.error !== undefined || result.status !== 0) {
-  rmSync(partial, { force: true });
-  skip(result.error !== undefined ? `${cc}: ${result.error.message}` : `${cc} ${args.join(' ')} failed:\n${result.stderr.trim()}`);
+/** The ELF machine of a shared object (e_machine, a little-endian u16 at byte 18). */
+function elfMachine(file) {
+  const header = Buffer.alloc(20);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, header, 0, 20, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return header.subarray(0, 4).toString('latin1') === '\x7fELF' ? header.readUInt16LE(18) : -1;
 }
-try {
-  createRequire(import.meta.url)(partial);
-} catch (err) {
-  rmSync(partial, { force: true });
-  skip(`the built addon does not load: ${err.message}`);
+
+/**
+ * Compiles the addon into `target` for `arch` with `cc`, and checks it: this
+ * machine's must load into this node; another's must be an ELF file for its
+ * machine. Stripped (-s), so it names no path of the machine that built it.
+ */
+function compile(cc, arch, target, extra) {
+  const include = nodeHeaders();
+  mkdirSync(dirname(target), { recursive: true });
+  const partial = join(dirname(target), `udpbatch-${process.pid}.node`);
+  const args = ['-O2', '-Wall', '-shared', '-fPIC', ...extra, '-DNAPI_VERSION=8', '-DNODE_GYP_MODULE_NAME=udpbatch', `-I${include}`, '-o', partial, source];
+  const result = spawnSync(cc, args, { encoding: 'utf8' });
+  try {
+    if (result.error !== undefined) throw new Error(`${cc}: ${result.error.message}`);
+    if (result.status !== 0) throw new Error(`${cc} ${args.join(' ')} failed:\n${result.stderr.trim()}`);
+    if (arch === process.arch) {
+      try {
+        createRequire(import.meta.url)(partial);
+      } catch (err) {
+        throw new Error(`the built addon does not load: ${err.message}`);
+      }
+    } else if (elfMachine(partial) !== TARGETS[arch].machine) {
+      throw new Error(`${cc} did not make an ELF file for ${arch}`);
+    }
+    renameSync(partial, target);
+  } finally {
+    rmSync(partial, { force: true });
+  }
 }
-renameSync(partial, target);
+
+/** Builds the prebuilt addons that are older than the source or this script. */
+function prebuild(strict) {
+  if (process.platform !== 'linux') {
+    console.error('pidstat: no prebuilt addons: they are built on Linux, where recvmmsg and sendmmsg are.');
+    process.exit(strict ? 1 : 0);
+  }
+  let failed = false;
+  for (const arch of Object.keys(TARGETS)) {
+    const target = prebuilt(arch);
+    if (newer(target, [source, fileURLToPath(import.meta.url)])) continue;
+    const cc = arch === process.arch ? process.env.CC || 'cc' : TARGETS[arch].gcc;
+    try {
+      compile(cc, arch, target, ['-s']);
+    } catch (err) {
+      failed = true;
+      rmSync(target, { force: true });
+      const hint = arch === process.arch ? '' : ` (Debian: apt-get install ${TARGETS[arch].debian})`;
+      console.error(`pidstat: no prebuilt addon for linux-${arch}: ${err.message}${hint}.`);
+      if (arch === process.arch && !strict) console.error(NOT_BUILT);
+    }
+  }
+  if (failed && strict) {
+    console.error('pidstat: the package must carry the addon for both linux-x64 and linux-arm64: not packed.');
+    process.exit(1);
+  }
+}
+
+/** At install: the prebuilt addon where it loads, else one built here, else a reason. */
+function install() {
+  // In a fresh clone, npm's install step comes before the build (prepare),
+  // which builds the addons itself: nothing to do yet.
+  if (!existsSync(join(root, 'dist', 'bundle', 'start.cjs'))) return;
+  if (process.platform !== 'linux') return say('recvmmsg and sendmmsg are Linux system calls');
+  let why = `no prebuilt addon for linux-${process.arch}`;
+  if (TARGETS[process.arch] !== undefined && existsSync(prebuilt(process.arch))) {
+    try {
+      createRequire(import.meta.url)(prebuilt(process.arch));
+      rmSync(built, { force: true });
+      return;
+    } catch (err) {
+      why = `the prebuilt addon does not load here (${err.message.split('\n')[0]})`;
+    }
+  }
+  if (newer(built, [source, fileURLToPath(import.meta.url)])) return;
+  try {
+    compile(process.env.CC || 'cc', process.arch, built, []);
+  } catch (err) {
+    rmSync(built, { force: true });
+    say(`${why}, and none built: ${err.message}`);
+  }
+}
+
+function say(why) {
+  console.error(`pidstat: batched socket I/O not available: ${why}.`);
+  console.error(NOT_BUILT);
+}
+
+const args = process.argv.slice(2);
+if (!args.includes('--prebuild')) install();
+else {
+  prebuild(args.includes('--strict'));
+  // A machine no prebuilt addon is for (ppc64le...) builds its own.
+  if (TARGETS[process.arch] === undefined) install();
+}

@@ -3,13 +3,15 @@
 // src/cli/start.ts): pidstat asks a responder of this script's own on
 // loopback, the others print their version. Runs at `npm run build` and at
 // install, so the cache is made by the Node that will read it. It never
-// fails the install: without a cache the commands compile as usual. The
-// caches are left out of the package (package.json "files"): each holds the
-// path of the bundle it was made from, the build machine's, and serves only
-// the V8 that made it.
+// fails the install: without a cache the commands compile as usual. Node 22
+// and later keep a compile cache of their own, which start.ts turns on:
+// nothing to do there. The caches are left out of the package (package.json
+// "files"): each holds the path of the bundle it was made from, the build
+// machine's, and serves only the V8 that made it.
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync, rmSync } from 'node:fs';
+import Module from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,6 +36,7 @@ function runBin(name, args) {
   });
 }
 
+if (Module.enableCompileCache !== undefined) process.exit(0);
 // In a fresh clone, npm's install step comes before the build (prepare),
 // which makes the caches itself: nothing to do yet.
 if (!existsSync(join(root, 'dist', 'bundle', 'start.cjs'))) process.exit(0);

@@ -5,8 +5,9 @@ import { packageRoot } from './paths.js';
 
 /**
  * The optional addon native/udpbatch.c: UDP sockets read in batches
- * (recvmmsg; the daemon answers with sendmmsg), built at install time where
- * a C compiler and Node's headers are found (scripts/build-native.mjs). The
+ * (recvmmsg; the daemon answers with sendmmsg), shipped prebuilt for
+ * linux-x64 and linux-arm64, else built at install time where a C compiler
+ * and Node's headers are found (scripts/build-native.mjs). The
  * daemon reads its socket through it, and so does the client, which then
  * never loads dgram (whose first bind loads Node's cluster module: a
  * twentieth of a pidstat run). Without it both use Node's dgram, and answer
@@ -60,21 +61,31 @@ export interface UdpBatch {
   hmacSha256?(context: unknown, data: Uint8Array, length: number, out: Uint8Array): void;
 }
 
-/** The file the build writes, beside dist/src and dist/bundle. */
-export const ADDON_PATH = join('dist', 'native', 'udpbatch.node');
+/**
+ * Where the addon is looked for, first to last: the one prebuilt for this
+ * platform, in the layout of prebuildify and node-gyp-build (whose lookup
+ * is these few lines: the package would cost more than it gives); then one
+ * built at install from the source where none fits (musl, another arch).
+ */
+export const ADDON_PATHS = [join('prebuilds', `${process.platform}-${process.arch}`, 'udpbatch.node'), join('dist', 'native', 'udpbatch.node')];
 
 let loaded: { addon?: UdpBatch; why?: string } | undefined;
 
-/** The addon, or why it cannot be had (not built, or built for another Node). */
+/** The addon, or why it cannot be had (none for this platform, or none that loads). */
 export function loadUdpBatch(): { addon?: UdpBatch; why?: string } {
   if (loaded !== undefined) return loaded;
-  const file = join(packageRoot(), ADDON_PATH);
-  try {
-    loaded = { addon: createRequire(import.meta.url)(file) as UdpBatch };
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    loaded = { why: code === 'MODULE_NOT_FOUND' ? `${file} was not built` : `${file}: ${(err as Error).message}` };
+  const why: string[] = [];
+  for (const path of ADDON_PATHS) {
+    const file = join(packageRoot(), path);
+    try {
+      loaded = { addon: createRequire(import.meta.url)(file) as UdpBatch };
+      return loaded;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      why.push(code !== 'MODULE_NOT_FOUND' ? `${file}: ${(err as Error).message}` : path === ADDON_PATHS[0] ? `no ${file}` : `${file} was not built`);
+    }
   }
+  loaded = { why: why.join('; ') };
   return loaded;
 }
 

@@ -1,16 +1,19 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import Module from 'node:module';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { binEnv, deadPid, freePort, ROOT, run, type RunResult } from './helpers.js';
 
 /**
  * The package as a user gets it: `npm pack`, the tarball's contents, a global
- * install into a temporary prefix, the installed commands, manual pages and
- * systemd units, and the library type-checked and run from a fresh project.
- * Every process started here is stopped by its pid.
+ * install into a temporary prefix by an npm that finds no C compiler, the
+ * installed commands with the prebuilt addon, manual pages and systemd
+ * units, the other architecture's prebuilt addon under qemu, and the library
+ * type-checked and run from a fresh project. Every process started here is
+ * stopped by its pid.
  */
 
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
@@ -35,9 +38,33 @@ function npmEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function npm(args: string[], cwd: string): Promise<RunResult> {
-  return run('npm', args, { cwd, env: npmEnv(), timeoutMs: NPM_TIMEOUT_MS });
+function npm(args: string[], cwd: string, env = npmEnv()): Promise<RunResult> {
+  return run('npm', args, { cwd, env, timeoutMs: NPM_TIMEOUT_MS });
 }
+
+/** The C compilers a build could try, none of which must be found by an install without one. */
+const COMPILERS = ['cc', 'gcc', 'c99', 'clang', 'tcc'];
+
+/**
+ * npm's environment on a machine without a C compiler: PATH is a folder of
+ * links to node, npm and the shell alone, and CC leads nowhere.
+ */
+function npmEnvWithoutCompiler(dir: string): NodeJS.ProcessEnv {
+  mkdirSync(dir);
+  const npmCli = realpathSync(spawnSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).stdout.trim());
+  for (const [name, target] of [['node', process.execPath], ['npm', npmCli], ['sh', '/bin/sh']] as const) symlinkSync(target, join(dir, name));
+  const env = { ...npmEnv(), PATH: dir, CC: '/nonexistent' };
+  for (const cc of COMPILERS) assert.notEqual(spawnSync('/bin/sh', ['-c', `command -v ${cc}`], { env }).status, 0, `${cc} is on the stripped PATH`);
+  return env;
+}
+
+/** This machine's architecture and the other one the package carries an addon for, as Node and Debian name them. */
+const ARCH = process.arch;
+const OTHER = ARCH === 'arm64'
+  ? { arch: 'x64', qemu: 'qemu-x86_64', sysroot: '/usr/x86_64-linux-gnu', gcc: 'x86_64-linux-gnu-gcc' }
+  : { arch: 'arm64', qemu: 'qemu-aarch64', sysroot: '/usr/aarch64-linux-gnu', gcc: 'aarch64-linux-gnu-gcc' };
+/** The other architecture's Node, where .ci/run installed it (the registry's node-linux-ARCH package). */
+const OTHER_NODE = join(ROOT, '.ci', 'node24', OTHER.arch, 'node_modules', `node-linux-${OTHER.arch}`, 'bin', 'node');
 
 /** Why an install failed, when it is the network's fault (a reason to skip), else undefined. */
 function offlineReason(result: RunResult): string | undefined {
@@ -141,10 +168,11 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
       'contrib/systemd/pidstatd.service', 'contrib/systemd/pidstatd.socket',
       'dist/bundle/start.cjs',
       'native/udpbatch.c', 'scripts/build-native.mjs', 'scripts/code-cache.mjs',
+      `prebuilds/linux-${ARCH}/udpbatch.node`,
     ];
     for (const file of expected) assert.ok(files.includes(file), `${file} is missing from the tarball`);
     for (const file of files) {
-      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|contrib\/|native\/udpbatch\.c$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
+      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|contrib\/|native\/udpbatch\.c$|prebuilds\/linux-(x64|arm64)\/udpbatch\.node$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
       assert.doesNotMatch(file, /(^|\/)test(s)?\/|\.test\.|\.spec\./, `${file}: tests do not belong in the tarball`);
       assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
       assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
@@ -170,8 +198,25 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     assert.deepEqual(naming, [], `these shipped files name ${buildDir.toString()}`);
   });
 
+  await t.test('the tarball carries the addon prebuilt for linux-x64 and linux-arm64, naming no path of this machine', async (t) => {
+    const listed = (await run('tar', ['-tzf', tarball])).stdout;
+    if (!listed.includes(`package/prebuilds/linux-${OTHER.arch}/udpbatch.node`) && !has(OTHER.gcc)) {
+      return skip(t, `no prebuilt addon for linux-${OTHER.arch}: ${OTHER.gcc} is not installed (.ci/run installs it; npm pack refuses to pack without it)`);
+    }
+    const dir = join(tmp, 'unpacked');
+    mkdirSync(dir);
+    for (const arch of ['x64', 'arm64']) {
+      const file = `package/prebuilds/linux-${arch}/udpbatch.node`;
+      assert.equal((await run('tar', ['-xzf', tarball, '-C', dir, file])).code, 0, `${file} is not in the tarball`);
+      const data = readFileSync(join(dir, file));
+      assert.equal(data.readUInt16LE(18), arch === 'x64' ? 62 : 183, `${file} is an ELF file for ${arch}`);
+      assert.equal(data.indexOf(ROOT.replace(/\/$/, '')), -1, `${file} names ${ROOT}`);
+    }
+  });
+
+  // One install serves every check below: npm with no C compiler in reach.
   const prefix = join(tmp, 'global');
-  const installed = await npm(['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], tmp);
+  const installed = await npm(['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', tarball], tmp, npmEnvWithoutCompiler(join(tmp, 'path')));
   if (installed.code !== 0) {
     const reason = offlineReason(installed);
     if (reason !== undefined) return skip(t, reason);
@@ -179,12 +224,15 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
   }
   const bin = (name: string) => join(prefix, 'bin', name);
   const env = binEnv({ PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}` });
+  const installedRoot = join(prefix, 'lib', 'node_modules', PKG.name);
 
-  await t.test('the install built the addon and the code caches with this Node', () => {
-    const installedRoot = join(prefix, 'lib', 'node_modules', PKG.name);
+  await t.test('the install, without a compiler, built nothing, and on Node 20 cached the compiled code', () => {
+    assert.ok(!existsSync(join(installedRoot, 'dist', 'native')), 'the prebuilt addon is used as it is');
+    assert.doesNotMatch(installed.stderr, /batched socket I\/O not available/, installed.stderr);
     const built = readdirSync(join(installedRoot, 'dist', 'bundle'));
-    for (const name of ['pidstat', 'pidstatd', 'pidwatch']) assert.ok(built.includes(`${name}.cache`), `${name}.cache in ${built.join(' ')}`);
-    if (has('cc')) assert.ok(readdirSync(join(installedRoot, 'dist', 'native')).includes('udpbatch.node'));
+    // Node 22+ keeps its own compile cache, in the user's cache folder (src/cli/start.ts).
+    const handMade = typeof (Module as { enableCompileCache?: unknown }).enableCompileCache !== 'function';
+    for (const name of ['pidstat', 'pidstatd', 'pidwatch']) assert.equal(built.includes(`${name}.cache`), handMade, `${name}.cache in ${built.join(' ')}`);
   });
 
   await t.test('the installed commands print the version of package.json', async () => {
@@ -199,9 +247,8 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     const daemon = start(bin('pidstatd'), ['--foreground', '--debug', '--port', '0', '--bind', '127.0.0.1'], env);
     try {
       const port = (await waitForLine(daemon, /listening on 127\.0\.0\.1:(\d+)$/m))[1]!;
-      // The install built the addon where it could: here, where cc is.
-      const io = has('cc') ? /reading datagrams in batches/ : /reading datagrams through Node's dgram/;
-      await waitForLine(daemon, io);
+      // The prebuilt addon, though the install found no compiler.
+      await waitForLine(daemon, /reading datagrams in batches/);
       const pid = String(daemon.child.pid);
       const asked = await run(bin('pidstat'), ['--no-local', '--port', port, '127.0.0.1', pid], { env });
       assert.equal(asked.stdout, `127.0.0.1:${pid} exists\n`, asked.stderr);
@@ -273,6 +320,17 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     const ours = `${verified.stdout}${verified.stderr}`.split('\n').filter((line) => /pidstatd/.test(line));
     assert.deepEqual(ours, [], 'systemd-analyze verify has something to say about our units');
     assert.equal(verified.code, 0, verified.stderr);
+  });
+
+  await t.test(`the installed linux-${OTHER.arch} addon loads into the registry's Node for ${OTHER.arch} under ${OTHER.qemu}, and opens a socket`, async (t) => {
+    if (!has(OTHER.qemu)) return skip(t, `${OTHER.qemu} is not installed (Debian package qemu-user)`);
+    if (!existsSync(join(OTHER.sysroot, 'lib'))) return skip(t, `no ${OTHER.arch} C library under ${OTHER.sysroot} (Debian package libc6-${OTHER.arch === 'arm64' ? 'arm64' : 'amd64'}-cross)`);
+    if (!existsSync(OTHER_NODE)) return skip(t, `no Node for ${OTHER.arch} at ${OTHER_NODE} (.ci/run installs it from the registry)`);
+    const addon = join(installedRoot, 'prebuilds', `linux-${OTHER.arch}`, 'udpbatch.node');
+    const script = `const a = require(${JSON.stringify(addon)}); const fd = a.open('127.0.0.1', 0, false); console.log(process.arch, typeof a.unixSend, a.address(fd).join(' '))`;
+    const loaded = await run(OTHER.qemu, ['-L', OTHER.sysroot, OTHER_NODE, '-e', script], { timeoutMs: 60_000 });
+    assert.equal(loaded.code, 0, loaded.stderr);
+    assert.match(loaded.stdout, new RegExp(`^${OTHER.arch} function 127\\.0\\.0\\.1 4 [1-9]\\d*\n$`));
   });
 
   await t.test('a TypeScript project installs the tarball, type-checks against it and runs', async (t) => {

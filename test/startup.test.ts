@@ -1,18 +1,25 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import Module from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { binEnv, ROOT, run, startDaemon, startSleeper, waitFor } from './helpers.js';
 
 /**
- * The bins run each command's bundle from V8's code cache beside it
- * (src/cli/start.ts). A cache must never change what a command does: a
- * missing one, one made from another build, and one V8 refuses all run the
- * command as usual. Each case runs on a copy of the package's run-time files,
- * so the build the other tests use is never touched.
+ * The bins run each command's bundle with its compiled code cached
+ * (src/cli/start.ts): on Node 20 from V8's code cache beside it, made by the
+ * build; on Node 22+ by Node's own compile cache, in the user's cache folder.
+ * A cache must never change what a command does: a missing one, one made
+ * from another build, one V8 refuses, and one that cannot be written all run
+ * the command as usual. Each case runs on a copy of the package's run-time
+ * files, so the build the other tests use is never touched.
  */
+
+/** Node 22+ caches compiled code itself: the hand-made cache is Node 20's alone. */
+const NODE_CACHE = typeof (Module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
+const HAND_MADE = { skip: NODE_CACHE && `Node ${process.version} keeps its own compile cache: the hand-made one is for Node 20` };
 
 /** bin/, dist/bundle/, package.json and node_modules (a link), in a temp dir: the package without the addon. */
 function copyOfPackage(): string {
@@ -46,7 +53,7 @@ async function outputs(dir: string, env: NodeJS.ProcessEnv = {}): Promise<string
 
 const buildLine = (text: string) => /^\/\/ build ([0-9a-f]+)\n/.exec(text)?.[1];
 
-test('the build writes a code cache for each command, headed by its bundle\'s build id', () => {
+test('the build writes a code cache for each command, headed by its bundle\'s build id', HAND_MADE, () => {
   for (const name of ['pidstat', 'pidstatd', 'pidwatch']) {
     const id = buildLine(readFileSync(join(ROOT, 'dist', 'bundle', `${name}.cjs`), 'utf8'));
     assert.match(id ?? '', /^[0-9a-f]{32}$/, `${name}.cjs names its build`);
@@ -56,7 +63,7 @@ test('the build writes a code cache for each command, headed by its bundle\'s bu
   }
 });
 
-test('a command runs the same with its cache, without it, with another build\'s, and with one V8 refuses', async (t) => {
+test('a command runs the same with its cache, without it, with another build\'s, and with one V8 refuses', HAND_MADE, async (t) => {
   const dir = copyOfPackage();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const cacheOf = (name: string) => join(dir, 'dist', 'bundle', `${name}.cache`);
@@ -83,7 +90,7 @@ test('a command runs the same with its cache, without it, with another build\'s,
   assert.deepEqual(await outputs(dir), expected);
 });
 
-test('a rebuilt bundle never runs with the code cached from the one before, though V8 would take it', async (t) => {
+test('a rebuilt bundle never runs with the code cached from the one before, though V8 would take it', HAND_MADE, async (t) => {
   const dir = copyOfPackage();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bundle = join(dir, 'dist', 'bundle', 'pidstat.cjs');
@@ -97,6 +104,38 @@ test('a rebuilt bundle never runs with the code cached from the one before, thou
   writeFileSync(bundle, rebuilt);
   const result = await run(process.execPath, [join(dir, 'bin', 'pidstat.cjs'), '--version'], { env: binEnv() });
   assert.match(result.stdout, /^pidstat=\d+\.\d+\.\d+\n$/, `the rebuilt code ran: ${result.stdout}${result.stderr}`);
+});
+
+test('Node 22+ caches compiled code in the user\'s cache folder, never in the package nor where others can write', { skip: !NODE_CACHE && `Node ${process.version} has no module.enableCompileCache()` }, async (t) => {
+  const dir = copyOfPackage();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const home = join(dir, 'home');
+  mkdirSync(home);
+  const cached = (base: string) => (existsSync(join(base, 'pidstat')) ? readdirSync(join(base, 'pidstat'), { recursive: true }) : []);
+  const bundleFiles = readdirSync(join(dir, 'dist', 'bundle')).sort();
+  const expected = await outputs(dir, { HOME: home, XDG_CACHE_HOME: undefined, NODE_COMPILE_CACHE: undefined });
+  assert.ok(cached(join(home, '.cache')).length >= 2, `no compile cache under ${home}/.cache/pidstat`);
+  assert.deepEqual(readdirSync(join(dir, 'dist', 'bundle')).sort(), bundleFiles, 'nothing written beside the bundles');
+  assert.deepEqual(await outputs(dir, { HOME: home, XDG_CACHE_HOME: undefined, NODE_COMPILE_CACHE: undefined }), expected, 'the same from the cache');
+
+  // A folder anyone may write to, or another user's: a cache there could be
+  // someone else's code. The commands run as usual, without one, silently.
+  const shared = join(dir, 'shared');
+  mkdirSync(shared);
+  chmodSync(shared, 0o1777);
+  assert.deepEqual(await outputs(dir, { XDG_CACHE_HOME: shared, NODE_COMPILE_CACHE: undefined }), expected);
+  assert.deepEqual(cached(shared), [], `a cache in ${shared}, which anyone may write to`);
+  if (process.getuid?.() === 0) {
+    const others = join(dir, 'others');
+    mkdirSync(others, 0o755);
+    chownSync(others, 65534, 65534);
+    assert.deepEqual(await outputs(dir, { XDG_CACHE_HOME: others, NODE_COMPILE_CACHE: undefined }), expected);
+    assert.deepEqual(cached(others), [], `a cache in ${others}, uid 65534's`);
+  }
+  // A folder that cannot be made (its parent is a file): no cache, no word.
+  const file = join(dir, 'file');
+  writeFileSync(file, '');
+  assert.deepEqual(await outputs(dir, { XDG_CACHE_HOME: join(file, 'cache'), NODE_COMPILE_CACHE: undefined }), expected);
 });
 
 test('without the addon (no C compiler at install), the commands answer through dgram; PIDSTAT_IO=batch says what is missing', async (t) => {
@@ -135,14 +174,45 @@ test('without the addon (no C compiler at install), the commands answer through 
   }
 });
 
-test('the addon build never fails an install: without a compiler it says why and leaves no addon', async (t) => {
+/** scripts/ and native/ in a temp dir, with the bundle an install has, and the prebuilt addons if asked. */
+function copyOfSources(prebuilds: boolean): string {
   const dir = mkdtempSync(join(tmpdir(), 'pidstat-native-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
   cpSync(join(ROOT, 'scripts'), join(dir, 'scripts'), { recursive: true });
   cpSync(join(ROOT, 'native'), join(dir, 'native'), { recursive: true });
+  mkdirSync(join(dir, 'dist', 'bundle'), { recursive: true });
+  writeFileSync(join(dir, 'dist', 'bundle', 'start.cjs'), '');
+  if (prebuilds) cpSync(join(ROOT, 'prebuilds'), join(dir, 'prebuilds'), { recursive: true });
+  return dir;
+}
+
+test('the install uses the prebuilt addon as it is, with no compiler', async (t) => {
+  const dir = copyOfSources(true);
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const result = await run(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { env: binEnv({ CC: 'no-such-compiler' }) });
   assert.equal(result.code, 0, result.stderr);
-  assert.match(result.stderr, /batched daemon I\/O not built: no-such-compiler: .*ENOENT/);
+  assert.equal(result.stderr, '');
+  assert.ok(!existsSync(join(dir, 'dist', 'native')), 'nothing built');
+});
+
+test('the install builds the addon where the prebuilt one does not load, with the compiler there is', async (t) => {
+  const dir = copyOfSources(true);
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // What a prebuilt addon is on a system it does not fit (musl, an old glibc): a file dlopen refuses.
+  writeFileSync(join(dir, 'prebuilds', `linux-${process.arch}`, 'udpbatch.node'), 'not an ELF file');
+  const result = await run(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { env: binEnv() });
+  if (/no-such|ENOENT/.test(result.stderr)) return t.skip(`no C compiler here: ${result.stderr.trim()}`);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stderr, '');
+  const loaded = await run(process.execPath, ['-e', `console.log(typeof require(${JSON.stringify(join(dir, 'dist', 'native', 'udpbatch.node'))}).start)`]);
+  assert.equal(loaded.stdout, 'function\n', loaded.stderr);
+});
+
+test('the addon build never fails an install: without a prebuilt addon or a compiler it says why and leaves no addon', async (t) => {
+  const dir = copyOfSources(false);
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const result = await run(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { env: binEnv({ CC: 'no-such-compiler' }) });
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /batched socket I\/O not available: no prebuilt addon for linux-\w+, and none built: no-such-compiler: .*ENOENT/);
   assert.match(result.stderr, /through Node's dgram, which answers the same/);
   assert.throws(() => readFileSync(join(dir, 'dist', 'native', 'udpbatch.node')), { code: 'ENOENT' });
 });

@@ -347,17 +347,11 @@ function writeOwnPidfile(file: string, pid: number): void {
 }
 
 /**
- * Node's flag that keeps SIGUSR1 from opening the inspector (Node 22.14+),
- * for the roles this module starts; older Nodes rely on the listener that
- * start.ts installs first thing.
- */
-function nodeFlags(): string[] {
-  return process.allowedNodeEnvironmentFlags.has('--disable-sigusr1') ? ['--disable-sigusr1'] : [];
-}
-
-/**
  * Spawns this command again in another role, with an IPC channel and no
- * terminal. The service manager's watchdog, where it is ours, is handed down
+ * terminal. Not with --disable-sigusr1 (Node 22.14+): it leaves SIGUSR1
+ * blocked in every thread, so the role's own listener never hears it (Node
+ * 24.22); the listener start.ts installs first thing keeps the inspector shut.
+ * The service manager's watchdog, where it is ours, is handed down
  * (WATCHDOG_PID names us, not the child); the supervisor keeps NOTIFY_SOCKET
  * (it becomes the main pid), and a server never has it: with `relay` its
  * states go to the supervisor.
@@ -369,7 +363,7 @@ function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: bool
   delete env[RELAY_ENV];
   if (role === 'server') delete env[NOTIFY_ENV];
   if (relay) env[RELAY_ENV] = '1';
-  return spawn(process.execPath, [...nodeFlags(), join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
+  return spawn(process.execPath, [join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
     env,
