@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { BIN, IS_ROOT, binEnv, freePort, hasIPv6Loopback, isRunning, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
 import { commandStarted, descendants, exitWithin, killAll, pidFrom, start, watchersOf } from './jobs.js';
+import { listeningTcp } from './detached.js';
 import { descendantsOf, innerPid } from './netns.js';
 
 /**
@@ -259,6 +260,23 @@ describe('pidwatch: failure paths', () => {
     assert.equal(lines.length, 1, job.describe());
     assert.match(lines[0]!, /^pidwatch: --cd .*closed: permission denied/);
     assert.ok(!existsSync(join(d, 'ran')), 'the command ran');
+  });
+});
+
+describe('pidwatch\'s watcher and signals', () => {
+  test('SIGUSR1, SIGUSR2, SIGHUP and SIGINT to the watcher neither end it nor open Node\'s inspector', async (t) => {
+    const sleeper = sleeperFor(t);
+    const job = start(t, ['--pid', String(sleeper.pid), 'sleep 30'], { cwd: dir });
+    await commandStarted(job);
+    let watcher: number | undefined;
+    assert.ok(await waitFor(() => (watcher = watchersOf(job.pid)[0]) !== undefined, 5000), 'no watcher');
+    await sleep(300);
+    const before = listeningTcp(watcher!);
+    for (const sig of ['SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGINT'] as const) process.kill(watcher!, sig);
+    await sleep(500);
+    assert.ok(isRunning(watcher!), 'the watcher died');
+    assert.deepEqual(listeningTcp(watcher!), before, 'the watcher opened a listening socket (Node\'s inspector)');
+    assert.ok(job.running(), 'the job died');
   });
 });
 

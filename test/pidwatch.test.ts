@@ -372,6 +372,8 @@ describe('pidwatch: usage', () => {
     ['--pid abc', ['--pid', 'abc', 'echo ran']],
     ['no command', ['--pid', live]],
     ['--signal FOO', ['--pid', live, '--signal', 'FOO', 'echo ran']],
+    ['--kill-after 5x', ['--pid', live, '--kill-after', '5x', 'echo ran']],
+    ['--dead-after 0', ['--pid', live, '--dead-after', '0', 'echo ran']],
     ['an unknown option before the command', ['--pid', live, '--bogus', 'echo', 'ran']],
   ];
   for (const [what, args] of cases) {
