@@ -224,6 +224,14 @@ describe('pidwatch: when it cannot watch', () => {
 });
 
 describe('pidwatch: failure paths', () => {
+  test('standard output closed: the command runs with it closed, and its status is pidwatch\'s', async (t) => {
+    const sleeper = sleeperFor(t);
+    const script = start(t, ['-c', `${BIN.pidwatch} --pid ${sleeper.pid} 'echo err >&2; exit 5' >&-; echo status:$? >&2`], { command: '/bin/sh', cwd: dir });
+    const exit = await exitWithin(script, 5000, 'a job that exits at once');
+    assert.equal(exit.code, 0, script.describe());
+    assert.equal(script.stderr(), 'err\nstatus:5\n');
+  });
+
   test('--killer \'\': a usage error, exit 64, nothing run', async (t) => {
     const d = scratch('killer-empty');
     const job = start(t, ['--killer', '', '--pid', String(process.pid), `touch ${d}/ran`], { cwd: dir });
