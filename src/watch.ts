@@ -168,8 +168,16 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** How often the job's root is looked at: kill(pid, 0) and one read of /proc/PID/stat. */
-export const ROOT_POLL_MS = 100;
+/**
+ * How often the job's root is looked at: kill(pid, 0), the cheap look, every
+ * ROOT_POLL_MS; and every ROOT_STAT_EVERY looks one read of /proc/PID/stat,
+ * for a root that is a zombie its parent has not reaped yet, or whose pid is
+ * another process's already. Each wake-up of an idle Node process costs
+ * CPU (the watcher idles for hours); 200 ms still ends the leftovers of a
+ * root killed with SIGKILL well within a second.
+ */
+export const ROOT_POLL_MS = 200;
+const ROOT_STAT_EVERY = 5;
 
 /** Whether the job's root still runs: the same process (by its start token), not a zombie. */
 export function rootRuns(job: JobSpec): boolean {
@@ -181,9 +189,11 @@ export function rootRuns(job: JobSpec): boolean {
 
 function rootEnds(job: JobSpec, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
+    let looks = 0;
     const timer = setInterval(check, ROOT_POLL_MS);
     function check() {
-      if (!signal.aborted && rootRuns(job)) return;
+      const runs = pidExists(job.root) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(job));
+      if (!signal.aborted && runs) return;
       clearInterval(timer);
       resolve();
     }
