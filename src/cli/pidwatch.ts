@@ -134,7 +134,9 @@ export async function main(argv: string[]): Promise<number> {
     const fg = readStat(fgpid);
     // FGPID gone already: there is nothing to watch over.
     if (fg !== undefined && fg.state !== 'Z') {
-      startWatcher({ ...common, job: { root: fgpid, rootStart: fg.start, rootLeadsGroup: fg.pgrp === fgpid, exclude: [] }, endLeftovers: false }, false);
+      // This launcher may be FGPID's descendant (`--foreground $$`): never the job's.
+      const job = { root: fgpid, rootStart: fg.start, rootLeadsGroup: fg.pgrp === fgpid, exclude: [process.pid] };
+      startWatcher({ ...common, job, ...(args.killer !== undefined && { killer: args.killer }), endLeftovers: false }, false);
     }
     if (process.env[LAUNCH_ENV] !== undefined) writeCode('exit 0');
     return 0;
