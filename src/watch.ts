@@ -69,7 +69,7 @@ const SILENT_TRIES_TO_WARN = 3;
 export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
   const local = (opts.local ?? true) && (await isLocalHost(opts.host));
   if (local && localPidExists(opts.pid) !== undefined) return waitForLocalDeath(opts, signal);
-  const client = new PidStatClient({
+  const newClient = () => new PidStatClient({
     // Each question waits for its answer at most one interval, then the next goes out.
     timeoutMs: opts.intervalMs,
     tries: 1,
@@ -79,6 +79,7 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     ...(opts.io && { io: opts.io }),
     ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }),
   });
+  let client = newClient();
   const onAbort = () => void client.close();
   signal.addEventListener('abort', onAbort);
   const reach = reachTracker(opts.onReach);
@@ -110,6 +111,12 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
         reach.answered();
       } else {
         reach.silent(result);
+        // A client resolves a name once: one that failed to resolve or to
+        // open a socket gets a new client, which tries again.
+        if (/^cannot (resolve|reach) /.test(result.error ?? '')) {
+          await client.close();
+          client = newClient();
+        }
       }
       if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
       const rest = opts.intervalMs - (now - began);

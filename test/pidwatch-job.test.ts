@@ -205,6 +205,17 @@ describe('pidwatch: when it cannot watch', () => {
     assert.match(lines[0]!, /^pidwatch: cannot watch pid \d+ on 127\.0\.0\.1: no daemon listening; trying again every 200 ms \(the job is not protected meanwhile\)$/);
   });
 
+  test('a host name that does not resolve: one warning line, the job runs to its end', async (t) => {
+    const sleeper = sleeperFor(t);
+    const job = start(t, ['--host', 'no-such-host.invalid', '--interval', '300', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const exit = await exitWithin(job, 10_000, 'a job of 2 s');
+    assert.equal(exit.code, 0, job.describe());
+    assert.equal(job.stdout(), 'finished\n');
+    const lines = job.stderr().trimEnd().split('\n');
+    assert.equal(lines.length, 1, job.describe());
+    assert.match(lines[0]!, /^pidwatch: cannot watch pid \d+ on no-such-host\.invalid: cannot resolve no-such-host\.invalid: /);
+  });
+
   for (const [host, bind] of [['[::1]', '::1'], ['[::ffff:127.0.0.1]', '127.0.0.1']] as const) {
     test(`--host '${host}' through a daemon on ${bind}: the job ends when the pid dies`, async (t) => {
       if (bind === '::1' && !(await hasIPv6Loopback())) return t.skip('no usable ::1 here');
