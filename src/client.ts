@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort } from './host.js';
+import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort, mappedIPv4 } from './host.js';
 import type { SocketIo } from './native.js';
 import { COOKIE_LENGTH, withCookie } from './cookie.js';
 import { readKeyFile, signLine, verify, type Key } from './keys.js';
@@ -297,8 +297,9 @@ export class PidStatClient {
   private resolve(host: string): Promise<string[]> {
     let addresses = this.addresses.get(host);
     if (addresses === undefined) {
+      // An IPv4-mapped address (::ffff:127.0.0.1) is asked over IPv4, as the IPv4 address it is.
       addresses = ipFamily(host) !== 0
-        ? Promise.resolve([host])
+        ? Promise.resolve([mappedIPv4(host) ?? host])
         : new Promise<string[]>((resolve, reject) =>
             // The callback form: dns/promises is one more module to load.
             dnsModule().lookup(host, { all: true, verbatim: true }, (err, found) => (err ? reject(err) : resolve([...new Set(found.map((a) => a.address))]))),

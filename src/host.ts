@@ -19,6 +19,21 @@ export function ipFamily(text: string): 0 | 4 | 6 {
   return URL.canParse(`http://[${text}]/`) ? 6 : 0;
 }
 
+/** The IPv4 address of an IPv4-mapped IPv6 one (::ffff:a.b.c.d in any spelling), else undefined. */
+export function mappedIPv4(address: string): string | undefined {
+  let host: string;
+  try {
+    // The WHATWG URL parser writes IPv6 one way: ::ffff:a00:1 for ::ffff:10.0.0.1.
+    host = new URL(`http://[${address}]/`).hostname;
+  } catch {
+    return undefined;
+  }
+  const match = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(host);
+  if (!match) return undefined;
+  const [high, low] = [parseInt(match[1]!, 16), parseInt(match[2]!, 16)];
+  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+}
+
 /** The port of IPC::Locker's pidstatd, where /etc/services has no entry. */
 export const FALLBACK_PORT = 1752;
 

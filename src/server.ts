@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
-import { defaultPort, joinHostPort, literalLookup, localFqdn } from './host.js';
+import { defaultPort, joinHostPort, literalLookup, localFqdn, mappedIPv4 } from './host.js';
 import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
 import { readKeyFile, signLine, verify } from './keys.js';
 import { pidExists, readStartToken } from './probe.js';
@@ -154,21 +154,6 @@ export function parseAllow(ranges: readonly string[]): AllowList {
   // Separate lists: a BlockList matches an IPv4 address against its IPv6
   // rules too (as ::ffff:a.b.c.d), so ::/0 would admit every IPv4 client.
   return { admits: (address) => (address.includes(':') ? ipv6.check(address, 'ipv6') : ipv4.check(address, 'ipv4')) };
-}
-
-/** The IPv4 address of an IPv4-mapped IPv6 one (::ffff:a.b.c.d in any spelling), else undefined. */
-function mappedIPv4(address: string): string | undefined {
-  let host: string;
-  try {
-    // The WHATWG URL parser writes IPv6 one way: ::ffff:a00:1 for ::ffff:10.0.0.1.
-    host = new URL(`http://[${address}]/`).hostname;
-  } catch {
-    return undefined;
-  }
-  const match = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(host);
-  if (!match) return undefined;
-  const [high, low] = [parseInt(match[1]!, 16), parseInt(match[2]!, 16)];
-  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
 }
 
 /**

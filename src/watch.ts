@@ -1,16 +1,18 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { PidStatClient } from './client.js';
+import { PidStatClient, type Result } from './client.js';
 import { isLocalHost } from './host.js';
-import { localPidExists, readStartToken } from './probe.js';
+import { localPidExists, pidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
 import type { SocketIo } from './native.js';
 import { monotonicMs } from './time.js';
+import { findJob, readStat, signalJob, type JobSpec } from './tree.js';
 
 /**
- * pidwatch's core: watch a pid, on this host or through a daemon, and report
- * its death; run a command as the leader of its own process group, stop that
- * group, and tell how the command ended.
+ * pidwatch's core: watch a pid, on this host or through a daemon, and when
+ * it dies, end a job (tree.ts finds its processes). The job runs elsewhere:
+ * pidwatch's shell script execs it in place, and this code runs in a
+ * detached watcher beside it (see pidwatch(1), DESIGN).
  */
 
 export interface WatchOptions {
@@ -21,12 +23,26 @@ export interface WatchOptions {
   port?: number;
   /** Probe a pid on this host locally, without a daemon. @default true */
   local?: boolean;
+  /**
+   * Silence from the host lasting this long, without a single answer, counts
+   * as death (a job lease). @default never: silence never kills
+   */
+  deadAfterMs?: number;
   onDebug?: (line: string) => void;
+  /**
+   * Called when watching stops working (with the reason: no daemon
+   * listening, a name that does not resolve, no answer) and, with undefined,
+   * when it works again. Called on changes only.
+   */
+  onReach?: (problem: string | undefined) => void;
   /** How the client's sockets are read (ClientOptions.io). */
   io?: SocketIo;
   /** Authenticate questions and answers with this key file (ClientOptions.keyFile). */
   keyFile?: string;
 }
+
+/** Why the watched pid counts as dead: the host said so, or it was silent for deadAfterMs. */
+export type Death = { cause: 'dead' } | { cause: 'silence'; ms: number };
 
 /** Whether a signal name or number is one this host knows; the canonical name (SIGHUP) or undefined. */
 export function parseSignal(text: string): NodeJS.Signals | undefined {
@@ -39,17 +55,21 @@ export function parseSignal(text: string): NodeJS.Signals | undefined {
   return name in constants.signals ? name : undefined;
 }
 
+/** Silent questions in a row (plain timeouts) before watching counts as not working. */
+const SILENT_TRIES_TO_WARN = 3;
+
 /**
- * Resolves once `pid` on `host` is known to be dead; never on silence, since
- * UDP may be lost and a daemon may be down. The first question asks for the
- * process's start token (flags 11); later ones send it and ask to hear only of
- * death (flags 2), so a live pid costs no reply and a pid reused by another
- * process between two questions still counts as dead.
+ * Resolves once `pid` on `host` is known to be dead, or with undefined when
+ * `signal` aborts. Silence kills only with deadAfterMs: UDP may be lost and a
+ * daemon may be down. The first question asks for the process's start token
+ * (flags 11); later ones send it and ask to hear only of death (flags 2), so
+ * a live pid costs no reply and a pid reused by another process between two
+ * questions still counts as dead.
  */
-export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
   const local = (opts.local ?? true) && (await isLocalHost(opts.host));
   if (local && localPidExists(opts.pid) !== undefined) return waitForLocalDeath(opts, signal);
-  const client = new PidStatClient({
+  const newClient = () => new PidStatClient({
     // Each question waits for its answer at most one interval, then the next goes out.
     timeoutMs: opts.intervalMs,
     tries: 1,
@@ -59,72 +79,214 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     ...(opts.io && { io: opts.io }),
     ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }),
   });
+  let client = newClient();
   const onAbort = () => void client.close();
   signal.addEventListener('abort', onAbort);
+  const reach = reachTracker(opts.onReach);
   try {
     let start: string | undefined;
     let knowsStart = false;
+    let answeredAt = monotonicMs();
     while (!signal.aborted) {
       const began = monotonicMs();
-      const flags = knowsStart ? FLAG_DEAD : FLAG_EXISTS | FLAG_DEAD | FLAG_START;
+      // A question that a live pid answers too: the first (for the token),
+      // every one with --dead-after (silence must mean silence), and those
+      // after a failure (until an answer shows the host is back).
+      const wantAnswer = !knowsStart || opts.deadAfterMs !== undefined || reach.failing();
+      const flags = wantAnswer ? FLAG_EXISTS | FLAG_DEAD | FLAG_START : FLAG_DEAD;
       const result = await client.query(start === undefined ? { host: opts.host, pid: opts.pid, flags } : { host: opts.host, pid: opts.pid, flags, start });
-      if (result.state === 'dead') return;
+      if (signal.aborted) return undefined;
+      if (result.state === 'dead') return { cause: 'dead' };
       if (result.state === 'exists') {
         // An old daemon sends no token: then there is none to compare.
         start = result.start;
         knowsStart = true;
       }
-      const rest = opts.intervalMs - (monotonicMs() - began);
+      const now = monotonicMs();
+      // A live pid asked with flags 2 gets no reply: silence to such a
+      // question is the expected answer, and only a refusal or a failure to
+      // send says the host is not there.
+      if (result.state !== 'no_reply' || (!wantAnswer && !isFailure(result))) {
+        answeredAt = now;
+        reach.answered();
+      } else {
+        reach.silent(result);
+        // A client resolves a name once: one that failed to resolve or to
+        // open a socket gets a new client, which tries again.
+        if (/^cannot (resolve|reach) /.test(result.error ?? '')) {
+          await client.close();
+          client = newClient();
+        }
+      }
+      if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
+      const rest = opts.intervalMs - (now - began);
       if (rest > 0) await delay(rest, signal);
     }
+    return undefined;
   } finally {
     signal.removeEventListener('abort', onAbort);
     await client.close();
   }
 }
 
-async function waitForLocalDeath(opts: WatchOptions, signal: AbortSignal): Promise<void> {
-  const start = readStartToken(opts.pid);
-  while (!signal.aborted) {
-    if (localPidExists(opts.pid, start) === false) return;
-    await delay(opts.intervalMs, signal);
-  }
+/** A no_reply that is more than a lost datagram: nothing listens, or the host cannot be resolved or reached. */
+function isFailure(result: Result): boolean {
+  return result.error !== undefined && !result.error.startsWith('no reply after');
 }
 
-function delay(ms: number, signal: AbortSignal): Promise<void> {
+/** Tells onReach of changes: a failure at once, plain silence after a few questions. */
+function reachTracker(onReach: WatchOptions['onReach']) {
+  let problem: string | undefined;
+  let silent = 0;
+  return {
+    failing: () => problem !== undefined,
+    answered() {
+      silent = 0;
+      if (problem !== undefined) onReach?.(undefined);
+      problem = undefined;
+    },
+    silent(result: Result) {
+      silent++;
+      if (problem !== undefined || (!isFailure(result) && silent < SILENT_TRIES_TO_WARN)) return;
+      problem = isFailure(result) ? result.error! : `no answer to ${silent} questions`;
+      onReach?.(problem);
+    },
+  };
+}
+
+async function waitForLocalDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
+  const start = readStartToken(opts.pid);
+  while (!signal.aborted) {
+    if (localPidExists(opts.pid, start) === false) return { cause: 'dead' };
+    await delay(opts.intervalMs, signal);
+  }
+  return undefined;
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     function done() {
       clearTimeout(timer);
-      signal.removeEventListener('abort', done);
+      signal?.removeEventListener('abort', done);
       resolve();
     }
-    signal.addEventListener('abort', done);
+    signal?.addEventListener('abort', done);
   });
 }
-
-/** How a command ended: its exit code, or the signal that killed it. */
-export type Ending = { code: number; signal?: undefined } | { code?: undefined; signal: NodeJS.Signals };
 
 /**
- * Runs `command` with /bin/sh -c as the leader of a new process group (and
- * session: Node offers setsid, not setpgid), with pidwatch's own stdio.
+ * How often the job's root is looked at: kill(pid, 0), the cheap look, every
+ * ROOT_POLL_MS; and every ROOT_STAT_EVERY looks one read of /proc/PID/stat,
+ * for a root that is a zombie its parent has not reaped yet, or whose pid is
+ * another process's already. Each wake-up of an idle Node process costs
+ * CPU (the watcher idles for hours); 200 ms still ends the leftovers of a
+ * root killed with SIGKILL well within a second.
  */
-export function runCommand(command: string, cwd: string | undefined): { child: ChildProcess; ended: Promise<Ending> } {
-  const child = spawn('/bin/sh', ['-c', command], { stdio: 'inherit', detached: true, ...(cwd !== undefined && { cwd }) });
-  const ended = new Promise<Ending>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code, sig) => resolve(sig !== null ? { signal: sig } : { code: code ?? 0 }));
-  });
-  return { child, ended };
+export const ROOT_POLL_MS = 200;
+const ROOT_STAT_EVERY = 5;
+
+/** Whether the job's root still runs: the same process (by its start token), not a zombie. */
+export function rootRuns(job: JobSpec): boolean {
+  const stat = readStat(job.root);
+  if (stat === undefined) return job.rootStart === undefined && pidExists(job.root) === true;
+  if (job.rootStart !== undefined && stat.start !== job.rootStart) return false;
+  return stat.state !== 'Z' && stat.state !== 'X';
 }
 
-/** Sends `sig` to the whole process group led by `pid`; false if it is gone. */
-export function signalGroup(pid: number, sig: NodeJS.Signals): boolean {
-  try {
-    process.kill(-pid, sig);
-    return true;
-  } catch {
-    return false;
+function rootEnds(job: JobSpec, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    let looks = 0;
+    const timer = setInterval(check, ROOT_POLL_MS);
+    function check() {
+      const runs = pidExists(job.root) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(job));
+      if (!signal.aborted && runs) return;
+      clearInterval(timer);
+      resolve();
+    }
+    check();
+  });
+}
+
+export interface JobWatch {
+  watch: WatchOptions;
+  job: JobSpec;
+  /** What the job gets when the pid dies. */
+  signal: NodeJS.Signals;
+  /** SIGKILL to whatever of the job still lives this long after the signal. */
+  killAfterMs?: number;
+  /** Run `killer -NAME ROOT` instead of sending the signal (executed directly, no shell). */
+  killer?: string;
+  /** When the root ends first, send the signal to what it left behind (the job's leftovers); not for --foreground. */
+  endLeftovers: boolean;
+  /** What pidwatch did, one line each, for stderr. */
+  onNotice(line: string): void;
+}
+
+/** How a watch ended. */
+export type WatchEnd = 'root-ended' | 'pid-died';
+
+/**
+ * Watches the pid and the job's root together. When the pid dies first, the
+ * job gets the signal (or the killer runs); when the root ends first, its
+ * leftovers get it (with endLeftovers). --kill-after then sends SIGKILL to
+ * whatever still lives.
+ */
+export async function watchJob(w: JobWatch): Promise<WatchEnd> {
+  const stop = new AbortController();
+  const rootEnded = rootEnds(w.job, stop.signal).then(() => 'root' as const);
+  const death = waitForDeath(w.watch, stop.signal);
+  const first = await Promise.race([rootEnded, death]);
+  stop.abort();
+  await Promise.allSettled([rootEnded, death]);
+  const name = w.signal.replace(/^SIG/, '');
+  if (first === 'root' || first === undefined) {
+    if (!w.endLeftovers) return 'root-ended';
+    const left = findJob(w.job);
+    if (left.length === 0) return 'root-ended';
+    w.onNotice(`the command ended and left ${count(left.length)}: sending ${w.signal}`);
+    await signalJob(w.job, w.signal);
+    await killAfter(w);
+    return 'root-ended';
   }
+  const why = first.cause === 'dead'
+    ? `pid ${w.watch.pid} on ${w.watch.host} is dead`
+    : `no answer from ${w.watch.host} for ${Math.round(first.ms / 1000)} s (--dead-after): pid ${w.watch.pid} counts as dead`;
+  if (w.killer !== undefined) {
+    w.onNotice(`${why}: running ${w.killer} -${name} ${w.job.root}`);
+    const failed = await runKiller(w.killer, [`-${name}`, String(w.job.root)]);
+    if (failed !== undefined) {
+      w.onNotice(`cannot run --killer ${w.killer}: ${failed}; sending ${w.signal} to the command instead`);
+      await signalJob(w.job, w.signal);
+    }
+  } else {
+    const members = findJob(w.job);
+    w.onNotice(`${why}: sending ${w.signal} to the command (${count(members.length)})`);
+    await signalJob(w.job, w.signal);
+  }
+  await killAfter(w);
+  return 'pid-died';
+}
+
+function count(n: number): string {
+  return `${n} ${n === 1 ? 'process' : 'processes'}`;
+}
+
+/** --kill-after: SIGKILL to what of the job is still alive then. */
+async function killAfter(w: JobWatch): Promise<void> {
+  if (w.killAfterMs === undefined) return;
+  await delay(w.killAfterMs);
+  const alive = findJob(w.job);
+  if (alive.length === 0) return;
+  w.onNotice(`sending SIGKILL to ${count(alive.length)} of the command still alive after ${w.killAfterMs} ms (--kill-after)`);
+  await signalJob(w.job, 'SIGKILL');
+}
+
+/** Runs the killer as argv (no shell) and waits for it; the reason it could not run, or undefined. */
+function runKiller(program: string, args: string[]): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn(program, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    child.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    child.once('exit', () => resolve(undefined));
+  });
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { ask, BIN, binEnv, freePort, isRunning, run, runBin, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
+import { commandRuns } from './jobs.js';
 import { descendantsOf, listeningTcp, pidIn, pidsWithArgs, runningChildrenOf, signal, stopDetached } from './detached.js';
 
 /**
@@ -150,9 +151,10 @@ describe('pidwatch passes SIGUSR1 and SIGUSR2 on to its command', () => {
     const ready = scratchFile('ready');
     const got = scratchFile('got');
     const job = `trap 'echo USR1 >> ${got}' USR1; trap 'echo USR2 >> ${got}' USR2; echo > ${ready}; while :; do sleep 0.1; done`;
-    const watch = run(process.execPath, [BIN.pidwatch, '--pid', String(sleeper.pid), job], { env: binEnv(), timeoutMs: 15_000 });
+    const watch = runBin('pidwatch', ['--pid', String(sleeper.pid), job], { timeoutMs: 15_000 });
     assert.ok(await waitFor(() => existsSync(ready), 5000), 'the command started');
-    const [pidwatch] = pidsOf(BIN.pidwatch);
+    // pidwatch runs its command in its own process: the one running the job's loop.
+    const [pidwatch] = descendantsOf(process.pid).filter((pid) => commandRuns(pid) && readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(ready));
     assert.ok(pidwatch !== undefined, 'pidwatch runs');
     const before = listeningTcp(pidwatch);
     signal(pidwatch, 'SIGUSR1');

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { startForger, type Forger, type ForgerReport } from './forger.js';
-import { BIN, binEnv, childrenOf, deadPid, isRunning, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { BIN, binCommand, binEnv, deadPid, isRunning, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { commandRuns, descendants, watchersOf } from './jobs.js';
 import { createHostPair, inNetns, netnsUnavailable, type HostPair } from './netns.js';
 import { startPerlDaemon, type PerlDaemon } from './perl-daemon.js';
 
@@ -31,7 +32,7 @@ interface Running {
 
 /** Starts a built bin (through `wrap`, e.g. into a network namespace) and hands back its pid at once. */
 function startBin(name: keyof typeof BIN, args: readonly string[], wrap?: Wrap, timeoutMs = 20_000): Running {
-  const [command, full] = wrap ? wrap(process.execPath, [BIN[name], ...args]) : [process.execPath, [BIN[name], ...args]];
+  const [command, full] = wrap ? wrap(...binCommand(name, args)) : binCommand(name, args);
   const started = performance.now();
   const child = spawn(command, full, { stdio: ['ignore', 'pipe', 'pipe'], env: binEnv() });
   let stdout = '';
@@ -250,16 +251,22 @@ describe('forged answers', () => {
         for (const [i, watcher] of watchers.entries()) {
           let ended = false;
           void watcher.result.then(() => (ended = true));
-          await waitFor(() => ended || childrenOf(watcher.pid).length > 0, 5000);
+          // pidwatch runs its command (the job's root) in its own process.
+          await waitFor(() => ended || commandRuns(watcher.pid), 5000);
           if (ended) assert.fail(`${daemons[i]!.name}: pidwatch ended before its job could be seen: ${describeRun(await watcher.result)}`);
-          const job = childrenOf(watcher.pid)[0];
+          const job = commandRuns(watcher.pid) ? watcher.pid : undefined;
           assert.ok(job !== undefined, `${daemons[i]!.name}: pidwatch started no job within 5 s`);
           jobs.push(job);
         }
 
         const forge = { forge: [{ pid: sleeper.pid, state: 0 as const }], hosts: ['127.0.0.1'], ...(wrap && { wrap }) };
         const forgers: Forger[] = [];
-        for (const watcher of watchers) forgers.push(await startForger({ ...forge, mode: 'target', targetPid: watcher.pid, durationMs: 6000 }));
+        // The questions come from each job's detached watcher: aim at its port.
+        for (const job of jobs) {
+          let watcher: number | undefined;
+          assert.ok(await waitFor(() => (watcher = watchersOf(job)[0]) !== undefined, 5000), `no watcher for the job ${job}`);
+          forgers.push(await startForger({ ...forge, mode: 'target', targetPid: watcher!, durationMs: 6000 }));
+        }
         if (wrap) forgers.push(await startForger({ ...forge, mode: 'sweep', durationMs: 6000 }));
         started.push(...forgers);
         await Promise.all(forgers.slice(0, watchers.length).map((f) => f.found(3000)));
@@ -285,8 +292,8 @@ describe('forged answers', () => {
           assert.equal(result.signal, 'SIGHUP', `${daemons[i]!.name}: ${describeRun(result)}`);
         }
       } finally {
-        // Each job leads its own process group: end all of it, then pidwatch.
-        for (const job of jobs) killQuietly(-job);
+        // Each job: what it started and its detached watcher, then the job's root, pidwatch itself.
+        for (const job of jobs) for (const pid of [...descendants(job), ...watchersOf(job)]) killQuietly(pid);
         for (const watcher of watchers) killQuietly(watcher.pid);
         await Promise.all(started.map((s) => s.stop()));
         await sleeper.stop();

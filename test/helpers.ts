@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import dgram from 'node:dgram';
 import { readdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -12,7 +13,8 @@ export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const BIN = {
   pidstat: `${ROOT}bin/pidstat.cjs`,
   pidstatd: `${ROOT}bin/pidstatd.cjs`,
-  pidwatch: `${ROOT}bin/pidwatch.cjs`,
+  // A shell script (it execs the command in place): run directly, not by node.
+  pidwatch: `${ROOT}bin/pidwatch`,
 };
 export const IS_ROOT = process.getuid?.() === 0;
 
@@ -49,20 +51,28 @@ export function run(
   });
 }
 
-/** The environment the bins run in: NO_COLOR, FORCE_COLOR and PIDSTAT_PORT cleared unless given. */
+/** The environment the bins run in: NO_COLOR, FORCE_COLOR and PIDSTAT_PORT cleared unless given, this Node first on PATH. */
 export function binEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '', FORCE_COLOR: undefined, PIDSTAT_PORT: undefined, ...extra };
+  // The pidwatch script runs `node` from PATH: the Node running the tests.
+  env['PATH'] = `${dirname(process.execPath)}:${env['PATH'] ?? '/usr/bin:/bin'}`;
   for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
   return env;
 }
 
-/** Runs one of the built bins with node, in binEnv(). */
+/** The command line that runs a bin: node BIN for the Node bins, the pidwatch script itself. */
+export function binCommand(name: keyof typeof BIN, args: readonly string[]): [string, string[]] {
+  return name === 'pidwatch' ? [BIN.pidwatch, [...args]] : [process.execPath, [BIN[name], ...args]];
+}
+
+/** Runs one of the built bins, in binEnv(). */
 export function runBin(
   name: keyof typeof BIN,
   args: readonly string[],
   options: SpawnOptions & { timeoutMs?: number; input?: string } = {},
 ): Promise<RunResult> {
-  return run(process.execPath, [BIN[name], ...args], { ...options, env: binEnv(options.env) });
+  const [command, full] = binCommand(name, args);
+  return run(command, full, { ...options, env: binEnv(options.env) });
 }
 
 export interface Daemon {

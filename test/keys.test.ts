@@ -20,6 +20,7 @@ import {
   type Daemon,
   type RunResult,
 } from './helpers.js';
+import { commandRuns, descendants, killAll, watchersOf } from './jobs.js';
 import { startPerlDaemon } from './perl-daemon.js';
 import { loadUdpBatch } from '../src/native.js';
 
@@ -363,32 +364,20 @@ describe('keys', () => {
         await sleep(600);
         const alive = jobs.filter(isRunning);
         assert.equal(alive.length, 1, `pidwatch with a wrong key killed its job (or both live): ${alive.length} of 2 jobs alive`);
-        // The job leads its own process group: end all of it.
-        for (const job of alive) process.kill(-job, 'SIGTERM');
+        // Its watcher ends what the job started once the job's root ends.
+        for (const job of alive) process.kill(job, 'SIGTERM');
         await wrongRun;
       });
     } finally {
-      for (const job of jobs) {
-        try {
-          process.kill(-job, 'SIGKILL');
-        } catch {
-          // Ended already.
-        }
-      }
+      await killAll(jobs.flatMap((job) => [...descendants(job), ...watchersOf(job), job]));
       await sleeper.stop();
     }
   });
 });
 
-/** The `sleep 30` jobs of the pidwatch processes this test process started. */
+/** The jobs of the pidwatch processes this test process started: pidwatch runs its command in its own process. */
 function pidwatchJobs(): number[] {
-  return childrenOf(process.pid).flatMap((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('pidwatch') ? childrenOf(pid) : [];
-    } catch {
-      return [];
-    }
-  });
+  return childrenOf(process.pid).filter(commandRuns);
 }
 
 interface ReplayProxy {

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { BIN, binEnv, expectedExit, sleep, startDaemon, waitFor, type Daemon, type RunResult } from './helpers.js';
-import { createHostPair, descendantsOf, inNetns, netnsUnavailable, pidInUse, runBinIn, spawnInPidNamespace, type HostPair, type NetnsHost, type NsTree } from './netns.js';
+import { BIN, binCommand, binEnv, expectedExit, isRunning, sleep, startDaemon, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { commandRuns, descendants, killAll, watchersOf } from './jobs.js';
+import { createHostPair, inNetns, netnsUnavailable, pidInUse, runBinIn, spawnInPidNamespace, type HostPair, type NetnsHost, type NsTree } from './netns.js';
 import { startRelay, type Relay, type RelayEntry } from './relay.js';
 
 /**
@@ -115,7 +116,7 @@ interface Watcher {
 
 /** pidwatch ARGS run inside `host`'s network namespace; its job's process group is learnt while it runs, to stop it. */
 function startPidwatchIn(host: NetnsHost, args: readonly string[]): Watcher {
-  const [cmd, full] = inNetns(host, process.execPath, [BIN.pidwatch, ...args]);
+  const [cmd, full] = inNetns(host, ...binCommand('pidwatch', args));
   const child = spawn(cmd, full, { stdio: ['ignore', 'pipe', 'pipe'], env: binEnv() });
   let stderr = '';
   child.stdout!.resume();
@@ -124,8 +125,8 @@ function startPidwatchIn(host: NetnsHost, args: readonly string[]): Watcher {
   let leader: number | undefined;
   const learn = (): void => {
     if (leader !== undefined || exit !== undefined || child.pid === undefined) return;
-    // The job is the descendant that leads its own process group (pidwatch starts it with setsid).
-    leader = descendantsOf(child.pid).find((p) => p !== child.pid && pgrpOf(p) === p);
+    // pidwatch runs its command in its own process (ip netns exec execs in place too).
+    leader = commandRuns(child.pid) ? child.pid : undefined;
   };
   const learner = setInterval(learn, 20);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => {
@@ -146,29 +147,14 @@ function startPidwatchIn(host: NetnsHost, args: readonly string[]): Watcher {
     },
     async stop() {
       clearInterval(learner);
-      if (leader !== undefined) {
-        try {
-          process.kill(-leader, 'SIGKILL');
-        } catch {
-          // The job's group is gone.
-        }
-      }
+      // What the job started and its detached watcher, by their pids; then pidwatch itself.
+      if (leader !== undefined) await killAll([...descendants(leader), ...watchersOf(leader)]);
       if (exit === undefined) {
         child.kill('SIGKILL');
         await exited;
       }
     },
   };
-}
-
-/** The process group of `pid` (field 5 of /proc/PID/stat), or undefined once it is gone. */
-function pgrpOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Resolves with the exit, or undefined after `timeoutMs`. */
@@ -416,6 +402,6 @@ describe('loss and delay for real: A asks B through a lossy relay in A', () => {
     assert.ok(death, `pidwatch still runs 4 s after the pid in B died; stderr: ${watch.stderr()}`);
     assert.equal(death.signal, 'SIGHUP', `pidwatch ended with ${death.code} ${death.signal}; stderr: ${watch.stderr()}`);
     const leader = watch.job();
-    if (leader !== undefined) assert.ok(await waitFor(() => !pidInUse(leader) || pgrpOf(leader) !== leader, 2000), 'the job still runs');
+    if (leader !== undefined) assert.ok(await waitFor(() => !isRunning(leader), 2000), 'the job still runs');
   });
 });

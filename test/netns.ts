@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { BIN, binEnv, childrenOf, run, sleep, type RunResult } from './helpers.js';
+import { BIN, binCommand, binEnv, childrenOf, run, sleep, type RunResult } from './helpers.js';
 
 /**
  * Two "hosts" on one machine, for tests that need a real network between a
@@ -197,7 +197,7 @@ export function runBinIn(
   args: readonly string[],
   options: SpawnOptions & { timeoutMs?: number; input?: string } = {},
 ): Promise<RunResult> {
-  return runIn(host, process.execPath, [BIN[name], ...args], { ...options, env: binEnv(options.env) });
+  return runIn(host, ...binCommand(name, args), { ...options, env: binEnv(options.env) });
 }
 
 

@@ -161,7 +161,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     const files = listed.stdout.split('\n').filter((line) => line !== '' && !line.endsWith('/')).map((line) => line.replace(/^package\//, ''));
     const expected = [
       'package.json', 'README.md', 'LICENSE', 'CHANGELOG.md',
-      'bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch.cjs',
+      'bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch', 'bin/pidwatch.cjs',
       'dist/bundle/pidstat.cjs', 'dist/bundle/pidstatd.cjs', 'dist/bundle/pidwatch.cjs',
       'dist/src/index.js', 'dist/src/index.d.ts',
       'man/pidstat.1', 'man/pidwatch.1', 'man/pidstatd.8',
@@ -180,7 +180,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     // A V8 code cache holds the path of the bundle it was made from, and serves only the Node that made it: the install makes its own.
     assert.deepEqual(files.filter((file) => file.endsWith('.cache')), [], 'code caches do not belong in the tarball');
     const verbose = (await run('tar', ['-tvzf', tarball])).stdout;
-    for (const file of ['bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch.cjs']) {
+    for (const file of ['bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch']) {
       assert.match(verbose, new RegExp(`^-rwxr-xr-x .* package/${file}$`, 'm'), `${file} is executable`);
     }
   });

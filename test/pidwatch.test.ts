@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { BIN, IS_ROOT, binEnv, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+import { commandRuns, descendants, exitWithin as exitWithinJob, start, watchersOf, type Exit, type Started } from './jobs.js';
 import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
 /**
@@ -20,7 +21,7 @@ const cleanEnv = binEnv;
 
 /** Runs pidwatch to its end (only for jobs that leave no process holding its stdout). */
 function runPidwatch(args: readonly string[], options: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
-  return run(process.execPath, [PIDWATCH, ...args], { env: cleanEnv(options.env), timeoutMs: options.timeoutMs ?? 15_000, ...(options.cwd !== undefined && { cwd: options.cwd }) });
+  return run(PIDWATCH, args, { env: cleanEnv(options.env), timeoutMs: options.timeoutMs ?? 15_000, ...(options.cwd !== undefined && { cwd: options.cwd }) });
 }
 
 function describeRun(result: { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }): string {
@@ -37,19 +38,6 @@ function statFields(pid: number): string[] | undefined {
   }
 }
 
-function pgrpOf(pid: number): number | undefined {
-  const field = statFields(pid)?.[2];
-  return field === undefined ? undefined : Number(field);
-}
-
-/** Every live (not zombie) process of process group `pgid`, from field 5 of /proc/PID/stat. */
-function groupMembers(pgid: number): number[] {
-  return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => pgrpOf(pid) === pgid && isRunning(pid));
-}
-
 function startToken(pid: number): string | undefined {
   return statFields(pid)?.[19];
 }
@@ -63,96 +51,46 @@ function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
   }
 }
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** performance.now() when the process exited. */
-  at: number;
-}
-
-/** A pidwatch (or a shell around one) started in the background, with its job. */
-interface Watch {
-  child: ChildProcess;
-  pid: number;
+/**
+ * A pidwatch (or a shell around one) started in the background (jobs.ts),
+ * with its job: pidwatch execs its command in place, so the job's root is
+ * pidwatch's own pid once it runs `/bin/sh -c COMMAND`.
+ */
+interface Watch extends Started {
   startedAt: number;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves once the process exited and its output is read (or 500 ms later, if a survivor holds the pipes). */
-  exited: Promise<Exit>;
-  running(): boolean;
-  /** The job's pid: the descendant that leads its own process group (the sh of `sh -c COMMAND`). */
+  /** The job's root: pidwatch's pid (or, for a shell around it, the pidwatch it runs), once it runs its command. */
   job(timeoutMs?: number): Promise<number>;
-  /** Resolves with the job's group members once there are at least `count` of them. */
+  /** Resolves with the job's processes (its root and descendants) once there are at least `count` of them. */
   groupOf(count: number, timeoutMs?: number): Promise<number[]>;
-  /** SIGKILL to the job's process group(s) learnt so far and to the process itself; waits for its exit. */
-  stop(): Promise<void>;
 }
 
 function startWatch(t: TestContext, command: string, args: readonly string[], options: { cwd?: string } = {}): Watch {
   const startedAt = performance.now();
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), ...(options.cwd !== undefined && { cwd: options.cwd }) });
-  const out = { stdout: '', stderr: '' };
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
-  const pgids = new Set<number>();
-  let exitInfo: Exit | undefined;
-  const exited = new Promise<Exit>((resolve) => {
-    let closed = false;
-    child.on('close', () => {
-      closed = true;
-      if (exitInfo) resolve(exitInfo);
-    });
-    child.on('exit', (code, signal) => {
-      exitInfo = { code, signal, at: performance.now() };
-      if (closed) resolve(exitInfo);
-      else setTimeout(() => resolve(exitInfo!), 500);
-    });
-    child.on('error', () => {
-      exitInfo ??= { code: null, signal: null, at: performance.now() };
-      resolve(exitInfo);
-    });
-  });
-  const pid = child.pid ?? -1;
-  const findJob = (): number | undefined => {
-    const found = descendantsOf(pid).find((p) => p !== pid && pgrpOf(p) === p);
-    if (found !== undefined) pgids.add(found);
-    return found;
-  };
+  const started = start(t, args, { command, ...(options.cwd !== undefined && { cwd: options.cwd }) });
+  const findJob = (): number | undefined => [started.pid, ...descendants(started.pid)].find(commandRuns);
   const watch: Watch = {
-    child,
-    pid,
+    ...started,
     startedAt,
-    stdout: () => out.stdout,
-    stderr: () => out.stderr,
-    exited,
-    running: () => exitInfo === undefined,
     async job(timeoutMs = 5000) {
       let found: number | undefined;
-      const ok = await waitFor(() => (found = findJob()) !== undefined || exitInfo !== undefined, timeoutMs);
-      assert.ok(ok && found !== undefined, `pidwatch (pid ${pid}) started no job within ${timeoutMs} ms; ${describeRun({ code: exitInfo?.code ?? null, signal: exitInfo?.signal ?? null, ...out })}`);
+      const ok = await waitFor(() => (found = findJob()) !== undefined || !started.running(), timeoutMs);
+      assert.ok(ok && found !== undefined, `pidwatch (pid ${started.pid}) started no job within ${timeoutMs} ms; ${started.describe()}`);
       return found;
     },
     async groupOf(count, timeoutMs = 5000) {
-      const leader = await watch.job(timeoutMs);
+      const root = await watch.job(timeoutMs);
       let members: number[] = [];
-      const ok = await waitFor(() => (members = groupMembers(leader)).length >= count, timeoutMs);
-      assert.ok(ok, `the job's process group ${leader} has ${members.length} live members, not ${count}; stdout: ${JSON.stringify(out.stdout)} stderr: ${JSON.stringify(out.stderr)}`);
+      const ok = await waitFor(() => (members = [root, ...descendants(root)].filter(isRunning)).length >= count, timeoutMs);
+      assert.ok(ok, `the job ${root} has ${members.length} live processes, not ${count}; ${started.describe()}`);
       return members;
     },
-    async stop() {
-      if (exitInfo === undefined) findJob();
-      for (const pgid of pgids) killQuietly(-pgid);
-      if (exitInfo === undefined && pid > 0) killQuietly(pid);
-      if (pid > 0) await exited;
-    },
   };
-  t.after(() => watch.stop());
   return watch;
 }
 
 /** pidwatch ARGS... started in the background. */
 function startPidwatch(t: TestContext, args: readonly string[], options: { cwd?: string } = {}): Watch {
-  return startWatch(t, process.execPath, [PIDWATCH, ...args], options);
+  return startWatch(t, PIDWATCH, args, options);
 }
 
 /** A sleeper stopped after the test. */
@@ -163,19 +101,8 @@ function sleeperFor(t: TestContext): ReturnType<typeof startSleeper> {
 }
 
 /** Resolves with the exit, or rejects after `timeoutMs`. */
-async function exitWithin(watch: Watch, timeoutMs: number, what: string): Promise<Exit> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what}: pidwatch (pid ${watch.pid}) still runs after ${timeoutMs} ms; stdout: ${JSON.stringify(watch.stdout())} stderr: ${JSON.stringify(watch.stderr())}`)),
-      timeoutMs,
-    );
-  });
-  try {
-    return await Promise.race([watch.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
+function exitWithin(watch: Watch, timeoutMs: number, what: string): Promise<Exit> {
+  return exitWithinJob(watch, timeoutMs, what);
 }
 
 function shellQuote(word: string): string {
@@ -264,12 +191,13 @@ describe('pidwatch: the watched pid dies', () => {
     assert.equal(exit.signal, 'SIGHUP', describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
   });
 
-  test('an already dead --pid kills the command at once: it prints nothing, pidwatch ends well under 1 s', async () => {
+  test('an already dead --pid kills the command at once: it prints nothing, pidwatch ends within 1.5 s', async () => {
     const pid = await deadPid();
     const result = await runPidwatch(['--pid', String(pid), 'sleep 1; echo never_executed'], { cwd: dir });
     assert.doesNotMatch(result.stdout, /never_executed/);
     assert.equal(result.signal, 'SIGHUP', describeRun(result));
-    assert.ok(result.ms < 1000, `pidwatch took ${Math.round(result.ms)} ms`);
+    // Two Node starts (the launcher, then the watcher) come before the first question.
+    assert.ok(result.ms < 1500, `pidwatch took ${Math.round(result.ms)} ms`);
   });
 
   test('an already dead --pid through a daemon (--no-local) kills the command at once', async (t) => {
@@ -279,7 +207,8 @@ describe('pidwatch: the watched pid dies', () => {
     const result = await runPidwatch(['--host', '127.0.0.1', '--no-local', '--port', String(daemon.port), '--pid', String(pid), 'sleep 1; echo never_executed'], { cwd: dir });
     assert.doesNotMatch(result.stdout, /never_executed/);
     assert.equal(result.signal, 'SIGHUP', describeRun(result));
-    assert.ok(result.ms < 1000, `pidwatch took ${Math.round(result.ms)} ms`);
+    // Two Node starts (the launcher, then the watcher) come before the first question.
+    assert.ok(result.ms < 1500, `pidwatch took ${Math.round(result.ms)} ms`);
   });
 
   for (const spelling of ['TERM', '15', '-SIGTERM']) {
@@ -315,7 +244,7 @@ describe('pidwatch: the watched pid dies', () => {
       const watch = startPidwatch(t, ['--interval', '200', ...extra, '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: dir });
       const leader = await watch.job();
       await watch.groupOf(2);
-      assert.equal(statFields(leader)?.[1], String(watch.pid), 'the job is not pidwatch\'s child');
+      assert.equal(leader, watch.pid, 'the command does not run in pidwatch\'s own process');
       await sleeper.stop();
       const exit = await exitWithin(watch, 3000, 'after the watched pid died');
       assert.equal(readFileSync(log, 'latin1'), `-${name} ${leader}\n`);
@@ -336,7 +265,7 @@ describe('pidwatch: the watched pid dies', () => {
     const daemon = await startDaemon(['--bind', '127.0.0.1']);
     t.after(() => daemon.stop());
     const sleeper = sleeperFor(t);
-    const line = `${shellQuote(process.execPath)} ${shellQuote(PIDWATCH)} --host 127.0.0.1 --no-local --port ${daemon.port} --pid ${sleeper.pid} sleep 9999999; echo ${sleeper.pid} finished`;
+    const line = `${shellQuote(PIDWATCH)} --host 127.0.0.1 --no-local --port ${daemon.port} --pid ${sleeper.pid} sleep 9999999; echo ${sleeper.pid} finished`;
     const shell = startWatch(t, '/bin/sh', ['-c', line], { cwd: dir });
     const leader = await shell.job();
     await sleep(700);
@@ -367,36 +296,44 @@ describe('pidwatch: signals sent to pidwatch reach the command', () => {
 });
 
 describe('pidwatch --foreground FGPID', () => {
-  test('exits 0 shortly after FGPID exits (the watched pid still lives)', async (t) => {
+  // Changed with the detached watcher: pidwatch returns at once (exit 0), as
+  // the original does, and its watcher is what exits once FGPID is gone.
+  test('returns 0 at once; its watcher exits shortly after FGPID exits (the watched pid still lives)', async (t) => {
     const sleeper = sleeperFor(t);
-    const fg = spawn('sleep', ['1'], { stdio: 'ignore' });
+    const fg = spawn('sleep', ['2'], { stdio: 'ignore' });
     t.after(() => void killQuietly(fg.pid!));
     const fgExit = new Promise<number>((resolve) => fg.on('exit', () => resolve(performance.now())));
     const watch = startPidwatch(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
-    const exit = await exitWithin(watch, 5000, 'FGPID is a sleep 1');
+    const exit = await exitWithin(watch, 1900, 'pidwatch --foreground returns at once');
+    assert.equal(exit.code, 0, watch.describe());
+    const [watcher] = watchersOf(fg.pid!);
+    assert.ok(watcher !== undefined, 'no watcher');
+    t.after(() => killQuietly(watcher));
     const fgAt = await fgExit;
-    assert.equal(exit.code, 0, describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
-    assert.ok(exit.at >= fgAt - 50, `pidwatch exited ${Math.round(fgAt - exit.at)} ms before FGPID`);
-    assert.ok(exit.at - fgAt < 1000, `pidwatch exited ${Math.round(exit.at - fgAt)} ms after FGPID`);
+    assert.ok(await waitFor(() => !isRunning(watcher), 1000), 'the watcher outlived FGPID by 1 s');
+    t.diagnostic(`watcher gone ${Math.round(performance.now() - fgAt)} ms after FGPID`);
     assert.ok(isRunning(sleeper.pid));
   });
 
-  test('signals FGPID (SIGHUP) when the watched pid dies, then exits 0', async (t) => {
+  test('its watcher signals FGPID (SIGHUP) when the watched pid dies, then exits', async (t) => {
     const sleeper = sleeperFor(t);
     const fg = spawn('sleep', ['600'], { stdio: 'ignore' });
     t.after(() => void killQuietly(fg.pid!));
     const fgExit = new Promise<{ signal: NodeJS.Signals | null; at: number }>((resolve) => fg.on('exit', (_, signal) => resolve({ signal, at: performance.now() })));
     const watch = startPidwatch(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    const exit = await exitWithin(watch, 3000, 'pidwatch --foreground returns at once');
+    assert.equal(exit.code, 0, watch.describe());
+    const [watcher] = watchersOf(fg.pid!);
+    assert.ok(watcher !== undefined, 'no watcher');
+    t.after(() => killQuietly(watcher));
     await sleep(700);
-    assert.ok(watch.running(), `pidwatch ended while FGPID and the pid live: ${watch.stderr()}`);
     assert.ok(isRunning(fg.pid!), 'FGPID died before the watched pid');
     const killedAt = performance.now();
     await sleeper.stop();
-    const exit = await exitWithin(watch, 3000, 'after the watched pid died');
     const fgEnd = await fgExit;
     assert.equal(fgEnd.signal, 'SIGHUP');
     assert.ok(fgEnd.at - killedAt < 2000, `FGPID signalled ${Math.round(fgEnd.at - killedAt)} ms after the pid died`);
-    assert.equal(exit.code, 0, describeRun({ ...exit, stdout: watch.stdout(), stderr: watch.stderr() }));
+    assert.ok(await waitFor(() => !isRunning(watcher), 1000), 'the watcher lives on');
   });
 
   test('a command given with --foreground is a usage error: exit 64', async (t) => {
@@ -435,6 +372,8 @@ describe('pidwatch: usage', () => {
     ['--pid abc', ['--pid', 'abc', 'echo ran']],
     ['no command', ['--pid', live]],
     ['--signal FOO', ['--pid', live, '--signal', 'FOO', 'echo ran']],
+    ['--kill-after 5x', ['--pid', live, '--kill-after', '5x', 'echo ran']],
+    ['--dead-after 0', ['--pid', live, '--dead-after', '0', 'echo ran']],
     ['an unknown option before the command', ['--pid', live, '--bogus', 'echo', 'ran']],
   ];
   for (const [what, args] of cases) {
@@ -471,6 +410,7 @@ function pidnsUnavailable(): string | undefined {
  */
 const REUSE_SCRIPT = `
 node=$1 pw=$2 pd=$3 mode=$4
+PATH=\${node%/*}:$PATH
 if [ "$mode" = daemon ]; then
   log=$(mktemp)
   "$node" "$pd" --foreground --bind 127.0.0.1 --port 0 2>"$log" &
@@ -489,7 +429,7 @@ fi
 sleep 600 &
 w=$!
 echo "watched $w"
-"$node" "$pw" "$@" --interval 500 --pid "$w" 'sleep 600' &
+"$pw" "$@" --interval 500 --pid "$w" 'sleep 600' &
 p=$!
 echo "pidwatch $p"
 read go
@@ -555,7 +495,8 @@ describe('pidwatch: pid reuse in a PID namespace of our own', () => {
         await waitFor(() => {
           pidwatchHere = outer(pidwatchInner);
           watchedHere = outer(watched);
-          jobHere = pidwatchHere === undefined ? undefined : descendantsOf(pidwatchHere).find((p) => p !== pidwatchHere && pgrpOf(p) === p);
+          // pidwatch runs its command in its own process.
+          jobHere = pidwatchHere !== undefined && commandRuns(pidwatchHere) ? pidwatchHere : undefined;
           return jobHere !== undefined && watchedHere !== undefined;
         }, 10_000),
         `pidwatch's job never started in the namespace; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`,
@@ -617,7 +558,7 @@ describe('pidwatch between two hosts: network namespaces A and B, the daemon in 
     if (inB === wanted) assert.ok(!pidInUse(inB), `pid ${inB} is in use in A too`);
     else t.diagnostic(`B gave the sleeper pid ${inB}, not ${wanted}: ns_last_pid was not honoured`);
 
-    const watch = startWatch(t, 'ip', ['netns', 'exec', pair.a.name, process.execPath, PIDWATCH, '--host', pair.b.ipv4, '--port', String(port), '--interval', '200', '--pid', String(inB), 'sleep 60'], { cwd: dir });
+    const watch = startWatch(t, 'ip', ['netns', 'exec', pair.a.name, PIDWATCH, '--host', pair.b.ipv4, '--port', String(port), '--interval', '200', '--pid', String(inB), 'sleep 60'], { cwd: dir });
     const leader = await watch.job(10_000);
     await sleep(800);
     assert.ok(watch.running() && isRunning(leader), `the job ended while the process in B lived: ${watch.stderr()}`);

@@ -1,32 +1,31 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { constants } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants, statSync, writeSync } from 'node:fs';
 import { CommandError } from '../errors.js';
-import { localPidExists } from '../probe.js';
 import { parsePid } from '../protocol.js';
-import { parseSignal, runCommand, signalGroup, waitForDeath, type Ending, type WatchOptions } from '../watch.js';
+import { appendMarker, JOBS_ENV, readStat, type JobSpec } from '../tree.js';
+import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
-import { checkHost } from './targets.js';
+import { checkHost, unbracket } from './targets.js';
 import { writeErr } from './stdio.js';
 
 const USAGE = `Usage:
   $0 [--cd DIR] [--host HOST] --pid PID [--port N] [--signal SIG]
-           [--killer PROG] [--interval MS] [--key-file FILE] [--no-local] [--debug]
+           [--kill-after DURATION] [--dead-after DURATION] [--killer PROG]
+           [--interval MS] [--key-file FILE] [--no-local] [--debug]
            COMMAND [ARG ...]
   $0 [--host HOST] --pid PID --foreground FGPID [...]
 
-Runs COMMAND (joined with spaces, by /bin/sh -c) and ends it when process
-PID on HOST dies. Options end at the first word that is not one of them.`;
-
-/** Signals pidwatch passes on to its command, as a shell's job would get them. */
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+Runs COMMAND (joined with spaces, by /bin/sh -c) in its own process and
+ends it, with everything it started, when process PID on HOST dies. Options
+end at the first word that is not one of them.`;
 
 export const SPEC = {
   name: 'pidwatch',
   usage: USAGE,
-  epilog: 'Exit status: that of the command (or its death by the same signal); 127 if it cannot be started; 0 with --foreground; 64 usage error.',
+  epilog: 'Exit status: that of the command (or its death by the same signal); 126 if it cannot be run, 127 if not found; 0 with --foreground; 64 usage error.',
   // Everything from the first word that is not an option belongs to the command.
   haltAtNonOption: true,
   options: {
@@ -34,11 +33,13 @@ export const SPEC = {
     host: { type: 'string', description: 'Host of PID (default: this host)' },
     port: portOption(),
     'key-file': keyFileOption(),
-    signal: { type: 'string', description: "Signal for the command's process group: HUP, SIGHUP, -HUP or 1 (default HUP)" },
-    killer: { type: 'string', description: 'Run PROG -SIG CMDPID instead of sending the signal' },
+    signal: { type: 'string', description: 'Signal for the command and all it started: HUP, SIGHUP, -HUP or 1 (default HUP)' },
+    'kill-after': { type: 'string', description: 'SIGKILL to what is still alive this long after the signal: 10s, 1m' },
+    'dead-after': { type: 'string', description: 'Silence from HOST this long counts as death: 90s, 10m (default: never)' },
+    killer: { type: 'string', description: 'Run PROG -SIG CMDPID (no shell) instead of sending the signal' },
     interval: { type: 'string', description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' },
     cd: { type: 'string', description: 'Run the command in DIR (if missing: warn, run here)' },
-    foreground: { type: 'string', description: 'Run no command: signal FGPID when PID dies, exit once FGPID is gone' },
+    foreground: { type: 'string', description: 'Run no command: leave a watcher that signals FGPID when PID dies; exit 0 at once' },
     local: { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)' },
     debug: { type: 'boolean', description: 'Show the datagrams, on stderr' },
   },
@@ -73,111 +74,191 @@ function joinSignalValue(argv: readonly string[]): string[] {
   return out;
 }
 
+/** Set by bin/pidwatch for its launcher: the script's own pid ($$), the process the command is exec'd in. */
+const LAUNCH_ENV = 'PIDWATCH_LAUNCH';
+/** The descriptor on which the launcher writes the shell code bin/pidwatch runs. */
+const CODE_FD = 3;
+/** Set for the watcher: what it watches and how, as JSON (WatcherConfig). */
+const WATCHER_ENV = 'PIDWATCH_WATCHER';
+
+/** Everything the detached watcher needs, passed to it in WATCHER_ENV. */
+interface WatcherConfig {
+  watch: Omit<WatchOptions, 'onDebug' | 'onReach'>;
+  debug: boolean;
+  job: Omit<JobSpec, 'exclude'> & { exclude: number[] };
+  signal: NodeJS.Signals;
+  killAfterMs?: number;
+  killer?: string;
+  endLeftovers: boolean;
+}
+
+/** A word for /bin/sh, in single quotes. */
+function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The launcher: reads the options, starts the detached watcher, and hands
+ * bin/pidwatch the shell code that runs the command in the script's own
+ * process (pidwatch(1), DESIGN).
+ */
 export async function main(argv: string[]): Promise<number> {
   const args = await parseArgs(SPEC, joinSignalValue(argv));
   if (args === undefined) return 0;
   const { words } = args;
   const pid = checkPid(args.pid, '--pid');
-  const host = args.host ?? 'localhost';
-  checkHost(host, '--host');
+  // [::1] as for pidstat's targets; an IPv4-mapped address is asked over IPv4 (client.ts).
+  const host = checkHost(unbracket(args.host ?? 'localhost'), args.host ?? 'localhost');
   const signal = parseSignal(args.signal ?? 'HUP');
   if (signal === undefined) throw new CommandError(`--signal '${args.signal}' is not a signal name or number (like HUP, SIGTERM, -INT or 15)`);
-  const watch: WatchOptions = {
+  if (args.killer === '') throw new CommandError('--killer needs a program: PROG is run as PROG -SIG CMDPID');
+  const watch: WatcherConfig['watch'] = {
     host,
     pid,
     intervalMs: args.interval === undefined ? 1000 : parseDuration(args.interval, '--interval'),
     local: args.local,
   };
+  if (args['dead-after'] !== undefined) watch.deadAfterMs = parseDuration(args['dead-after'], '--dead-after');
+  const killAfterMs = args['kill-after'] === undefined ? undefined : parseDuration(args['kill-after'], '--kill-after');
   const port = portFrom(args.port, process.env);
   if (port !== undefined) watch.port = port;
   const io = ioFrom(process.env);
   if (io !== undefined) watch.io = io;
   const keyFile = keyFileFrom(args['key-file'], process.env);
   if (keyFile !== undefined) watch.keyFile = keyFile;
-  if (args.debug) watch.onDebug = (line) => writeErr(`pidwatch: ${line}\n`);
+  const common = { watch, debug: args.debug === true, signal, ...(killAfterMs !== undefined && { killAfterMs }) };
 
   if (args.foreground !== undefined) {
     if (words.length > 0) throw new CommandError(`--foreground runs no command, but '${words.join(' ')}' was given`);
-    return watchForeground(watch, checkPid(args.foreground, '--foreground'), signal);
+    const fgpid = checkPid(args.foreground, '--foreground');
+    const fg = readStat(fgpid);
+    // FGPID gone already: there is nothing to watch over.
+    if (fg !== undefined && fg.state !== 'Z') {
+      // This launcher may be FGPID's descendant (`--foreground $$`): never the job's.
+      const job = { root: fgpid, rootStart: fg.start, rootLeadsGroup: fg.pgrp === fgpid, exclude: [process.pid] };
+      startWatcher({ ...common, job, ...(args.killer !== undefined && { killer: args.killer }), endLeftovers: false }, false);
+    }
+    if (process.env[LAUNCH_ENV] !== undefined) writeCode('exit 0');
+    return 0;
   }
   if (words.length === 0) throw new CommandError('no command given: name the COMMAND to run');
-  let cwd: string | undefined;
-  if (args.cd !== undefined) {
-    if (existsSync(args.cd) && statSync(args.cd).isDirectory()) cwd = args.cd;
-    else writeErr(`pidwatch: warning: --cd ${args.cd}: no such directory; running in ${process.cwd()}\n`);
+  const launch = process.env[LAUNCH_ENV];
+  const root = launch === undefined ? undefined : parsePid(launch);
+  if (root === undefined) {
+    throw new CommandError('bin/pidwatch.cjs only reads the options of the pidwatch script: run pidwatch itself, which runs the command in its own process');
   }
-  return watchCommand(watch, words.join(' '), cwd, signal, args.killer);
-}
-
-/** Runs the command, ends it when the pid dies, and ends as it did. */
-async function watchCommand(watch: WatchOptions, command: string, cwd: string | undefined, signal: NodeJS.Signals, killer: string | undefined): Promise<number> {
-  const { child, ended } = runCommand(command, cwd);
-  const forward = (sig: NodeJS.Signals) => signalGroup(child.pid!, sig);
-  for (const sig of FORWARDED) process.on(sig, forward);
-  const stopWatching = new AbortController();
-  const watching = waitForDeath(watch, stopWatching.signal).then(() => {
-    if (stopWatching.signal.aborted) return;
-    const name = signal.replace(/^SIG/, '');
-    watch.onDebug?.(`pid ${watch.pid} on ${watch.host} is dead: ${killer ? `running ${killer} -${name} ${child.pid}` : `sending ${signal}`}`);
-    if (killer === undefined) signalGroup(child.pid!, signal);
-    else spawn('/bin/sh', ['-c', `${killer} -${name} ${child.pid}`], { stdio: 'inherit' });
-  }).catch((err: Error) => {
-    // Watching failed: the command runs on, as it would on silence.
-    writeErr(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`);
-  });
-  const ending = await ended;
-  stopWatching.abort();
-  await watching;
-  for (const sig of FORWARDED) process.off(sig, forward);
-  return endLike(ending);
-}
-
-/**
- * The exit status of the command becomes ours; a death by a signal is
- * repeated on ourselves, so a shell sees 128+N as if it ran the command.
- */
-function endLike(ending: Ending): number {
-  if (ending.signal === undefined) return ending.code;
-  process.kill(process.pid, ending.signal);
-  // A signal whose default is to go on (SIGCHLD, SIGWINCH...): report 128+N.
-  return 128 + constants.signals[ending.signal];
-}
-
-/** --foreground: signal FGPID when the pid dies; exit 0 once FGPID is gone. */
-async function watchForeground(watch: WatchOptions, fgpid: number, signal: NodeJS.Signals): Promise<number> {
-  const stopWatching = new AbortController();
-  const fgGone = new Promise<void>((resolve) => {
-    const timer = setInterval(() => {
-      if (!isAlive(fgpid)) {
-        clearInterval(timer);
-        resolve();
-      }
-    }, Math.min(watch.intervalMs, 200));
-  });
-  const watching = waitForDeath(watch, stopWatching.signal).then(() => {
-    if (!stopWatching.signal.aborted) {
-      try {
-        process.kill(fgpid, signal);
-      } catch {
-        // Gone already: nothing left to stop.
-      }
-    }
-  }, (err: Error) => writeErr(`pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${err.message}\n`));
-  await fgGone;
-  stopWatching.abort();
-  await watching;
+  const cd = args.cd === undefined ? undefined : checkCd(args.cd);
+  const marker = randomBytes(8).toString('hex');
+  const stat = readStat(root);
+  const watcher = startWatcher(
+    {
+      ...common,
+      job: { root, rootStart: stat?.start, rootLeadsGroup: stat?.pgrp === root, marker, exclude: [process.pid] },
+      ...(args.killer !== undefined && { killer: args.killer }),
+      endLeftovers: true,
+    },
+    true,
+  );
+  if (args.debug) writeErr(`pidwatch: the command runs as pid ${root} (job marker ${marker}); watcher pid ${watcher}\n`);
+  const jobs = appendMarker(process.env[JOBS_ENV], marker);
+  const cdCode = cd === undefined ? '' : `cd -- ${shellQuote(cd)} || exit 126\n`;
+  writeCode(`${cdCode}${JOBS_ENV}=${shellQuote(jobs)}\nexport ${JOBS_ENV}\nexec /bin/sh -c ${shellQuote(words.join(' '))}`);
   return 0;
 }
 
-/** Whether FGPID still runs: a zombie has finished, whether or not it is reaped. */
-function isAlive(pid: number): boolean {
-  if (localPidExists(pid) !== true) return false;
+/**
+ * --cd DIR: the directory, or undefined (with a warning) when it does not
+ * exist, as the original runs the command where it was started then. One
+ * the user may not enter ends pidwatch with 126, the shell's "cannot run".
+ */
+function checkCd(dir: string): string | undefined {
+  let isDir = false;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+    isDir = statSync(dir).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') throw new CommandError(`--cd ${dir}: permission denied: cannot run the command there`, 126);
+  }
+  if (!isDir) {
+    writeErr(`pidwatch: warning: --cd ${dir}: no such directory; running in ${process.cwd()}\n`);
+    return undefined;
+  }
+  try {
+    accessSync(dir, fsConstants.X_OK);
   } catch {
-    return true; // No /proc to tell a zombie by: kill() said it exists.
+    throw new CommandError(`--cd ${dir}: permission denied: cannot run the command there`, 126);
+  }
+  return dir;
+}
+
+/** Hands the script its code, on CODE_FD. */
+function writeCode(code: string): void {
+  try {
+    writeSync(CODE_FD, `${code}\n`);
+  } catch (err) {
+    throw new CommandError(`cannot hand the command to the pidwatch script (fd ${CODE_FD}): ${(err as Error).message}`, 70);
   }
 }
 
-export const run = (): void => runCli('pidwatch', main);
+/**
+ * Starts the watcher: this bin again, detached (its own session, so no
+ * terminal signal and no hang-up reaches it), working directory /, stdin and
+ * stdout on /dev/null, stderr the user's for its one-line notices (with
+ * --foreground on /dev/null too, as the original's). Returns its pid.
+ */
+function startWatcher(config: WatcherConfig, keepStderr: boolean): number {
+  const env: NodeJS.ProcessEnv = { ...process.env, [WATCHER_ENV]: JSON.stringify(config) };
+  delete env[LAUNCH_ENV];
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!], {
+    detached: true,
+    cwd: '/',
+    env,
+    stdio: ['ignore', 'ignore', keepStderr ? 'inherit' : 'ignore'],
+  });
+  if (child.pid === undefined) throw new CommandError('cannot start the watcher: the command is not run unwatched', 70);
+  child.on('error', () => {});
+  child.unref();
+  return child.pid;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The watcher: watches until the pid dies or the job's root ends, acts, and exits 0. */
+async function watcher(text: string): Promise<number> {
+  // Nothing here may end it but the job's end: these are not for it, and
+  // SIGUSR1 must never open Node's inspector (start.ts guards it until now).
+  for (const sig of ['SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGINT'] as const) process.on(sig, () => {});
+  delete process.env[WATCHER_ENV];
+  const config = JSON.parse(text) as WatcherConfig;
+  const { watch, job } = config;
+  const options: WatchOptions = {
+    ...watch,
+    onReach: (problem) => {
+      writeErr(problem === undefined
+        ? `pidwatch: ${watch.host} answers: pid ${watch.pid} is watched now\n`
+        : `pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${problem}; trying again every ${watch.intervalMs} ms (the job is not protected meanwhile)\n`);
+    },
+  };
+  if (config.debug) options.onDebug = (line) => writeErr(`pidwatch: ${line}\n`);
+  // The launcher, our parent, hands the script its code and exits: only then
+  // is the command on its way, and a signal to the job reaches the command
+  // (or the script before its exec), never a launcher half way.
+  const launcher = process.ppid;
+  if (job.exclude.includes(launcher)) for (let i = 0; i < 500 && process.ppid === launcher; i++) await sleep(10);
+  await watchJob({
+    watch: options,
+    job: { ...job, exclude: new Set([process.pid, ...job.exclude]) },
+    signal: config.signal,
+    ...(config.killAfterMs !== undefined && { killAfterMs: config.killAfterMs }),
+    ...(config.killer !== undefined && { killer: config.killer }),
+    endLeftovers: config.endLeftovers,
+    onNotice: (line) => writeErr(`pidwatch: ${line}\n`),
+  });
+  return 0;
+}
+
+export const run = (): void => {
+  const config = process.env[WATCHER_ENV];
+  runCli('pidwatch', config === undefined ? main : () => watcher(config));
+};

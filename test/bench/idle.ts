@@ -1,7 +1,7 @@
 import { type ChildProcess } from 'node:child_process';
 import { sleep, startDaemon, startSleeper } from '../helpers.js';
 import { cpuUse, mb, nodeBaselineRssKb, percent, rssKb, sampleCpu, type CpuUse } from './lib.js';
-import { jobOf, spawnWatcher, stopWatcher } from './pidwatch.js';
+import { detachedWatcherOf, jobOf, spawnWatcher, stopWatcher } from './pidwatch.js';
 import { metOrNot, type Row } from './table.js';
 
 /**
@@ -59,11 +59,12 @@ export async function idleCosts(): Promise<Row[]> {
     await sleep(1500); // past start-up and the first questions
     const running = { 'idle daemon': idleDaemon.child, 'pidwatch (local)': local, 'pidwatch (--no-local)': remote };
     assertRunning(running);
-    const pids = [idleDaemon.pid, local.pid!, remote.pid!];
+    // pidwatch's own process is the job's shell: the watching costs are its detached watcher's.
+    const pids = [idleDaemon.pid, detachedWatcherOf(local), detachedWatcherOf(remote)];
     const from = pids.map(sampleCpu);
     await sleep(IDLE_SECONDS * 1000);
     const to = pids.map(sampleCpu);
-    const [localKb, remoteKb] = [rssKb(local.pid!), rssKb(remote.pid!)];
+    const [localKb, remoteKb] = [rssKb(pids[1]!), rssKb(pids[2]!)];
     assertRunning(running);
     const [daemonUse, localUse, remoteUse] = pids.map((_, i) => cpuUse(from[i]!, to[i]!)) as [CpuUse, CpuUse, CpuUse];
     return [

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { BIN, binEnv, sleep, startSleeper } from '../helpers.js';
+import { commandRuns, watchersOf } from '../jobs.js';
 import { childrenOf, isGone, killPid, median, ms, stopChild, until } from './lib.js';
 import { metOrNot, type Row } from './table.js';
 
@@ -7,22 +8,29 @@ import { metOrNot, type Row } from './table.js';
 
 /** Starts `pidwatch ARGS` (a job like `sleep 60` at the end of ARGS), stdio ignored. */
 export function spawnWatcher(args: readonly string[]): ChildProcess {
-  return spawn(process.execPath, [BIN.pidwatch, ...args], { stdio: 'ignore', env: binEnv() });
+  return spawn(BIN.pidwatch, args, { stdio: 'ignore', env: binEnv() });
 }
 
-/** Waits until pidwatch runs its job; the job's pid. */
+/** Waits until pidwatch runs its job (in its own process, exec'd in place); the job's first child. */
 export async function jobOf(watcher: ChildProcess): Promise<number> {
   let job: number | undefined;
-  await until(() => (job = childrenOf(watcher.pid!)[0]) !== undefined || watcher.exitCode !== null, 5000, 'pidwatch started no job', 5);
+  await until(() => (commandRuns(watcher.pid!) && (job = childrenOf(watcher.pid!)[0]) !== undefined) || watcher.exitCode !== null, 5000, 'pidwatch started no job', 5);
   if (job === undefined) throw new Error(`pidwatch exited with ${watcher.exitCode} before running its job`);
   return job;
 }
 
-/** Stops a pidwatch by its pid (SIGTERM, which it passes to its job); its job too if it had to be SIGKILLed. */
+/** The detached watcher of pidwatch `watcher`: the process that asks, and costs CPU and memory. */
+export function detachedWatcherOf(watcher: ChildProcess): number {
+  const [pid] = watchersOf(watcher.pid!);
+  if (pid === undefined) throw new Error(`pidwatch ${watcher.pid} has no watcher`);
+  return pid;
+}
+
+/** Stops a pidwatch by its pid (SIGTERM, the job's own), then its job's children and its watcher by theirs. */
 export async function stopWatcher(watcher: ChildProcess): Promise<void> {
-  const jobs = watcher.pid !== undefined && watcher.exitCode === null ? childrenOf(watcher.pid) : [];
+  const others = watcher.pid !== undefined && watcher.exitCode === null ? [...childrenOf(watcher.pid), ...watchersOf(watcher.pid)] : [];
   await stopChild(watcher, 'SIGTERM', 3000);
-  if (watcher.signalCode === 'SIGKILL') jobs.filter((pid) => !isGone(pid)).forEach((pid) => killPid(pid));
+  others.filter((pid) => !isGone(pid)).forEach((pid) => killPid(pid));
 }
 
 /**

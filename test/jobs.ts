@@ -1,0 +1,200 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import type { TestContext } from 'node:test';
+import { BIN, binEnv, isRunning, sleep, waitFor } from './helpers.js';
+
+/**
+ * pidwatch's processes as tests see them. bin/pidwatch is a shell script that
+ * execs the command in place: the pid a test started becomes `/bin/sh -c
+ * COMMAND`, the job's root, and a detached watcher (node, its own session,
+ * PIDWATCH_WATCHER in its environment naming the root) watches beside it.
+ * The job's processes carry the job's marker in PIDWATCH_JOBS.
+ */
+
+function environOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+  } catch {
+    return [];
+  }
+}
+
+function pids(): number[] {
+  return readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number);
+}
+
+/** Whether pidwatch `pid` runs its command now (it has exec'd /bin/sh -c COMMAND). */
+export function commandRuns(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('/bin/sh\0-c\0');
+  } catch {
+    return false;
+  }
+}
+
+/** The watchers of the job whose root is `root` (its pid, or --foreground's FGPID). */
+export function watchersOf(root: number): number[] {
+  return pids().filter((pid) => environOf(pid).some((entry) => entry.startsWith('PIDWATCH_WATCHER=') && entry.includes(`"root":${root},`)) && isRunning(pid));
+}
+
+/** This job's marker: the last word of PIDWATCH_JOBS in the root's environment. */
+export function markerOf(root: number): string | undefined {
+  const entry = environOf(root).find((e) => e.startsWith('PIDWATCH_JOBS='));
+  return entry?.slice('PIDWATCH_JOBS='.length).split(' ').at(-1);
+}
+
+/** Every live process that carries `marker`. */
+export function marked(marker: string): number[] {
+  return pids().filter((pid) => environOf(pid).some((e) => e.startsWith('PIDWATCH_JOBS=') && e.slice(14).split(' ').includes(marker)) && isRunning(pid));
+}
+
+/** The live descendants of `pid` (by ppid), not itself. */
+export function descendants(pid: number): number[] {
+  const byParent = new Map<number, number[]>();
+  for (const p of pids()) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      byParent.set(ppid, [...(byParent.get(ppid) ?? []), p]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) for (const child of byParent.get(queue.shift()!) ?? []) (found.push(child), queue.push(child));
+  return found.filter(isRunning);
+}
+
+function kill(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Gone already.
+  }
+}
+
+/** SIGKILL to each pid, then waits (up to 5 s) until none runs. */
+export async function killAll(list: readonly number[]): Promise<void> {
+  for (const pid of list) kill(pid);
+  await waitFor(() => list.every((pid) => !isRunning(pid)), 5000);
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  at: number;
+}
+
+/** pidwatch (or a shell around it) started by a test, with what is needed to stop all it started. */
+export interface Started {
+  child: ChildProcess;
+  pid: number;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<Exit>;
+  running(): boolean;
+  /** Text for assertion messages. */
+  describe(): string;
+  /** Stops, by pid, everything it started: the root, its descendants, the job's marked processes and the watchers. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `command args` (bin/pidwatch when `command` is undefined) with piped
+ * stdout and stderr; everything it starts is stopped after the test. `roots`
+ * names further job roots (a pidwatch run by a shell) whose jobs and
+ * watchers are stopped too.
+ */
+export function start(
+  t: TestContext,
+  args: readonly string[],
+  options: { command?: string; cwd?: string; env?: NodeJS.ProcessEnv; detached?: boolean } = {},
+): Started {
+  const child = spawn(options.command ?? BIN.pidwatch, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: binEnv(options.env),
+    detached: options.detached ?? false,
+    ...(options.cwd !== undefined && { cwd: options.cwd }),
+  });
+  const out = { stdout: '', stderr: '' };
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
+  let exit: Exit | undefined;
+  const exited = new Promise<Exit>((resolve) => {
+    child.on('exit', (code, signal) => resolve((exit = { code, signal, at: performance.now() })));
+    child.on('error', () => resolve((exit ??= { code: null, signal: null, at: performance.now() })));
+  });
+  const pid = child.pid!;
+  const seen = new Set<number>();
+  const markers = new Set<string>();
+  // What the job is made of, learnt while it runs, so that it can be stopped once the root is gone.
+  const learn = (): void => {
+    for (const p of [pid, ...descendants(pid)]) {
+      seen.add(p);
+      const marker = markerOf(p);
+      if (marker !== undefined) markers.add(marker);
+      for (const w of watchersOf(p)) seen.add(w);
+    }
+  };
+  const learner = setInterval(learn, 50);
+  const started: Started = {
+    child,
+    pid,
+    stdout: () => out.stdout,
+    stderr: () => out.stderr,
+    exited,
+    running: () => exit === undefined,
+    describe: () => `exit ${exit?.code ?? '-'}${exit?.signal ? ` (${exit.signal})` : ''}; stdout: ${JSON.stringify(out.stdout)}; stderr: ${JSON.stringify(out.stderr)}`,
+    async stop() {
+      clearInterval(learner);
+      if (exit === undefined) learn();
+      const all = new Set(seen);
+      for (const marker of markers) for (const p of marked(marker)) all.add(p);
+      for (const p of [...all]) for (const w of watchersOf(p)) all.add(w);
+      all.delete(process.pid);
+      await killAll([...all].filter((p) => p !== pid));
+      kill(pid);
+      await exited;
+    },
+  };
+  t.after(() => started.stop());
+  return started;
+}
+
+/** Resolves with the exit, or fails the test after `timeoutMs`. */
+export async function exitWithin(started: Started, timeoutMs: number, what: string): Promise<Exit> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: pid ${started.pid} still runs after ${timeoutMs} ms; ${started.describe()}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([started.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits until pidwatch `pid` runs its command; fails after `timeoutMs`. */
+export async function commandStarted(started: Started, timeoutMs = 5000): Promise<void> {
+  const ok = await waitFor(() => commandRuns(started.pid) || !started.running(), timeoutMs);
+  if (!ok || !started.running()) throw new Error(`pidwatch ${started.pid} did not run its command within ${timeoutMs} ms; ${started.describe()}`);
+}
+
+/** Waits until a file holds a pid; the pid. */
+export async function pidFrom(file: string, timeoutMs = 5000): Promise<number> {
+  let pid: number | undefined;
+  await waitFor(() => {
+    try {
+      const text = readFileSync(file, 'latin1').trim();
+      if (/^\d+$/.test(text)) pid = Number(text);
+    } catch {
+      // Not written yet.
+    }
+    return pid !== undefined;
+  }, timeoutMs);
+  if (pid === undefined) throw new Error(`${file} holds no pid after ${timeoutMs} ms`);
+  return pid;
+}
+
+export { sleep };
