@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { descendantsOf, stopPids } from './detached.js';
-import { BIN, IS_ROOT, ROOT, ask, binEnv, childrenOf, deadPid, run, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { BIN, IS_ROOT, ROOT, ask, binCommand, binEnv, childrenOf, deadPid, run, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { watchersOf } from './jobs.js';
 
 /**
  * EPERM means exists (CONTRACT section 1), where /proc cannot tell: in a
@@ -64,7 +65,7 @@ describe('under hidepid=2, as nobody, a live root process exists (kill() says EP
   }
 
   function runInside(name: keyof typeof BIN, args: readonly string[]): Promise<RunResult> {
-    const [command, argv] = inside([process.execPath, BIN[name], ...args]);
+    const [command, argv] = inside(binCommand(name, args).flat());
     return run(command, argv, { cwd: '/', env: binEnv(), timeoutMs: 15_000 });
   }
 
@@ -98,14 +99,14 @@ describe('under hidepid=2, as nobody, a live root process exists (kill() says EP
   for (const [how, args] of [['locally', []], ['through nobody\'s daemon (--no-local)', ['--no-local', '--host', '127.0.0.1']]] as const) {
     test(`pidwatch as nobody there, watching it ${how}, leaves its job running for many intervals; a dead pid ends it`, async (t) => {
       const start = (pid: number) => {
-        const [command, argv] = inside([process.execPath, BIN.pidwatch, ...args, '--port', String(daemon.port), '--interval', String(INTERVAL_MS), '--pid', String(pid), 'sleep', '30']);
+        const [command, argv] = inside(binCommand('pidwatch', [...args, '--port', String(daemon.port), '--interval', String(INTERVAL_MS), '--pid', String(pid), 'sleep', '30']).flat());
         const child = spawn(command, argv, { cwd: '/', env: binEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
         let stderr = '';
         child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
         const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
         t.after(async () => {
-          // pidwatch first, which passes SIGTERM on to its job and reaps it; then whatever is left, by pid.
-          const family = descendantsOf(child.pid!);
+          // The job (pidwatch's own process, exec'd in place) first, then its watcher and whatever is left, by pid.
+          const family = [...descendantsOf(child.pid!), ...watchersOf(child.pid!)];
           child.kill('SIGTERM');
           await Promise.race([exited, sleep(5000)]);
           await stopPids([child.pid!, ...family]);

@@ -203,7 +203,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     if (!listed.includes(`package/prebuilds/linux-${OTHER.arch}/udpbatch.node`) && !has(OTHER.gcc)) {
       return skip(t, `no prebuilt addon for linux-${OTHER.arch}: ${OTHER.gcc} is not installed (.ci/run installs it; npm pack refuses to pack without it)`);
     }
-    const dir = join(tmp, 'unpacked');
+    const dir = join(tmp, 'prebuilds-unpacked');
     mkdirSync(dir);
     for (const arch of ['x64', 'arm64']) {
       const file = `package/prebuilds/linux-${arch}/udpbatch.node`;
