@@ -73,10 +73,12 @@ describe('SIGUSR1', () => {
     await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
     t.after(() => silent.close());
     const port = silent.address().port;
+    // Its first request shows it has started: the listener start.ts installs first thing is there.
+    const asked = new Promise<void>((resolve) => silent.once('message', () => resolve()));
     const asking = run(process.execPath, [BIN.pidstat, '--no-local', '--port', String(port), '--timeout', '300', '--tries', '3', '127.0.0.1', '1'], { env: binEnv(), timeoutMs: 10_000 });
     assert.ok(await waitFor(() => pidsOf(BIN.pidstat).length === 1, 2000), 'pidstat runs');
     const [pid] = pidsOf(BIN.pidstat);
-    await sleep(200);
+    await asked;
     const before = listeningTcp(pid!);
     signal(pid!, 'SIGUSR1');
     await sleep(200);
