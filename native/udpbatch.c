@@ -603,6 +603,8 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_unix_send(napi_env env, napi_callback_info info);
+static napi_value js_watch_exit(napi_env env, napi_callback_info info);
+static napi_value js_unwatch_exit(napi_env env, napi_callback_info info);
 static napi_value js_hmac_key(napi_env env, napi_callback_info info);
 static napi_value js_hmac_sha256(napi_env env, napi_callback_info info);
 static bool find_hmac(void);
@@ -619,6 +621,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
     {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
     {"unixSend", NULL, js_unix_send, NULL, NULL, NULL, napi_default, NULL},
+    {"watchExit", NULL, js_watch_exit, NULL, NULL, NULL, napi_default, NULL},
+    {"unwatchExit", NULL, js_unwatch_exit, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   if (find_hmac()) {
@@ -788,5 +792,119 @@ static napi_value js_hmac_sha256(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "udpbatch: HMAC failed");
     return NULL;
   }
+  return NULL;
+}
+
+/* watchExit(pid, onExit): a pidfd of the process (pidfd_open(2), Linux 5.3)
+ * polled by the event loop; onExit() is called once, when the process has
+ * ended (a zombie included), and the pidfd is closed. Returns a handle, or a
+ * negative errno (-ENOSYS on an older kernel). unwatchExit(handle) stops
+ * watching, onExit uncalled; it must not be called once onExit has been.
+ * This is how pidwatch's detached watcher learns that the job's root ended,
+ * without being its parent and without waking up to look; which process,
+ * and what its end means, is decided in TypeScript (src/watch.ts). */
+#include <sys/syscall.h>
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  int fd;
+  int closing;
+  int cancelled;
+} exit_watch_t;
+
+static void on_exit_closed(uv_handle_t *handle) {
+  exit_watch_t *w = handle->data;
+  napi_env env = w->env;
+  close(w->fd);
+  if (!w->cancelled) {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) == napi_ok) {
+      napi_value callback, receiver, result;
+      napi_get_reference_value(env, w->callback, &callback);
+      napi_get_global(env, &receiver);
+      if (napi_make_callback(env, w->context, receiver, callback, 0, NULL, &result) == napi_pending_exception) {
+        napi_value error;
+        napi_get_and_clear_last_exception(env, &error);
+        napi_fatal_exception(env, error);
+      }
+      napi_close_handle_scope(env, scope);
+    }
+  }
+  napi_delete_reference(env, w->callback);
+  napi_async_destroy(env, w->context);
+  free(w);
+}
+
+static void on_exit_readable(uv_poll_t *handle, int status, int events) {
+  exit_watch_t *w = handle->data;
+  (void)status;
+  (void)events;
+  if (w->closing) return;
+  w->closing = 1;
+  uv_poll_stop(handle);
+  uv_close((uv_handle_t *)handle, on_exit_closed);
+}
+
+static napi_value js_watch_exit(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t pid;
+  CHECK(napi_get_value_int32(env, argv[0], &pid));
+  napi_value result;
+#ifdef SYS_pidfd_open
+  int fd = pid > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)pid, 0) : (errno = EINVAL, -1);
+#else
+  int fd = (errno = ENOSYS, -1);
+#endif
+  if (fd < 0) {
+    CHECK(napi_create_int32(env, -errno, &result));
+    return result;
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  exit_watch_t *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    close(fd);
+    CHECK(napi_create_int32(env, -ENOMEM, &result));
+    return result;
+  }
+  w->env = env;
+  w->fd = fd;
+  w->poll.data = w;
+  uv_loop_t *loop;
+  napi_value name;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &w->poll, fd) != 0) {
+    close(fd);
+    free(w);
+    CHECK(napi_create_int32(env, -EINVAL, &result));
+    return result;
+  }
+  CHECK(napi_create_string_utf8(env, "pidstat.exitwatch", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &w->context));
+  CHECK(napi_create_reference(env, argv[1], 1, &w->callback));
+  int err = uv_poll_start(&w->poll, UV_READABLE, on_exit_readable);
+  if (err != 0) {
+    w->cancelled = 1;
+    w->closing = 1;
+    uv_close((uv_handle_t *)&w->poll, on_exit_closed);
+    CHECK(napi_create_int32(env, err, &result));
+    return result;
+  }
+  CHECK(napi_create_external(env, w, NULL, NULL, &result));
+  return result;
+}
+
+static napi_value js_unwatch_exit(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  exit_watch_t *w;
+  CHECK(napi_get_value_external(env, argv[0], (void **)&w));
+  w->cancelled = 1;
+  if (w->closing) return NULL;
+  w->closing = 1;
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, on_exit_closed);
   return NULL;
 }

@@ -58,6 +58,14 @@ export interface UdpBatch {
    * at load time; both absent where there is none (and from older builds).
    */
   hmacKey?(key: Uint8Array): unknown;
+  /**
+   * Calls onExit once when process `pid` has ended (a zombie included),
+   * through a pidfd the event loop polls: a handle, or a negative errno
+   * (-ENOSYS before Linux 5.3). Absent from older builds.
+   */
+  watchExit?(pid: number, onExit: () => void): unknown;
+  /** Stops a watchExit before it has called back; never after. */
+  unwatchExit?(handle: unknown): void;
   hmacSha256?(context: unknown, data: Uint8Array, length: number, out: Uint8Array): void;
 }
 

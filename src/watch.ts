@@ -4,7 +4,7 @@ import { PidStatClient, type Result } from './client.js';
 import { isLocalHost } from './host.js';
 import { localPidExists, pidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
-import type { SocketIo } from './native.js';
+import { loadUdpBatch, type SocketIo } from './native.js';
 import { monotonicMs } from './time.js';
 import { findJob, readStat, signalJob, type JobSpec } from './tree.js';
 
@@ -176,12 +176,13 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * How often the job's root is looked at: kill(pid, 0), the cheap look, every
- * ROOT_POLL_MS; and every ROOT_STAT_EVERY looks one read of /proc/PID/stat,
- * for a root that is a zombie its parent has not reaped yet, or whose pid is
- * another process's already. Each wake-up of an idle Node process costs
- * CPU (the watcher idles for hours); 200 ms still ends the leftovers of a
- * root killed with SIGKILL well within a second.
+ * Where the addon cannot watch a process end (not built, or a kernel before
+ * Linux 5.3 without pidfd_open), the job's root is looked at: kill(pid, 0),
+ * the cheap look, every ROOT_POLL_MS; and every ROOT_STAT_EVERY looks one
+ * read of /proc/PID/stat, for a root that is a zombie its parent has not
+ * reaped yet, or whose pid is another process's already. Each wake-up of an
+ * idle Node process costs CPU (the watcher idles for hours); 200 ms still
+ * ends the leftovers of a root killed with SIGKILL well within a second.
  */
 export const ROOT_POLL_MS = 200;
 const ROOT_STAT_EVERY = 5;
@@ -194,18 +195,52 @@ export function rootRuns(job: JobSpec): boolean {
   return stat.state !== 'Z' && stat.state !== 'X';
 }
 
+/** Resolves once the job's root has ended, or at abort. */
 function rootEnds(job: JobSpec, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    let looks = 0;
-    const timer = setInterval(check, ROOT_POLL_MS);
-    function check() {
-      const runs = pidExists(job.root) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(job));
-      if (!signal.aborted && runs) return;
-      clearInterval(timer);
-      resolve();
-    }
-    check();
+    if (signal.aborted) resolve();
+    else if (!rootEndWatched(job, signal, resolve)) rootEndPolled(job, signal, resolve);
   });
+}
+
+/**
+ * The root's end told by the kernel (the addon's pidfd), at no cost while it
+ * runs. False where the addon cannot: the caller then polls.
+ */
+function rootEndWatched(job: JobSpec, signal: AbortSignal, ended: () => void): boolean {
+  const { watchExit, unwatchExit } = loadUdpBatch().addon ?? {};
+  if (watchExit === undefined || unwatchExit === undefined) return false;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    signal.removeEventListener('abort', cancel);
+    ended();
+  };
+  function cancel() {
+    if (done) return;
+    unwatchExit!(handle);
+    finish();
+  }
+  const handle = watchExit(job.root, finish);
+  if (typeof handle === 'number') return false;
+  signal.addEventListener('abort', cancel);
+  // The pidfd is of whatever process had the pid when it was opened: the
+  // root only if that is still the same process, running.
+  if (!rootRuns(job)) cancel();
+  return true;
+}
+
+function rootEndPolled(job: JobSpec, signal: AbortSignal, ended: () => void): void {
+  let looks = 0;
+  const timer = setInterval(check, ROOT_POLL_MS);
+  function check() {
+    const runs = pidExists(job.root) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(job));
+    if (!signal.aborted && runs) return;
+    clearInterval(timer);
+    ended();
+  }
+  check();
 }
 
 export interface JobWatch {

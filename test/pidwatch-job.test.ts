@@ -113,6 +113,9 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     const job = start(t, ['--pid', String(sleeper.pid), 'sleep 100'], { cwd: dir });
     await commandStarted(job);
     const sleep100 = await waitForChild(job.pid);
+    // The watcher watches the command's process by then (a pidfd, where the addon has them): killed
+    // sooner, the command is simply gone when the watcher first looks.
+    await sleep(1000);
     process.kill(job.pid, 'SIGKILL');
     const killedAt = performance.now();
     assert.ok(await waitFor(() => !isRunning(sleep100), 1000), `sleep 100 (${sleep100}) still runs 1 s after pidwatch was killed`);

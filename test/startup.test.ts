@@ -5,7 +5,8 @@ import Module from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { binEnv, ROOT, run, startDaemon, startSleeper, waitFor } from './helpers.js';
+import { binEnv, isRunning, ROOT, run, startDaemon, startSleeper, waitFor } from './helpers.js';
+import { commandStarted, descendants, start } from './jobs.js';
 
 /**
  * The bins run each command's bundle with its compiled code cached
@@ -205,6 +206,20 @@ test('the install builds the addon where the prebuilt one does not load, with th
   assert.equal(result.stderr, '');
   const loaded = await run(process.execPath, ['-e', `console.log(typeof require(${JSON.stringify(join(dir, 'dist', 'native', 'udpbatch.node'))}).start)`]);
   assert.equal(loaded.stdout, 'function\n', loaded.stderr);
+});
+
+test('without the addon, pidwatch looks at its command every 200 ms: kill -9 of pidwatch still ends its `sleep 100` within a second', async (t) => {
+  const dir = copyOfPackage();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const sleeper = startSleeper();
+  t.after(() => sleeper.stop());
+  const job = start(t, ['--pid', String(sleeper.pid), 'sleep 100'], { command: join(dir, 'bin', 'pidwatch') });
+  await commandStarted(job);
+  let sleep100: number | undefined;
+  assert.ok(await waitFor(() => (sleep100 = descendants(job.pid)[0]) !== undefined, 5000), job.describe());
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  process.kill(job.pid, 'SIGKILL');
+  assert.ok(await waitFor(() => !isRunning(sleep100!), 1000), `sleep 100 (${sleep100}) still runs 1 s after pidwatch was killed: ${job.describe()}`);
 });
 
 test('the addon build never fails an install: without a prebuilt addon or a compiler it says why and leaves no addon', async (t) => {

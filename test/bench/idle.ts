@@ -47,6 +47,8 @@ function assertRunning(processes: Record<string, ChildProcess>): void {
   }
 }
 
+const SETTLE_MS = 10_000;
+
 export async function idleCosts(): Promise<Row[]> {
   const sleeper = startSleeper();
   const idleDaemon = await startDaemon(['--bind', '127.0.0.1']);
@@ -56,7 +58,9 @@ export async function idleCosts(): Promise<Row[]> {
   try {
     const baselineKb = await nodeBaselineRssKb();
     await Promise.all([jobOf(local), jobOf(remote)]);
-    await sleep(1500); // past start-up and the first questions
+    // Past start-up: V8's memory reducer collects once, some 8 s after a
+    // process starts (seen with --trace-gc), a cost of starting, not of idling.
+    await sleep(SETTLE_MS);
     const running = { 'idle daemon': idleDaemon.child, 'pidwatch (local)': local, 'pidwatch (--no-local)': remote };
     assertRunning(running);
     // pidwatch's own process is the job's shell: the watching costs are its detached watcher's.
