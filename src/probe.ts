@@ -44,22 +44,31 @@ export function pidExists(pid: number): boolean | undefined {
 }
 
 /**
- * The start token of a process: its start time in clock ticks since boot,
- * field 22 of /proc/<pid>/stat. undefined where it cannot be read.
+ * The fields of /proc/<pid>/stat from field 3 on (the state), or undefined
+ * where it cannot be read. Field 2, the command name, is in parentheses and
+ * may hold spaces and parentheses itself: fields are counted from the last
+ * ')', which ends it, so field N is at index N - 3.
  * @see https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html
  */
-export function readStartToken(pid: number): string | undefined {
+export function statFields(pid: number): string[] | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
   } catch {
     return undefined;
   }
-  // Field 2, the command name, is in parentheses and may hold spaces and
-  // parentheses itself: count fields from the last ')'. It ends field 2, so
-  // field 3 is the first one after it and field 22 the 20th.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const token = fields[19];
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The index in statFields() of field 22, the start time. */
+export const START_FIELD = 19;
+
+/**
+ * The start token of a process: its start time in clock ticks since boot,
+ * field 22 of /proc/<pid>/stat. undefined where it cannot be read.
+ */
+export function readStartToken(pid: number): string | undefined {
+  const token = statFields(pid)?.[START_FIELD];
   return token !== undefined && /^[0-9]+$/.test(token) ? token : undefined;
 }
 

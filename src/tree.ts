@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import { START_FIELD, statFields } from './probe.js';
 
 /**
  * A job's processes on this host, found through /proc (Linux), and signalled
@@ -41,16 +42,10 @@ export interface ProcessStat {
 
 /** /proc/PID/stat, read; undefined once the process is gone (or /proc hides it). */
 export function readStat(pid: number): ProcessStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return undefined;
-  }
-  // Field 2, the command name, may hold spaces and parentheses: count from the last ')'.
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields(pid);
+  if (fields === undefined) return undefined;
   const [state, ppid, pgrp] = fields;
-  const start = fields[19];
+  const start = fields[START_FIELD];
   if (state === undefined || start === undefined || !/^[0-9]+$/.test(start)) return undefined;
   return { pid, state, ppid: Number(ppid), pgrp: Number(pgrp), start };
 }

@@ -1,7 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
-import { BIN, binEnv, isRunning, sleep, waitFor } from './helpers.js';
+import { BIN, binEnv, IS_ROOT, isRunning, sleep, waitFor } from './helpers.js';
 
 /**
  * pidwatch's processes as tests see them. bin/pidwatch is a shell script that
@@ -198,3 +198,12 @@ export async function pidFrom(file: string, timeoutMs = 5000): Promise<number> {
 }
 
 export { sleep };
+
+/** Why a PID namespace of our own (unshare --pid --fork --mount-proc) cannot be made here, or undefined. */
+export function pidnsUnavailable(): string | undefined {
+  if (!IS_ROOT) return `not root (uid ${process.getuid?.()}): PID namespaces and ns_last_pid need root`;
+  const result = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', 'test -w /proc/sys/kernel/ns_last_pid'], { encoding: 'utf8', timeout: 10_000 });
+  if (result.error) return `unshare: ${result.error.message}`;
+  if (result.status !== 0) return `cannot make a PID namespace with a writable ns_last_pid: ${result.stderr.trim() || `exit ${result.status}`}`;
+  return undefined;
+}

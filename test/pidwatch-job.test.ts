@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { BIN, IS_ROOT, binEnv, freePort, hasIPv6Loopback, isRunning, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
-import { commandStarted, descendants, exitWithin, killAll, pidFrom, start, watchersOf } from './jobs.js';
+import { commandStarted, descendants, exitWithin, killAll, pidFrom, pidnsUnavailable, start, watchersOf } from './jobs.js';
 import { listeningTcp } from './detached.js';
 import { descendantsOf, innerPid } from './netns.js';
 
@@ -347,14 +347,6 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
   });
 });
 
-/** Why a PID namespace of our own (unshare --pid --fork --mount-proc) cannot be made here, or undefined. */
-function pidnsUnavailable(): string | undefined {
-  if (!IS_ROOT) return `not root (uid ${process.getuid?.()}): PID namespaces and ns_last_pid need root`;
-  const result = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', 'test -w /proc/sys/kernel/ns_last_pid'], { encoding: 'utf8', timeout: 10_000 });
-  if (result.error) return `unshare: ${result.error.message}`;
-  if (result.status !== 0) return `cannot make a PID namespace with a writable ns_last_pid: ${result.stderr.trim() || `exit ${result.status}`}`;
-  return undefined;
-}
 
 /**
  * pid 1 of a fresh PID namespace: starts the watched sleeper W and FG, a

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { BIN, IS_ROOT, binEnv, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
-import { commandRuns, descendants, exitWithin as exitWithinJob, start, watchersOf, type Exit, type Started } from './jobs.js';
+import { commandRuns, descendants, pidnsUnavailable, exitWithin as exitWithinJob, start, watchersOf, type Exit, type Started } from './jobs.js';
 import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
 /**
@@ -393,14 +393,6 @@ describe('pidwatch: usage', () => {
   });
 });
 
-/** Why a PID namespace of our own (unshare --pid --fork --mount-proc) cannot be made here, or undefined. */
-function pidnsUnavailable(): string | undefined {
-  if (!IS_ROOT) return `not root (uid ${process.getuid?.()}): PID namespaces and ns_last_pid need root`;
-  const result = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', 'test -w /proc/sys/kernel/ns_last_pid'], { encoding: 'utf8', timeout: 10_000 });
-  if (result.error) return `unshare: ${result.error.message}`;
-  if (result.status !== 0) return `cannot make a PID namespace with a writable ns_last_pid: ${result.stderr.trim() || `exit ${result.status}`}`;
-  return undefined;
-}
 
 /**
  * pid 1 of a fresh PID namespace: starts (for "daemon") a daemon on loopback,
