@@ -376,3 +376,67 @@ echo "daemon $d"
 wait "$d"
 echo "daemon-exit $?"
 `;
+
+/** `sh -c SCRIPT` run as pid 1 of a PID namespace of the test's own, talked to through stdin and stdout lines. */
+export interface ScriptInPidNamespace {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** The namespace's pid 1 as this namespace sees it. */
+  initPid(): number | undefined;
+  /** The first match of `pattern` in the script's stdout, waited for; fails the test without one. */
+  line(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray>;
+  /** Writes a line to the script's stdin. */
+  say(line: string): void;
+}
+
+/**
+ * Runs `sh -c script sh args...` under `unshare --pid --fork --mount-proc
+ * --kill-child`; after the test, SIGKILL to the namespace's pid 1 ends every
+ * process in it (whatever the script started included), then unshare.
+ */
+export function runScriptInPidNamespace(
+  t: { after(fn: () => Promise<void>): void },
+  script: string,
+  args: readonly string[],
+  options: { env: NodeJS.ProcessEnv; cwd: string },
+): ScriptInPidNamespace {
+  const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', script, 'sh', ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    ...options,
+  });
+  const out = { stdout: '', stderr: '' };
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const initPid = (): number | undefined => descendantsOf(child.pid!).find((p) => p !== child.pid && innerPid(p) === 1);
+  const kill = (pid: number) => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  };
+  t.after(async () => {
+    const init = initPid();
+    if (init !== undefined) kill(init);
+    const timer = setTimeout(() => kill(child.pid!), 3000);
+    child.stdin!.destroy();
+    await exited;
+    clearTimeout(timer);
+  });
+  return {
+    child,
+    stdout: () => out.stdout,
+    stderr: () => out.stderr,
+    initPid,
+    async line(pattern, timeoutMs) {
+      let match: RegExpExecArray | null = null;
+      const deadline = performance.now() + timeoutMs;
+      while ((match = pattern.exec(out.stdout)) === null && performance.now() < deadline) await sleep(20);
+      if (match === null) throw new Error(`no ${pattern} within ${timeoutMs} ms; stdout: ${JSON.stringify(out.stdout)} stderr: ${JSON.stringify(out.stderr)}`);
+      return match;
+    },
+    say: (line) => void child.stdin!.write(`${line}\n`),
+  };
+}

@@ -8,7 +8,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { BIN, IS_ROOT, binEnv, freePort, hasIPv6Loopback, isRunning, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
 import { commandStarted, descendants, exitWithin, killAll, pidFrom, pidnsUnavailable, start, watchersOf } from './jobs.js';
 import { listeningTcp } from './detached.js';
-import { descendantsOf, innerPid } from './netns.js';
+import { runScriptInPidNamespace } from './netns.js';
 
 /**
  * pidwatch trusted with a job (CONTRACT section 4): the whole job ends when
@@ -376,39 +376,15 @@ describe('pidwatch --foreground: FGPID reused in a PID namespace of our own', ()
   if (unavailable) process.stdout.write(`pidwatch: --foreground reuse test skipped: ${unavailable}\n`);
 
   test('the process that got FGPID\'s pid is never signalled', { skip: unavailable ?? false }, async (t) => {
-    const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', FG_REUSE_SCRIPT, 'sh', BIN.pidwatch, join(process.execPath, '..')], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: binEnv(),
-      cwd: dir,
-    });
-    let out = '';
-    let err = '';
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-    const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-    const initPid = (): number | undefined => descendantsOf(child.pid!).find((p) => p !== child.pid && innerPid(p) === 1);
-    t.after(async () => {
-      // SIGKILL to the namespace's pid 1 ends every process in it, the detached watcher included.
-      const init = initPid();
-      if (init !== undefined) process.kill(init, 'SIGKILL');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-      child.stdin!.destroy();
-      await exited;
-      clearTimeout(timer);
-    });
-    const line = async (pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> => {
-      let match: RegExpExecArray | null = null;
-      await waitFor(() => (match = pattern.exec(out)) !== null, timeoutMs);
-      assert.ok(match, `no ${pattern} within ${timeoutMs} ms; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
-      return match;
-    };
-    assert.equal((await line(/^launched (\d+)$/m, 10_000))[1], '0', err);
+    // SIGKILL to the namespace's pid 1 at the end ends every process in it, the detached watcher included.
+    const ns = runScriptInPidNamespace(t, FG_REUSE_SCRIPT, [BIN.pidwatch, join(process.execPath, '..')], { env: binEnv(), cwd: dir });
+    assert.equal((await ns.line(/^launched (\d+)$/m, 10_000))[1], '0', ns.stderr());
     await sleep(600);
-    child.stdin!.write('go\n');
-    const [, fg, reused] = await line(/^fg (\d+) reused (\d+)$/m, 5000);
+    ns.say('go');
+    const [, fg, reused] = await ns.line(/^fg (\d+) reused (\d+)$/m, 5000);
     assert.equal(reused, fg, `the new process got pid ${reused}, not FGPID ${fg}: the reuse could not be made`);
-    child.stdin!.write('kill\n');
-    const [, fate] = await line(/^reused-(alive|dead)$/m, 6000);
+    ns.say('kill');
+    const [, fate] = await ns.line(/^reused-(alive|dead)$/m, 6000);
     assert.equal(fate, 'alive', 'the process that got FGPID\'s pid was signalled');
   });
 });

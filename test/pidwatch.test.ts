@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { BIN, IS_ROOT, binEnv, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
 import { commandRuns, descendants, pidnsUnavailable, exitWithin as exitWithinJob, start, watchersOf, type Exit, type Started } from './jobs.js';
-import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
+import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, runScriptInPidNamespace, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
 /**
  * pidwatch (CONTRACT section 4), with real processes: exit status pass-through,
@@ -443,35 +443,12 @@ describe('pidwatch: pid reuse in a PID namespace of our own', () => {
       ? 'local probe (--host localhost): W dies and its pid goes to a new process between two polls; the job still ends'
       : 'through a daemon in the namespace (--no-local): W dies and its pid is reused; the job still ends';
     test(title, { skip: unavailable ?? false }, async (t) => {
-      const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'sh', '-c', REUSE_SCRIPT, 'sh', process.execPath, PIDWATCH, BIN.pidstatd, mode], {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: cleanEnv(),
-        cwd: dir,
-      });
-      let out = '';
-      let err = '';
-      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-      child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-      const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-      const initPid = (): number | undefined => descendantsOf(child.pid!).find((p) => p !== child.pid && innerPid(p) === 1);
-      t.after(async () => {
-        // SIGKILL to the namespace's pid 1 ends every process in it, pidwatch's job included.
-        const init = initPid();
-        if (init !== undefined) killQuietly(init);
-        const timer = setTimeout(() => killQuietly(child.pid!), 3000);
-        child.stdin!.destroy();
-        await exited;
-        clearTimeout(timer);
-      });
-      const line = async (pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> => {
-        let match: RegExpExecArray | null = null;
-        await waitFor(() => (match = pattern.exec(out)) !== null, timeoutMs);
-        assert.ok(match, `no ${pattern} within ${timeoutMs} ms; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
-        return match;
-      };
+      // SIGKILL to the namespace's pid 1 at the end ends every process in it, pidwatch's job included.
+      const ns = runScriptInPidNamespace(t, REUSE_SCRIPT, [process.execPath, PIDWATCH, BIN.pidstatd, mode], { env: cleanEnv(), cwd: dir });
+      const { line, initPid } = ns;
       if (mode === 'daemon') {
         const [, port] = await line(/^port (\d*)$/m, 15_000);
-        assert.ok(port, `the daemon in the namespace did not start: ${err}`);
+        assert.ok(port, `the daemon in the namespace did not start: ${ns.stderr()}`);
       }
       const watched = Number((await line(/^watched (\d+)$/m, 10_000))[1]);
       const pidwatchInner = Number((await line(/^pidwatch (\d+)$/m, 10_000))[1]);
@@ -491,18 +468,18 @@ describe('pidwatch: pid reuse in a PID namespace of our own', () => {
           jobHere = pidwatchHere !== undefined && commandRuns(pidwatchHere) ? pidwatchHere : undefined;
           return jobHere !== undefined && watchedHere !== undefined;
         }, 10_000),
-        `pidwatch's job never started in the namespace; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`,
+        `pidwatch's job never started in the namespace; stdout: ${JSON.stringify(ns.stdout())} stderr: ${JSON.stringify(ns.stderr())}`,
       );
       const tokenBefore = startToken(watchedHere!);
       // Two polls at 500 ms: pidwatch has learnt W's start token.
       await sleep(1200);
-      assert.ok(isRunning(jobHere!), `the job ended while W lived; stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
-      assert.doesNotMatch(out, /pidwatch-exit/);
+      assert.ok(isRunning(jobHere!), `the job ended while W lived; stdout: ${JSON.stringify(ns.stdout())} stderr: ${JSON.stringify(ns.stderr())}`);
+      assert.doesNotMatch(ns.stdout(), /pidwatch-exit/);
 
-      child.stdin!.write('go\n');
+      ns.say('go');
       const reusedAt = performance.now();
       const reused = Number((await line(/^reused (\d+)$/m, 5000))[1]);
-      assert.equal(reused, watched, `the new process got pid ${reused}, not W's ${watched}: the reuse could not be made; stderr: ${err}`);
+      assert.equal(reused, watched, `the new process got pid ${reused}, not W's ${watched}: the reuse could not be made; stderr: ${ns.stderr()}`);
       const reusedHere = outer(reused);
       assert.ok(reusedHere !== undefined && isRunning(reusedHere), 'the process that took W\'s pid is not running');
       assert.notEqual(startToken(reusedHere), tokenBefore, 'the new process has W\'s start token');
@@ -511,7 +488,7 @@ describe('pidwatch: pid reuse in a PID namespace of our own', () => {
       const [, status] = await line(/^pidwatch-exit (\d+)$/m, 4000);
       t.diagnostic(`pidwatch ended ${Math.round(performance.now() - reusedAt)} ms after the reuse`);
       // 129 = 128 + SIGHUP: pidwatch died by the signal that ended its job.
-      assert.equal(status, '129', `stdout: ${JSON.stringify(out)} stderr: ${JSON.stringify(err)}`);
+      assert.equal(status, '129', `stdout: ${JSON.stringify(ns.stdout())} stderr: ${JSON.stringify(ns.stderr())}`);
       assert.ok(!isRunning(jobHere!), 'the job still runs');
     });
   }
