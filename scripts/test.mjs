@@ -1,8 +1,9 @@
 // The test run of `npm test`: the test files three at a time, since most of
 // their time is spent waiting on real processes and sockets; then, one by
-// one, the files named *.alone.test.js, whose bounds (a flood answered
-// within 50 ms, 100 000 targets against one daemon) hold only on a machine
-// they have to themselves. Each run prints node:test's own counts.
+// one, the files named *.alone.test.js: the flood, whose bound (a polite
+// client answered within 50 ms) holds only on a machine it has to itself,
+// and the forgery tests, which spray every ephemeral UDP port of the machine
+// and would bury other tests' replies. Each run prints node:test's counts.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';

@@ -48,7 +48,9 @@ test(`the tests of ${AGAIN.join(', ')} pass again through Node's dgram`, { timeo
   const result = await run(process.execPath, ['--test', '--test-reporter=tap', ...files], { env, timeoutMs: 160_000 });
   const count = (what: string) => Number(new RegExp(`^# ${what} (\\d+)$`, 'm').exec(result.stdout)?.[1]);
   t.diagnostic(`through dgram: # pass ${count('pass')}, # fail ${count('fail')}, # skipped ${count('skipped')}`);
-  const failures = result.stdout.split('\n').filter((line) => /^\s*not ok /.test(line));
+  // Each failure with the lines that tell why (its YAML block), so a failure seen once can be diagnosed.
+  const lines = result.stdout.split('\n');
+  const failures = lines.flatMap((line, i) => (/^\s*not ok /.test(line) ? lines.slice(i, i + 30) : []));
   assert.equal(result.code, 0, `${failures.join('\n')}\n${result.stderr}`);
   assert.equal(count('fail'), 0);
   assert.ok(count('pass') > 50, `only ${count('pass')} tests passed`);
