@@ -478,12 +478,13 @@ describe('a daemon that cannot read /proc/<pid> (run as nobody, /proc mounted wi
       if (hidepid === 1) {
         // /proc/<pid> is there (nobody's stat(2) and test -e see it), its stat unreadable: exists, and no token is sent or compared.
         assert.match(out, new RegExp(`^nobody sees /proc/${sleeper}$`, 'm'), 'with hidepid=1 nobody should see the directory');
-        assert.equal(answers.sleeper, `EXIS ${sleeper} 1 h`, `a live root process whose /proc/${sleeper} nobody sees (stat and test -e find it; only access(2) says EPERM under hidepid=1) is answered as if gone`);
+        assert.equal(answers.sleeper, `EXIS ${sleeper} 1 h`, `a live root process whose /proc/${sleeper} nobody sees (stat and test -e find it; only access(2) says EPERM under hidepid=1) must be answered as existing`);
         assert.equal(answers.sleeperWithToken, `EXIS ${sleeper} 1 h`);
         assert.equal(answers.init, 'EXIS 1 1 h');
       } else {
-        // /proc/<pid> is hidden: kill() says EPERM (the process exists), and the contract's fallback to /proc answers dead.
-        t.diagnostic(`hidepid=2: a live root process is answered ${JSON.stringify(answers.sleeper)} (kill(pid, 0) gives EPERM, which only a live process gives)`);
+        // /proc/<pid> is hidden, but kill() says EPERM, which only a live process gives: exists (CONTRACT section 1).
+        assert.equal(answers.sleeper, `EXIS ${sleeper} 1 h`, 'a live root process hidden by hidepid=2 must be answered as existing (kill() said EPERM)');
+        assert.equal(answers.init, 'EXIS 1 1 h');
       }
     });
   }
