@@ -92,8 +92,6 @@ export interface JobSpec {
   root: number;
   /** The root's start token, as read when the job began; undefined where /proc could not tell. */
   rootStart: string | undefined;
-  /** Whether the root led its own process group when the job began (a shell's job does; a script's command does not). */
-  rootLeadsGroup: boolean;
   /** The job's marker in PIDWATCH_JOBS; undefined for a job that carries none (--foreground). */
   marker?: string;
   /** Processes never counted in the job: the watcher itself, its launcher. */
@@ -127,16 +125,15 @@ export function findJob(job: JobSpec, processes: readonly ProcessStat[] = listPr
   const root = byPid.get(job.root);
   const rootIsOurs = root !== undefined && (job.rootStart === undefined || root.start === job.rootStart);
   if (rootIsOurs) add(root);
-  // The root's group, if it led one: its members stay the job's after the
-  // root is gone, since the kernel gives no new process that pid while the
-  // group lives.
-  if (job.rootLeadsGroup && (rootIsOurs || root === undefined)) for (const p of groups.get(job.root) ?? []) add(p);
   if (job.marker !== undefined) for (const p of processes) if (!members.has(p.pid) && hasMarker(p.pid, job.marker)) add(p);
   while (queue.length > 0) {
     const p = queue.shift()!;
     for (const child of children.get(p.pid) ?? []) add(child);
-    // A group this member leads is the job's: a setsid or setpgid child and its own children.
-    if (p.pgrp === p.pid) for (const q of groups.get(p.pid) ?? []) add(q);
+    // A group a member leads is the job's: a setsid or setpgid child and its
+    // own children. Not the root's: an interactive shell puts the whole
+    // pipeline in it (`pidwatch ... | tee log`), and the reader is no part
+    // of the job.
+    if (p.pgrp === p.pid && p.pid !== job.root) for (const q of groups.get(p.pid) ?? []) add(q);
   }
   return [...members.values()].filter((p) => p.state !== 'Z' && p.state !== 'X');
 }

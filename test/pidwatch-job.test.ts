@@ -108,6 +108,26 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     assert.ok(await waitFor(() => !isRunning(sleep100), 1000), 'sleep 100 still runs');
   });
 
+  for (const ending of ['the command ends', 'the watched pid dies'] as const) {
+    test(`in an interactive shell's pipeline (\`pidwatch ... | reader\`, one process group led by pidwatch), the reader is no part of the job: ${ending}, it reads on to its end`, async (t) => {
+      const sleeper = sleeperFor(t);
+      const out = join(dir, `reader-${ending === 'the command ends' ? 'end' : 'death'}`);
+      // set -m: job control, as in a terminal: the pipeline gets a process group of its own, led by pidwatch.
+      // The command lasts long enough for the watcher to see it; the reader reads after it has ended.
+      const command = ending === 'the command ends' ? 'echo one; echo two; sleep 1' : 'echo one; echo two; sleep 100';
+      const line = `set -m; ${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} '${command}' | (sleep 2.5; cat > ${out}); echo "status \${PIPESTATUS[*]}"`;
+      const shell = start(t, ['-c', line], { command: 'bash', cwd: dir });
+      if (ending === 'the watched pid dies') {
+        assert.ok(await waitFor(() => descendants(shell.pid).some((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('sleep\x00100')), 5000), shell.describe());
+        await sleeper.stop();
+      }
+      const exit = await exitWithin(shell, 8000, 'the pipeline');
+      assert.equal(exit.code, 0, shell.describe());
+      assert.match(shell.stdout(), ending === 'the command ends' ? /^status 0 0$/m : /^status 129 0$/m, shell.describe());
+      assert.equal(readFileSync(out, 'latin1'), 'one\ntwo\n', 'the reader was signalled and lost the output');
+    });
+  }
+
   test('kill -9 of pidwatch running `sleep 100`: that sleep is gone within a second', async (t) => {
     const sleeper = sleeperFor(t);
     const job = start(t, ['--pid', String(sleeper.pid), 'sleep 100'], { cwd: dir });

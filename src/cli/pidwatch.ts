@@ -135,7 +135,7 @@ export async function main(argv: string[]): Promise<number> {
     // FGPID gone already: there is nothing to watch over.
     if (fg !== undefined && fg.state !== 'Z') {
       // This launcher may be FGPID's descendant (`--foreground $$`): never the job's.
-      const job = { root: fgpid, rootStart: fg.start, rootLeadsGroup: fg.pgrp === fgpid, exclude: [process.pid] };
+      const job = { root: fgpid, rootStart: fg.start, exclude: [process.pid] };
       startWatcher({ ...common, job, ...(args.killer !== undefined && { killer: args.killer }), endLeftovers: false }, false);
     }
     if (process.env[LAUNCH_ENV] !== undefined) writeCode('exit 0');
@@ -153,7 +153,7 @@ export async function main(argv: string[]): Promise<number> {
   const watcher = startWatcher(
     {
       ...common,
-      job: { root, rootStart: stat?.start, rootLeadsGroup: stat?.pgrp === root, marker, exclude: [process.pid] },
+      job: { root, rootStart: stat?.start, marker, exclude: [process.pid] },
       ...(args.killer !== undefined && { killer: args.killer }),
       endLeftovers: true,
     },
