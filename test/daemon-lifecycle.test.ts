@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
-import { descendantsOf, pidsWithArgs, python, runningChildrenOf, signal, stopDetached, stopPids } from './detached.js';
+import { descendantsOf, HAND_OVER_AS_LISTEN_FD, pidsWithArgs, python, runningChildrenOf, signal, stopDetached, stopPids } from './detached.js';
 import {
   ask,
   BIN,
@@ -398,15 +398,7 @@ describe('an inherited socket (systemd socket activation)', () => {
     's = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)',
     's.bind((addr, 0))',
     'print(s.getsockname()[1], flush=True)',
-    'fd = s.detach()',
-    'if fd != 3:',
-    '    os.dup2(fd, 3, inheritable=True)',
-    '    os.close(fd)',
-    'else:',
-    '    os.set_inheritable(3, True)',
-    'os.environ["LISTEN_FDS"] = "1"',
-    'os.environ["LISTEN_PID"] = str(os.getpid())',
-    'os.execv(sys.argv[2], sys.argv[2:])',
+    ...HAND_OVER_AS_LISTEN_FD,
   ].join('\n');
 
   for (const address of ['127.0.0.1', '::1']) {

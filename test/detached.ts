@@ -288,3 +288,20 @@ export async function devLogUnavailable(py: string | undefined): Promise<string 
   await sleep(0);
   return code === 0 ? undefined : 'unshare --mount or mount is not allowed here';
 }
+
+/**
+ * The end of a python3 wrapper that made a socket `s`: it hands it to the
+ * command in sys.argv[2:] as fd 3, the way systemd's socket activation does
+ * (LISTEN_FDS=1, LISTEN_PID its own pid, which exec keeps).
+ */
+export const HAND_OVER_AS_LISTEN_FD = [
+  'fd = s.detach()',
+  'if fd != 3:',
+  '    os.dup2(fd, 3, inheritable=True)',
+  '    os.close(fd)',
+  'else:',
+  '    os.set_inheritable(3, True)',
+  'os.environ["LISTEN_FDS"] = "1"',
+  'os.environ["LISTEN_PID"] = str(os.getpid())',
+  'os.execv(sys.argv[2], sys.argv[2:])',
+];

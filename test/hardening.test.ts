@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { loadUdpBatch } from '../src/native.js';
 import { parseAllow, startServer, type Server } from '../src/server.js';
 import { ask, BIN, binEnv, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, waitFor, type Daemon } from './helpers.js';
+import { HAND_OVER_AS_LISTEN_FD } from './detached.js';
 import { createHostPair, inNetns, netnsUnavailable, runIn, type HostPair } from './netns.js';
 
 /**
@@ -380,15 +381,7 @@ describe('an inherited descriptor that is no bound UDP socket is refused', { con
     'if kind == "tcp":',
     '    s.bind(("127.0.0.1", 0))',
     '    s.listen()',
-    'fd = s.detach()',
-    'if fd != 3:',
-    '    os.dup2(fd, 3, inheritable=True)',
-    '    os.close(fd)',
-    'else:',
-    '    os.set_inheritable(3, True)',
-    'os.environ["LISTEN_FDS"] = "1"',
-    'os.environ["LISTEN_PID"] = str(os.getpid())',
-    'os.execv(sys.argv[2], sys.argv[2:])',
+    ...HAND_OVER_AS_LISTEN_FD,
   ].join('\n');
   const python = spawnSync('python3', ['-c', 'import socket'], { encoding: 'utf8' });
 
