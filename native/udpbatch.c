@@ -326,24 +326,28 @@ static napi_value js_set_send_buffer(napi_env env, napi_callback_info info) {
   return set_buffer(env, info, SO_SNDBUF);
 }
 
-/* Calls callback(count, err, unsent) in its own scope; an exception it
- * throws is reported as uncaught, as from any other event. */
-static void call_js(batch_t *b, int count, int err, int unsent) {
-  napi_env env = b->env;
+/* Calls the function `ref` holds with argc int32 arguments, in its own
+ * scope; an exception it throws is reported as uncaught, as from any other
+ * event. */
+static void call_back(napi_env env, napi_async_context context, napi_ref ref, int argc, const int *args) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value callback, receiver, argv[3], result;
-  napi_get_reference_value(env, b->callback, &callback);
+  napi_get_reference_value(env, ref, &callback);
   napi_get_global(env, &receiver);
-  napi_create_int32(env, count, &argv[0]);
-  napi_create_int32(env, err, &argv[1]);
-  napi_create_int32(env, unsent, &argv[2]);
-  if (napi_make_callback(env, b->context, receiver, callback, 3, argv, &result) == napi_pending_exception) {
+  for (int i = 0; i < argc && i < 3; i++) napi_create_int32(env, args[i], &argv[i]);
+  if (napi_make_callback(env, context, receiver, callback, (size_t)argc, argv, &result) == napi_pending_exception) {
     napi_value error;
     napi_get_and_clear_last_exception(env, &error);
     napi_fatal_exception(env, error);
   }
   napi_close_handle_scope(env, scope);
+}
+
+/* Calls callback(count, err, unsent). */
+static void call_js(batch_t *b, int count, int err, int unsent) {
+  const int args[3] = {count, err, unsent};
+  call_back(b->env, b->context, b->callback, 3, args);
 }
 
 /* Sends the replies JS wrote for the first count datagrams. A reply the
@@ -467,18 +471,7 @@ static void on_closed(uv_handle_t *handle) {
   napi_env env = b->env;
   close(b->fd);
   if (b->closed != NULL) {
-    napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      napi_value callback, receiver, result;
-      napi_get_reference_value(env, b->closed, &callback);
-      napi_get_global(env, &receiver);
-      if (napi_make_callback(env, b->context, receiver, callback, 0, NULL, &result) == napi_pending_exception) {
-        napi_value error;
-        napi_get_and_clear_last_exception(env, &error);
-        napi_fatal_exception(env, error);
-      }
-      napi_close_handle_scope(env, scope);
-    }
+    call_back(env, b->context, b->closed, 0, NULL);
     napi_delete_reference(env, b->closed);
   }
   napi_delete_reference(env, b->callback);
@@ -819,20 +812,7 @@ static void on_exit_closed(uv_handle_t *handle) {
   exit_watch_t *w = handle->data;
   napi_env env = w->env;
   close(w->fd);
-  if (!w->cancelled) {
-    napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      napi_value callback, receiver, result;
-      napi_get_reference_value(env, w->callback, &callback);
-      napi_get_global(env, &receiver);
-      if (napi_make_callback(env, w->context, receiver, callback, 0, NULL, &result) == napi_pending_exception) {
-        napi_value error;
-        napi_get_and_clear_last_exception(env, &error);
-        napi_fatal_exception(env, error);
-      }
-      napi_close_handle_scope(env, scope);
-    }
-  }
+  if (!w->cancelled) call_back(env, w->context, w->callback, 0, NULL);
   napi_delete_reference(env, w->callback);
   napi_async_destroy(env, w->context);
   free(w);
