@@ -147,7 +147,7 @@ describe('counters and the rate limit (library)', () => {
     const socket = dgram.createSocket('udp4');
     try {
       let replies = 0;
-      socket.on('message', () => replies++);
+      socket.on('message', (_msg, from) => from.port === server.address().port && replies++);
       await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
       for (let i = 0; i < 20; i++) socket.send('PIDR 1 h 3', server.address().port, '127.0.0.1');
       await sleep(200);
@@ -196,7 +196,7 @@ describe('many datagrams at once: batches, many sources', () => {
     try {
       const dead = await deadPid();
       const heard = sockets.map(() => [] as string[]);
-      sockets.forEach((socket, i) => socket.on('message', (msg) => heard[i]!.push(msg.toString('latin1'))));
+      sockets.forEach((socket, i) => socket.on('message', (msg, from) => from.port === daemon.port && heard[i]!.push(msg.toString('latin1'))));
       const expected = sockets.map(() => [] as string[]);
       // 100 datagrams a wave, nearly at once: the daemon reads them in batches.
       for (let wave = 0; wave < 20; wave++) {

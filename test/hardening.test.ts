@@ -44,7 +44,7 @@ async function bound(address: string, port: number): Promise<dgram.Socket> {
 /** Sends `text` from socket to address:port; the replies it hears within waitMs. */
 async function exchangeFrom(socket: dgram.Socket, text: string, port: number, address: string, waitMs: number): Promise<string[]> {
   const replies: string[] = [];
-  const listener = (msg: Buffer) => replies.push(msg.toString('latin1'));
+  const listener = (msg: Buffer, from: dgram.RemoteInfo) => from.port === port && replies.push(msg.toString('latin1'));
   socket.on('message', listener);
   socket.send(text, port, address);
   await sleep(waitMs);

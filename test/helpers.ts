@@ -157,7 +157,11 @@ export async function deadPid(): Promise<number> {
   return sleeper.pid;
 }
 
-/** Sends one datagram and waits `waitMs` for replies; returns them as text. */
+/**
+ * Sends one datagram and waits `waitMs` for replies; returns them as text.
+ * Only datagrams from the port asked count: tests run side by side, and a
+ * client of another test may ask a port of its own that this socket now has.
+ */
 export async function exchange(
   port: number,
   payload: string | Buffer,
@@ -165,7 +169,7 @@ export async function exchange(
 ): Promise<string[]> {
   const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
   const replies: string[] = [];
-  socket.on('message', (msg) => replies.push(msg.toString('latin1')));
+  socket.on('message', (msg, from) => from.port === port && replies.push(msg.toString('latin1')));
   await new Promise<void>((resolve) => socket.bind(0, resolve));
   await new Promise<void>((resolve, reject) =>
     socket.send(typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload, port, address, (err) => (err ? reject(err) : resolve())),
@@ -175,14 +179,15 @@ export async function exchange(
   return replies;
 }
 
-/** Sends one datagram and resolves with the first reply, or undefined after `waitMs`. */
+/** Sends one datagram and resolves with the first reply from that port, or undefined after `waitMs`. */
 export async function ask(port: number, payload: string, options: { address?: string; waitMs?: number } = {}): Promise<string | undefined> {
   const socket = dgram.createSocket((options.address ?? '127.0.0.1').includes(':') ? 'udp6' : 'udp4');
   await new Promise<void>((resolve) => socket.bind(0, resolve));
   try {
     return await new Promise<string | undefined>((resolve, reject) => {
       const timer = setTimeout(() => resolve(undefined), options.waitMs ?? 1000);
-      socket.on('message', (msg) => {
+      socket.on('message', (msg, from) => {
+        if (from.port !== port) return; // another test's client, asking a port it thought free
         clearTimeout(timer);
         resolve(msg.toString('latin1'));
       });

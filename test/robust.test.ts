@@ -453,7 +453,8 @@ describe('a daemon that cannot read /proc/<pid> (run as nobody, /proc mounted wi
         try {
           return await new Promise<string | undefined>((resolve) => {
             const timer = setTimeout(() => resolve(undefined), 1000);
-            socket.on('message', (msg) => {
+            socket.on('message', (msg, from) => {
+              if (from.port !== port) return;
               clearTimeout(timer);
               resolve(msg.toString('latin1'));
             });
