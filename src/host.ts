@@ -2,9 +2,26 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 
-const IPV4_OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
-const IPV4_RE = new RegExp(`^${IPV4_OCTET}(?:\\.${IPV4_OCTET}){3}$`);
 const IPV6_CHARS_RE = /^[0-9A-Fa-f:.]+$/;
+
+/**
+ * A dotted quad as net.isIPv4() takes it: four decimals of 0-255, no
+ * leading zero. By hand: a regular expression for it is compiled on first
+ * use, a third of a millisecond of every pidstat run.
+ */
+function isIPv4(text: string): boolean {
+  const parts = text.split('.');
+  return parts.length === 4 && parts.every(isOctet);
+}
+
+function isOctet(part: string): boolean {
+  if (part.length === 0 || part.length > 3 || (part.length > 1 && part[0] === '0')) return false;
+  for (let i = 0; i < part.length; i++) {
+    const c = part.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return Number(part) <= 255;
+}
 
 /**
  * 4 or 6 for an IP address literal, else 0: net.isIP()'s answer but for
@@ -13,7 +30,7 @@ const IPV6_CHARS_RE = /^[0-9A-Fa-f:.]+$/;
  * start-up, and with no first-use compile of net's large IPv6 pattern.
  */
 export function ipFamily(text: string): 0 | 4 | 6 {
-  if (IPV4_RE.test(text)) return 4;
+  if (isIPv4(text)) return 4;
   if (!text.includes(':') || !IPV6_CHARS_RE.test(text)) return 0;
   // The WHATWG URL parser, already loaded, reads IPv6 as RFC 4291 writes it.
   return URL.canParse(`http://[${text}]/`) ? 6 : 0;

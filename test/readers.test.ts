@@ -83,6 +83,9 @@ test('ipFamily() answers as net.isIP() does, zone ids aside', () => {
     }),
     { numRuns: RUNS },
   );
+  for (const address of ['0.0.0.0', '255.255.255.255', '256.1.1.1', '01.1.1.1', '1.2.3', '1.2.3.4.', '1..3.4', ' 1.2.3.4', '1.2.3.-4', '1.2.3.4e0', '0x7f.0.0.1', '１.2.3.4']) {
+    assert.equal(ipFamily(address), isIP(address), JSON.stringify(address));
+  }
   assert.equal(ipFamily('fe80::1%eth0'), 0, 'a zone id is left to getaddrinfo');
 });
 

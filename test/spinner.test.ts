@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { BIN, binEnv, run, runBin } from './helpers.js';
 
@@ -47,4 +50,20 @@ test('on a terminal with TERM=dumb, nothing but the results: no spinner lines', 
   const r = await run('script', ['-qec', `stty cols 80 rows 24; ${command}`, '/dev/null'], { env: binEnv({ TERM: 'dumb', CI: undefined }), timeoutMs: 10_000 });
   assert.doesNotMatch(r.stdout, /waiting for/);
   assert.match(r.stdout, /127\.0\.0\.1:2 (\x1b\[[0-9;]*m)?no_reply/);
+});
+
+test('on /dev/null (a script\'s `>/dev/null 2>&1`), the exit status alone, and no terminal code loaded to find that out', async (t) => {
+  // What the process loaded, written by a preload as it exits: node:tty
+  // (which loads node:net and the streams) costs a tenth of a pidstat run.
+  const dir = mkdtempSync(join(tmpdir(), 'pidstat-devnull-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const preload = join(dir, 'modules.cjs');
+  const list = join(dir, 'modules.txt');
+  writeFileSync(preload, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));\n`);
+  const command = [process.execPath, '--require', preload, BIN.pidstat, ...args()].map((w) => `'${w}'`).join(' ');
+  const r = await run('sh', ['-c', `${command} >/dev/null 2>&1; echo $?`], { env: binEnv({ TERM: 'xterm-256color', CI: undefined }) });
+  assert.equal(r.stdout, '2\n', 'no_reply: exit 2');
+  const loaded = readFileSync(list, 'utf8').split('\n');
+  assert.ok(loaded.includes('NativeModule fs'), 'the preload wrote the list');
+  assert.deepEqual(loaded.filter((m) => /^NativeModule (tty|net)$/.test(m)), []);
 });

@@ -91,13 +91,23 @@ export function writeErr(text: string): void {
   write(2, text);
 }
 
+/** The major number of a Linux dev_t (glibc's gnu_dev_major), from fstat's rdev. */
+function deviceMajor(rdev: number): number {
+  return (Math.floor(rdev / 0x100) & 0xfff) | (Math.floor(rdev / 0x1_0000_0000) & ~0xfff);
+}
+
+/** Linux's memory devices (/dev/null, /dev/zero, /dev/full, /dev/urandom): never a terminal. */
+const MEMORY_DEVICES_MAJOR = 1;
+
 /**
- * isatty(fd). A pipe or a file is told by fstat alone; node:tty, which
- * loads node:net, only for a character device, which may be a terminal.
+ * isatty(fd). A pipe, a file or /dev/null (a script's `>/dev/null 2>&1`)
+ * is told by fstat alone; node:tty, which loads node:net, only for another
+ * character device, which may be a terminal.
  */
 export function isTerminal(fd: Fd): boolean {
   try {
-    if (!fstatSync(fd).isCharacterDevice()) return false;
+    const stat = fstatSync(fd);
+    if (!stat.isCharacterDevice() || deviceMajor(stat.rdev) === MEMORY_DEVICES_MAJOR) return false;
   } catch {
     return false;
   }
