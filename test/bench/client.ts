@@ -128,8 +128,8 @@ async function startFigure(spec: StartFigure, floor?: string): Promise<Row[]> {
 
 /**
  * Start-up to an answer from the daemon: --no-local, so the request carries
- * a fresh cookie. The goal is issue 10's, which no Node program that opens a
- * socket meets: the floor client's row says how far from it Node itself is.
+ * a fresh cookie. No Node program that opens a socket meets the goal of
+ * 1.0: the floor client's row says how far from it Node itself is.
  */
 export const startToAnswer = (): Promise<Row[]> =>
   startFigure(
