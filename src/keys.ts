@@ -26,13 +26,8 @@ import { loadUdpBatch, type UdpBatch } from './native.js';
  * @see ../shared/CONTRACT.md section 6; man/pidstatd.8, AUTHENTICATION
  */
 
-export interface Key {
-  id: number;
-  /** The secret, made a key object once: a node:crypto HMAC then copies no bytes of it. */
-  secret: KeyObject;
-  /** The addon's HMAC context for the secret, where the addon has one (see hmacOfAddon). */
-  context?: unknown;
-}
+/** A key: the addon's HMAC context for its secret, or, where the addon has none, a node:crypto key object. */
+export type Key = { id: number } & ({ context: unknown } | { secret: KeyObject });
 
 /** The keys of a file: the first signs a client's requests; any one is accepted by a daemon. */
 export interface KeyRing {
@@ -100,9 +95,9 @@ export function readKeyFile(file: string): KeyRing {
     }
     if (byId.has(id)) throw new KeyFileError(`${where}: key id ${id} is given twice`);
     const bytes = Buffer.from(hex, 'hex');
-    const key: Key = { id, secret: cryptoModule().createSecretKey(bytes) };
+    // node:crypto (some 5 ms of a start) only where the addon cannot do it.
     const addon = hmacOfAddon();
-    if (addon !== null) key.context = addon.hmacKey(bytes);
+    const key: Key = addon !== null ? { id, context: addon.hmacKey(bytes) } : { id, secret: cryptoModule().createSecretKey(bytes) };
     bytes.fill(0);
     byId.set(id, key);
     first ??= key;
@@ -131,7 +126,7 @@ let scratch = Buffer.alloc(1100);
 
 /** The 32 hex digits of the authenticator of `signed` (bytes, or text of one char per byte). */
 function mac(key: Key, signed: Uint8Array | string): string {
-  if (key.context !== undefined) {
+  if ('context' in key) {
     const { hmacSha256 } = hmacOfAddon()!;
     if (typeof signed === 'string') {
       if (signed.length > scratch.length) scratch = Buffer.alloc(signed.length);

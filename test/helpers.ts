@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import dgram from 'node:dgram';
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -272,4 +273,32 @@ export function expectedExit(states: readonly string[]): number {
   if (states.some((s) => s === 'no_reply' || s === 'unknown')) return 2;
   if (states.some((s) => s === 'dead')) return 1;
   return 0;
+}
+
+/**
+ * Runs `node --require PRELOAD BIN ARGS` through `sh -c`, its stdout and
+ * stderr sent as `redirect` says; the preload writes process.moduleLoadList
+ * as the process exits. Resolves with the exit status and the Node modules
+ * the run loaded, Node's internal ones aside (`tty`, `net`, `crypto`...):
+ * what a start paid for.
+ */
+export async function modulesLoadedBy(
+  name: keyof typeof BIN,
+  args: readonly string[],
+  { redirect = '', env = {} }: { redirect?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ status: number; modules: string[] }> {
+  const dir = mkdtempSync(join(tmpdir(), 'pidstat-modules-'));
+  try {
+    const preload = join(dir, 'modules.cjs');
+    const list = join(dir, 'modules.txt');
+    writeFileSync(preload, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));\n`);
+    const quote = (word: string) => `'${word.replace(/'/g, `'\\''`)}'`;
+    const command = [process.execPath, '--require', preload, BIN[name], ...args].map(quote).join(' ');
+    const result = await run('sh', ['-c', `${command} ${redirect}; echo $?`], { env: binEnv(env) });
+    const loaded = readFileSync(list, 'utf8').split('\n');
+    if (!loaded.includes('NativeModule fs')) throw new Error(`the preload wrote no module list: ${result.stderr}`);
+    return { status: Number(result.stdout.trim().split('\n').at(-1)), modules: loaded.flatMap((line) => /^NativeModule ([a-z_/]+)$/.exec(line)?.[1] ?? []).filter((m) => !m.startsWith('internal/')) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

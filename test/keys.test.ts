@@ -12,6 +12,7 @@ import {
   exchange,
   freePort,
   isRunning,
+  modulesLoadedBy,
   runBin,
   sleep,
   startDaemon,
@@ -110,6 +111,22 @@ describe('keys', () => {
       assert.equal(out.toString('hex', 32), 'aa'.repeat(8), 'nothing is written past 32 bytes');
     }
     assert.throws(() => addon.hmacSha256!(addon.hmacKey!(randomBytes(32)), Buffer.alloc(4), 5, out), /a length within them/);
+  });
+
+  test('with the addon, a keyed pidstat asks and checks without node:crypto, which would cost a start some 5 ms', async (t) => {
+    const why = loadUdpBatch().why;
+    if (loadUdpBatch().addon?.hmacKey === undefined) return t.skip(`the addon has no HMAC here (${why ?? 'no HMAC found in the Node process'})`);
+    const keys = keyFile(`1 ${secret()}\n`);
+    const sleeper = startSleeper();
+    try {
+      await withDaemon(['--key-file', keys], {}, async (daemon) => {
+        const { status, modules } = await modulesLoadedBy('pidstat', ['--key-file', keys, '--no-local', '--port', String(daemon.port), '127.0.0.1', String(sleeper.pid)], { redirect: '>/dev/null' });
+        assert.equal(status, 0, 'the live pid exists, through the keyed daemon');
+        assert.ok(!modules.includes('crypto'), `node:crypto was loaded: ${modules.join(' ')}`);
+      });
+    } finally {
+      await sleeper.stop();
+    }
   });
 
   test('the same key on both sides: a live pid exists, a dead one is dead (--key-file and PIDSTAT_KEY_FILE)', async () => {
