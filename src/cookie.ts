@@ -51,7 +51,12 @@ function randomBytes8(): Buffer {
   return pool.subarray(used - COOKIE_BYTES, used);
 }
 
+/** 64 fresh random bits as 16 hex digits: a cookie, or pidwatch's mark of a job. */
+export function randomHex64(): string {
+  return randomBytes8().toString('hex');
+}
+
 /** `host` with a fresh cookie: the <host> field of one target's requests. */
 export function withCookie(host: string): string {
-  return `${host}/${randomBytes8().toString('hex')}`;
+  return `${host}/${randomHex64()}`;
 }

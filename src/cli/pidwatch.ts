@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants, statSync, writeSync } from 'node:fs';
+import { randomHex64 } from '../cookie.js';
 import { CommandError } from '../errors.js';
 import { parsePid } from '../protocol.js';
 import { appendMarker, JOBS_ENV, readStat, type JobSpec } from '../tree.js';
@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
     throw new CommandError('bin/pidwatch.cjs only reads the options of the pidwatch script: run pidwatch itself, which runs the command in its own process');
   }
   const cd = args.cd === undefined ? undefined : checkCd(args.cd);
-  const marker = randomBytes(8).toString('hex');
+  const marker = randomHex64();
   const stat = readStat(root);
   const watcher = startWatcher(
     {
