@@ -68,7 +68,7 @@ interface StartFigure {
  * pidstat, it shows how much of pidstat's time over `node -e 0` is Node's own.
  */
 const FLOOR_CLIENT = `const s = require('node:dgram').createSocket('udp4');
-s.on('message', (m) => { process.stdout.write(m.toString().split(' ')[2] === '1' ? '127.0.0.1:' + process.argv[3] + ' exists\\n' : 'dead\\n'); s.close(); });
+s.on('message', (m) => { require('node:fs').writeSync(1, m.toString().split(' ')[2] === '1' ? '127.0.0.1:' + process.argv[3] + ' exists\\n' : 'dead\\n'); s.close(); });
 s.send('PIDR ' + process.argv[3] + ' x 3', Number(process.argv[2]), '127.0.0.1');
 `;
 
