@@ -2,13 +2,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort, mappedIPv4 } from './host.js';
 import type { SocketIo } from './native.js';
 import { COOKIE_LENGTH, withCookie } from './cookie.js';
-import { readKeyFile, signLine, verify, type Key } from './keys.js';
+import { daemonIdentity, readKeyFile, signLine, verify, type Key } from './keys.js';
 import { printable } from './printable.js';
 import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents } from './sockets.js';
 import { monotonicMs } from './time.js';
 import { localPidExists, readStartToken } from './probe.js';
 import {
   ALL_FLAGS,
+  decodeRefusal,
   decodeReply,
   encodeRequest,
   isValidHost,
@@ -26,14 +27,18 @@ import {
  * echoes it exactly counts: whoever cannot read a request cannot answer it.
  * With a key file, requests are authenticated and so must replies be (keys.ts).
  *
- * Sockets: one unconnected socket per address family, bound to a port, plus
- * one socket per daemon address bound to that same port (SO_REUSEADDR) and
- * connected to the daemon. Only a connected socket hears the host's ICMP
- * "port unreachable", which ends a try at once. A daemon bound to a wildcard
- * address may answer from another address than the one asked; the kernel then
- * hands the reply to the unconnected socket, where it is matched like any
- * other. Past the descriptor budget, addresses share the unconnected socket
- * and simply wait for their timeouts.
+ * Sockets: one socket per daemon address, on a port of its own and connected
+ * to the daemon, plus one unconnected socket per address family. No socket
+ * shares its port (no SO_REUSEADDR, no SO_REUSEPORT): another local user
+ * could otherwise bind the same port and read every reply, cookie included
+ * (pidstat(1), SECURITY). Only a connected socket hears the host's ICMP
+ * "port unreachable", which ends a try at once; it also hears only the
+ * address it asked. A daemon bound to a wildcard address may answer from
+ * another address than the one asked, which the kernel then drops: so a try
+ * that a connected socket heard nothing for moves that address to the
+ * unconnected socket for good, where a reply from anywhere is matched like
+ * any other. Past the descriptor budget, addresses share the unconnected
+ * socket from the start and simply wait for their timeouts.
  */
 
 export interface ClientOptions {
@@ -122,6 +127,8 @@ interface Endpoint {
   address: string;
   socket: ClientSocket;
   connected: boolean;
+  /** The address family's unconnected socket, where a connected endpoint moves when it hears nothing. */
+  shared: ClientSocket;
   /** Called for a datagram not sent; one per endpoint rather than one per datagram. */
   onSent: (err: NodeJS.ErrnoException) => void;
   /** Targets whose current try went to this address and is unanswered. */
@@ -132,7 +139,10 @@ interface Endpoint {
 }
 
 interface Pending {
-  /** pid and host as asked: a second query for the same target joins this one. */
+  /**
+   * Everything that makes a question distinct (pid, host, flags, start
+   * token): a second query for the very same question joins this one.
+   */
   key: string;
   /** pid and the <host> field sent, cookie included: what a reply must echo. */
   wireKey: string;
@@ -145,8 +155,13 @@ interface Pending {
   startedAt: number;
   timer?: NodeJS.Timeout;
   settle: ((result: Result) => void)[];
-  /** A reply echoed the cookie but was not authenticated by our key: a daemon without keys. */
+  /** A reply echoed the cookie but was not authenticated by our key: a daemon without keys, or not the one asked. */
   unauthenticated: boolean;
+}
+
+/** Whether any of `endpoints`, the daemons asked, authenticated `reply` with one of `keys` (keys.ts: the identity asked is covered). */
+function verifiedByOneOf(reply: Reply, keys: ReadonlyMap<number, Key>, endpoints: readonly Endpoint[], port: number): boolean {
+  return endpoints.some((endpoint) => verify(reply.auth, keys, daemonIdentity(endpoint.address, port)) !== undefined);
 }
 
 /** The soft limit of open descriptors, from /proc/self/limits; Node has no getrlimit. */
@@ -164,6 +179,11 @@ function descriptorBudget(): number {
 
 function keyOf(pid: number, host: string): string {
   return `${pid} ${host}`;
+}
+
+/** A question as the caller asked it: two that differ in flags or start token are never joined. */
+function questionOf(target: Target, flags: number): string {
+  return `${target.pid} ${target.host} ${flags} ${target.start ?? '-'}`;
 }
 
 export class PidStatClient {
@@ -258,10 +278,10 @@ export class PidStatClient {
         return result;
       }
     }
-    const key = keyOf(pid, host);
+    const flags = target.flags ?? ALL_FLAGS;
+    const key = questionOf(target, flags);
     const joined = this.pending.get(key);
     if (joined !== undefined) return new Promise((resolve) => joined.settle.push(resolve));
-    const flags = target.flags ?? ALL_FLAGS;
     const wireHost = withCookie(host);
     const request = target.start === undefined ? { pid, host: wireHost, flags } : { pid, host: wireHost, flags, start: target.start };
     const wire = this.signingKey === undefined
@@ -349,11 +369,12 @@ export class PidStatClient {
     return socket;
   }
 
-  private makeEndpoint(address: string, socket: ClientSocket, connected: boolean): Endpoint {
+  private makeEndpoint(address: string, shared: ClientSocket, connected: boolean): Endpoint {
     const endpoint: Endpoint = {
       address,
-      socket,
+      socket: shared,
       connected,
+      shared,
       waiting: new Set(),
       tokens: SEND_BURST,
       tokensAt: monotonicMs(),
@@ -375,7 +396,8 @@ export class PidStatClient {
     if (this.budget !== undefined && this.budget-- <= 0) return fallback;
     const endpoint = this.makeEndpoint(address, shared, true);
     try {
-      const spec = { family, port: shared.port, peer: { address, port: this.port }, receiveQueueBytes: RECEIVE_QUEUE_BYTES } as const;
+      // A port of its own: never shared with another socket (see above).
+      const spec = { family, port: 0, peer: { address, port: this.port }, receiveQueueBytes: RECEIVE_QUEUE_BYTES } as const;
       // Errors of a connected socket are ICMP reports about what it sent.
       endpoint.socket = await this.opener().open(spec, { ...this.events, error: (err) => this.onSocketError(endpoint, err) });
     } catch (err) {
@@ -454,6 +476,7 @@ export class PidStatClient {
   }
 
   private onTimeout(pending: Pending): void {
+    for (const endpoint of pending.endpoints) if (endpoint.connected) this.useShared(endpoint);
     this.leaveEndpoints(pending);
     if (pending.tries >= this.tries) {
       const error = pending.unauthenticated ? 'reply not authenticated' : `no reply after ${pending.tries} ${pending.tries === 1 ? 'try' : 'tries'}`;
@@ -461,6 +484,18 @@ export class PidStatClient {
     } else {
       this.sendTry(pending);
     }
+  }
+
+  /**
+   * A try sent on `endpoint`'s connected socket timed out: its daemon may
+   * answer from another address, which only the unconnected socket hears.
+   * The connected socket stays open (a reply to an earlier try may still
+   * come), but later tries go from the unconnected one.
+   */
+  private useShared(endpoint: Endpoint): void {
+    endpoint.connected = false;
+    endpoint.socket = endpoint.shared;
+    this.debug?.(`no reply from ${joinHostPort(endpoint.address, this.port)} on its connected socket: asking it from the unconnected one from now on`);
   }
 
   private onSocketError(endpoint: Endpoint, err: NodeJS.ErrnoException): void {
@@ -490,12 +525,14 @@ export class PidStatClient {
     try {
       reply = decodeReply(msg);
     } catch (err) {
+      const refusal = decodeRefusal(msg);
+      if (refusal !== undefined) return this.onRefusal(refusal, msg, address, port);
       this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))} ignored: ${(err as Error).message}`);
       return;
     }
     // The exact <host> sent, cookie included: anything else is late, crossed or forged.
     const pending = this.byWireKey.get(keyOf(reply.pid, reply.host));
-    const authentic = pending !== undefined && (this.replyKeys === undefined || verify(reply.auth, this.replyKeys) !== undefined);
+    const authentic = pending !== undefined && (this.replyKeys === undefined || verifiedByOneOf(reply, this.replyKeys, pending.endpoints, this.port));
     this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))}${
       pending === undefined ? ' ignored: no such question' : authentic ? '' : ' ignored: not authenticated by our key'}`);
     if (pending === undefined) return;
@@ -510,6 +547,24 @@ export class PidStatClient {
     } else {
       this.finish(pending, reply.start === undefined ? { state: reply.state } : { state: reply.state, start: reply.start });
     }
+  }
+
+  /**
+   * A keyed daemon refused the request (protocol.ts, refusalLine): it wants
+   * a key we have not. It echoes the cookie, so it answers our question; it
+   * ends the target at once as no_reply, since every later try would be
+   * refused alike. Its worst forgery, by someone who can read the request,
+   * is a no_reply, which never kills.
+   */
+  private onRefusal(refusal: { pid: number; host: string }, msg: Buffer, address: string, port: number): void {
+    const pending = this.byWireKey.get(keyOf(refusal.pid, refusal.host));
+    this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))}${pending === undefined ? ' ignored: no such question' : ''}`);
+    if (pending === undefined) return;
+    const { host } = pending.target;
+    const error = this.signingKey === undefined
+      ? `the daemon at ${host} requires a key (see --key-file)`
+      : `the daemon at ${host} refused our key: it has not key ${this.signingKey.id} of our key file`;
+    this.finish(pending, { state: 'no_reply', error });
   }
 
   private leaveEndpoints(pending: Pending): void {

@@ -20,7 +20,11 @@ export interface SocketEvents {
 
 export interface SocketSpec {
   family: 4 | 6;
-  /** The port to bind, 0 for any; bound with SO_REUSEADDR. */
+  /**
+   * The port to bind, 0 for any. Never with SO_REUSEADDR or SO_REUSEPORT:
+   * a port that another local user could bind too would let them read every
+   * reply, cookie included (pidstat(1), SECURITY).
+   */
   port: number;
   /** The only address it sends to and hears from, if any. */
   peer?: { address: string; port: number };
@@ -64,7 +68,7 @@ async function openDgram(spec: SocketSpec, events: SocketEvents): Promise<Client
   const { createSocket } = createRequire(import.meta.url)('node:dgram') as typeof dgram;
   // Bound and sent to literal addresses only: no look-up.
   const lookup = literalLookup as unknown as dgram.SocketOptions['lookup'];
-  const socket = createSocket({ type: spec.family === 6 ? 'udp6' : 'udp4', reuseAddr: true, ipv6Only: spec.family === 6, lookup });
+  const socket = createSocket({ type: spec.family === 6 ? 'udp6' : 'udp4', reuseAddr: false, ipv6Only: spec.family === 6, lookup });
   socket.on('message', (msg, rinfo) => events.message(msg, rinfo.address, rinfo.port));
   try {
     await dgramStep(socket, (done) => socket.bind({ address: wildcard(spec.family), port: spec.port }, done));
@@ -104,7 +108,7 @@ function openBatch(addon: UdpBatch, spec: SocketSpec, events: SocketEvents): Cli
     output: Buffer.alloc(BATCH * OUT_SLOT),
   });
   const { input, meta, sources } = buffers;
-  const fd = addon.open(wildcard(spec.family), spec.port, spec.family === 6, true);
+  const fd = addon.open(wildcard(spec.family), spec.port, spec.family === 6, false);
   const onBatch = (count: number, errno: number) => {
     if (errno !== 0) {
       events.error(errnoError(errno, 'recvmmsg'));

@@ -84,13 +84,53 @@ describe('client against a real server', () => {
   });
 
   test('a daemon on a wildcard address that answers from another address still counts', async () => {
-    // Asked at 127.1.2.3, Linux answers from 127.0.0.1: the reply reaches the
-    // unconnected socket, and is matched by pid and host.
+    // Asked at 127.1.2.3, a wildcard socket answers from 127.0.0.1 unless it
+    // answers from the address asked, as our daemon does with the addon.
+    // The client's connected socket hears only 127.1.2.3; after a try with
+    // no reply, that address is asked from the unconnected socket, which
+    // hears every address, and the reply is matched by pid and host.
     const client = new PidStatClient({ port: server.address().port, local: false, tries: 2, timeoutMs: 500 });
+    const responder = await udpSocket('0.0.0.0');
+    responder.on('message', (msg, rinfo) => {
+      const [, pid, host] = msg.toString('latin1').trim().split(' ');
+      // From 127.0.0.1, whatever was asked: as a daemon bound to a wildcard address without IP_PKTINFO.
+      responder.send(`EXIS ${pid} 1 ${host}`, rinfo.port, '127.0.0.1');
+    });
+    const other = new PidStatClient({ port: responder.address().port, local: false, tries: 2, timeoutMs: 500 });
     try {
-      const result = await client.query({ host: '127.1.2.3', pid: sleeper.pid });
-      assert.equal(result.state, 'exists');
-      assert.equal(result.tries, 1);
+      const ours = await client.query({ host: '127.1.2.3', pid: sleeper.pid });
+      assert.equal(ours.state, 'exists');
+      assert.equal(ours.tries, server.io === 'batch' ? 1 : 2, 'our daemon with the addon answers from the address asked');
+      const theirs = await other.query({ host: '127.1.2.3', pid: sleeper.pid });
+      assert.equal(theirs.state, 'exists', 'an answer from another address was lost');
+      assert.equal(theirs.tries, 2);
+      // The address moved to the unconnected socket for good: the next question is answered at once.
+      const again = await other.query({ host: '127.1.2.3', pid: sleeper.pid, flags: 11 });
+      assert.deepEqual([again.state, again.tries], ['exists', 1]);
+    } finally {
+      await client.close();
+      await other.close();
+      responder.close();
+    }
+  });
+
+  test('the same pid asked twice at once, with other flags or another start token, gets each its own answer', async () => {
+    const client = new PidStatClient({ port: server.address().port, local: false, tries: 2, timeoutMs: 300 });
+    const token = readStartToken(sleeper.pid)!;
+    const reused = String(BigInt(token) + 7n);
+    try {
+      const results = await Promise.all([
+        client.query({ host: '127.0.0.1', pid: sleeper.pid, start: token }),
+        client.query({ host: '127.0.0.1', pid: sleeper.pid, start: reused }),
+        client.query({ host: '127.0.0.1', pid: sleeper.pid }),
+        client.query({ host: '127.0.0.1', pid: sleeper.pid, flags: 2, start: reused }),
+        client.query({ host: '127.0.0.1', pid: dead, flags: 15 }),
+        client.query({ host: '127.0.0.1', pid: dead, flags: 1 }),
+      ]);
+      assert.deepEqual(results.map((r) => r.state), ['exists', 'dead', 'exists', 'dead', 'dead', 'no_reply']);
+      assert.equal(results[2]!.start, token, 'the plain question got the answer of another');
+      // Flags 1: "answer only if it exists": a dead pid gets no reply at all, never the dead of flags 15.
+      assert.equal(results[5]!.state, 'no_reply', 'the question with flags 1 got the answer of the one with flags 15');
     } finally {
       await client.close();
     }
