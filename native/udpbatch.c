@@ -18,8 +18,12 @@
  *           no reply), then the kernel's facts about the destination, where
  *           start() was asked for them (else 0, 0, 0): 4, the IPv4 header's
  *           destination and ipi_spec_dst (IP_PKTINFO, in host order); or 6
- *           and the IPv6 destination's first byte (IPV6_PKTINFO)]. What they
- *           mean (broadcast? multicast?) is for JavaScript to judge;
+ *           and the IPv6 destination's first byte (IPV6_PKTINFO); then, for
+ *           6, the whole IPv6 destination, 16 bytes in 4 slots]. What they
+ *           mean (broadcast? multicast? which address was asked?) is for
+ *           JavaScript to judge. A reply goes out from the very address its
+ *           request was sent to (IP_PKTINFO / IPV6_PKTINFO on send), so a
+ *           client's socket connected to that address hears it;
  *   address BATCH x ADDRESS_SLOT bytes: the source address as text;
  *   output  BATCH x OUT_SLOT bytes: the reply, written by JS.
  * The callback is called as callback(count, errno, unsent): count datagrams
@@ -47,7 +51,7 @@
 #define ADDRESS_SLOT 64
 /* An address as text, with a zone: INET6_ADDRSTRLEN, '%' and IF_NAMESIZE. */
 #define ADDRESS_TEXT (INET6_ADDRSTRLEN + 1 + IF_NAMESIZE)
-#define META 7
+#define META 11
 /* Room for an IP_PKTINFO and an IPV6_PKTINFO message: an IPv4 datagram on a
  * dual-stack socket brings both. */
 #define CONTROL_SIZE (CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct in6_pktinfo)))
@@ -78,6 +82,13 @@ typedef struct {
   } control[BATCH];
   struct mmsghdr out[BATCH];
   struct iovec out_iov[BATCH];
+  /* Each reply's source: the address its request was sent to. */
+  union {
+    char bytes[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    struct cmsghdr align;
+  } out_control[BATCH];
+  /* The interface an IPv6 request came in on, for a link-local reply. */
+  unsigned dst_ifindex[BATCH];
 } batch_t;
 
 #define CHECK(call)                                                            \
@@ -350,6 +361,40 @@ static void call_js(batch_t *b, int count, int err, int unsent) {
   call_back(b->env, b->context, b->callback, 3, args);
 }
 
+/* Makes the reply to datagram i go out from the address that datagram was
+ * sent to (meta[4..10]), as the `slot`th message of a batch: a daemon bound
+ * to a wildcard address otherwise answers from whichever address routing
+ * picks, which a client's connected socket does not hear. The interface is
+ * left to routing, but for a link-local IPv6 address, which needs it. */
+static void reply_from(batch_t *b, int i, struct msghdr *header, int slot) {
+  const int32_t *meta = b->meta + i * META;
+  struct cmsghdr *c = (struct cmsghdr *)b->out_control[slot].bytes;
+  memset(b->out_control[slot].bytes, 0, sizeof b->out_control[slot].bytes);
+  if (meta[4] == 4) {
+    struct in_pktinfo info;
+    memset(&info, 0, sizeof info);
+    info.ipi_spec_dst.s_addr = htonl((uint32_t)meta[5]);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof info);
+    memcpy(CMSG_DATA(c), &info, sizeof info);
+    header->msg_controllen = CMSG_SPACE(sizeof info);
+  } else if (meta[4] == 6) {
+    struct in6_pktinfo info;
+    memset(&info, 0, sizeof info);
+    memcpy(&info.ipi6_addr, meta + 7, 16);
+    if (IN6_IS_ADDR_LINKLOCAL(&info.ipi6_addr)) info.ipi6_ifindex = b->dst_ifindex[i];
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof info);
+    memcpy(CMSG_DATA(c), &info, sizeof info);
+    header->msg_controllen = CMSG_SPACE(sizeof info);
+  } else {
+    return;
+  }
+  header->msg_control = b->out_control[slot].bytes;
+}
+
 /* Sends the replies JS wrote for the first count datagrams. A reply the
  * kernel refuses is skipped, and JS hears once per batch how many were. */
 static void send_replies(batch_t *b, int count) {
@@ -364,6 +409,7 @@ static void send_replies(batch_t *b, int count) {
     b->out[pending].msg_hdr.msg_namelen = b->in[i].msg_hdr.msg_namelen;
     b->out[pending].msg_hdr.msg_iov = &b->out_iov[pending];
     b->out[pending].msg_hdr.msg_iovlen = 1;
+    if (b->destinations) reply_from(b, i, &b->out[pending].msg_hdr, pending);
     pending++;
   }
   int sent = 0, unsent = 0, last = 0;
@@ -385,9 +431,11 @@ static void send_replies(batch_t *b, int count) {
   if (unsent > 0 && !b->closing) call_js(b, 0, -last, unsent);
 }
 
-/* meta[4..6]: the facts the kernel gives about where a datagram was sent. */
-static void destination_facts(struct msghdr *header, int32_t *meta) {
+/* meta[4..10]: the facts the kernel gives about where a datagram was sent. */
+static void destination_facts(struct msghdr *header, int32_t *meta, unsigned *ifindex) {
   meta[4] = meta[5] = meta[6] = 0;
+  memset(meta + 7, 0, 16);
+  *ifindex = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(header); c != NULL; c = CMSG_NXTHDR(header, c)) {
     if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
       struct in_pktinfo info;
@@ -403,6 +451,8 @@ static void destination_facts(struct msghdr *header, int32_t *meta) {
       memcpy(&info, CMSG_DATA(c), sizeof info);
       meta[4] = 6;
       meta[5] = info.ipi6_addr.s6_addr[0];
+      memcpy(meta + 7, &info.ipi6_addr, 16);
+      *ifindex = info.ipi6_ifindex;
     }
   }
 }
@@ -455,8 +505,12 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       meta[2] = address_text(&b->from[i], b->address + (size_t)i * ADDRESS_SLOT, &port);
       meta[1] = port;
       meta[3] = 0;
-      if (b->destinations) destination_facts(&b->in[i].msg_hdr, meta);
-      else meta[4] = meta[5] = meta[6] = 0;
+      if (b->destinations) {
+        destination_facts(&b->in[i].msg_hdr, meta, &b->dst_ifindex[i]);
+      } else {
+        meta[4] = meta[5] = meta[6] = 0;
+        memset(meta + 7, 0, 16);
+      }
     }
     call_js(b, count, 0, 0);
     send_replies(b, count);
@@ -498,7 +552,7 @@ static void *buffer_data(napi_env env, napi_value value, size_t want) {
 /* start(fd, callback, input, meta, address, output[, destinations]): an
  * external handle; the socket is read until stop(handle), which also closes
  * fd. With destinations true, each datagram's destination facts are read
- * too (meta[4..6]). */
+ * too (meta[4..10]), and each reply goes out from its request's destination. */
 static napi_value js_start(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   size_t argc = 7;

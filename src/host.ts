@@ -51,6 +51,25 @@ export function mappedIPv4(address: string): string | undefined {
   return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
 }
 
+/**
+ * An address written one way, whoever wrote it: IPv4 dotted, an IPv4-mapped
+ * address as the IPv4 address it is, IPv6 as the WHATWG URL parser writes it
+ * (RFC 5952: lowercase, zeros compressed), without a zone id. Used where two
+ * sides must name the same address byte for byte: the daemon's identity in a
+ * keyed reply (keys.ts).
+ */
+export function canonicalAddress(address: string): string {
+  const bare = address.replace(/%.*$/, '');
+  if (!bare.includes(':')) return bare;
+  const mapped = mappedIPv4(bare);
+  if (mapped !== undefined) return mapped;
+  try {
+    return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  } catch {
+    return bare;
+  }
+}
+
 /** The port of IPC::Locker's pidstatd, where /etc/services has no entry. */
 export const FALLBACK_PORT = 1752;
 

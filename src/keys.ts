@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { canonicalAddress } from './host.js';
 import { loadUdpBatch, type UdpBatch } from './native.js';
 
 /**
@@ -22,8 +23,13 @@ import { loadUdpBatch, type UdpBatch } from './native.js';
  *   EXIS <pid> 1 <host> <start|-> <id>:<mac>     (also EXIS ... 0, UNKN ... na)
  *
  * A reply echoes the request's <host>, cookie included, so its
- * authenticator binds it to that request.
- * @see ../shared/CONTRACT.md section 6; man/pidstatd.8, AUTHENTICATION
+ * authenticator binds it to that request. A reply's authenticator also
+ * covers, before the datagram's bytes, the identity of the daemon as the
+ * client asked it (daemonIdentity(): the address the request was sent to
+ * and the port), which travels in no field: a daemon that shares the key
+ * but was not the one asked (a request relayed to it) signs another
+ * identity, and its reply never verifies.
+ * @see man/pidstatd.8, AUTHENTICATION
  */
 
 /** A key: the addon's HMAC context for its secret, or, where the addon has none, a node:crypto key object. */
@@ -141,10 +147,21 @@ function mac(key: Key, signed: Uint8Array | string): string {
   return hmac.digest('hex').slice(0, MAC_HEX_DIGITS);
 }
 
-/** `line` with its authenticator field appended. */
-export function signLine(key: Key, line: string): string {
+/**
+ * The daemon as a client asked it, which a reply's authenticator covers:
+ * the address the request was sent to and the daemon's port.
+ */
+export function daemonIdentity(address: string, port: number): string {
+  return `pidstatd ${canonicalAddress(address)} ${port}\n`;
+}
+
+/**
+ * `line` with its authenticator field appended; `identity` (a reply's
+ * daemonIdentity()) is covered by it but not sent.
+ */
+export function signLine(key: Key, line: string, identity = ''): string {
   const signed = `${line} ${key.id}:`;
-  return signed + mac(key, signed);
+  return signed + mac(key, identity + signed);
 }
 
 /** Whether two texts of MAC_HEX_DIGITS chars are equal, in a time that does not tell where they differ. */
@@ -163,10 +180,14 @@ export interface Auth {
   mac: string;
 }
 
-/** The key that made `auth`, when it is one of `accepted`; undefined for any other. */
-export function verify(auth: Auth | undefined, accepted: ReadonlyMap<number, Key>): Key | undefined {
+/**
+ * The key that made `auth`, when it is one of `accepted` and it covers
+ * `identity` (signLine()) before the datagram's bytes; undefined for any other.
+ */
+export function verify(auth: Auth | undefined, accepted: ReadonlyMap<number, Key>, identity = ''): Key | undefined {
   if (auth === undefined) return undefined;
   const key = accepted.get(auth.id);
   if (key === undefined) return undefined;
-  return sameDigits(mac(key, auth.signed), auth.mac) ? key : undefined;
+  const signed = identity === '' ? auth.signed : Buffer.concat([Buffer.from(identity, 'latin1'), auth.signed]);
+  return sameDigits(mac(key, signed), auth.mac) ? key : undefined;
 }

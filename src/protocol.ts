@@ -19,7 +19,7 @@ import { MAC_HEX_DIGITS, type Auth } from './keys.js';
  * <start> the process start time (field 22 of /proc/<pid>/stat), decimal;
  *         a request field that is not decimal is ignored with all after it.
  *
- * @see ../shared/CONTRACT.md section 1
+ * @see man/pidstatd.8, PROTOCOL
  */
 
 /** Reply if the pid exists. */
@@ -281,6 +281,29 @@ export function replyLine(reply: Reply): string {
       break;
   }
   return line;
+}
+
+/**
+ * A keyed daemon's refusal of a request it cannot authenticate (no key, or
+ * not one of its keys), this suite's addition: `AUTH <pid> key <host>`, the
+ * request's pid and <host> echoed, so only the client that asked can match
+ * it; it says nothing of the process. Fields as a reply's, so an
+ * IPC::Locker client simply ignores it (not EXIS or UNKN).
+ * @see man/pidstatd.8, AUTHENTICATION
+ */
+export function refusalLine(pid: number, host: string): string {
+  return `AUTH ${pid} key ${host}`;
+}
+
+/** Reads a refusal (refusalLine()); undefined for any other datagram. */
+export function decodeRefusal(buf: Uint8Array): { pid: number; host: string } | undefined {
+  try {
+    const count = scanFirstLine(buf);
+    if (count !== 4 || !fieldIs(buf, 0, 'AUTH') || !fieldIs(buf, 2, 'key')) return undefined;
+    return { pid: decodePidField(buf, count), host: decodeHostField(buf, 3) };
+  } catch {
+    return undefined;
+  }
 }
 
 export function encodeReply(reply: Reply): Buffer {

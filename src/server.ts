@@ -3,7 +3,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn, mappedIPv4 } from './host.js';
 import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
-import { readKeyFile, signLine, verify } from './keys.js';
+import { daemonIdentity, readKeyFile, signLine, verify } from './keys.js';
 import { pidExists, readStartToken } from './probe.js';
 import { RateLimiter } from './ratelimit.js';
 import { dgramStep } from './sockets.js';
@@ -11,6 +11,7 @@ import { ThrottledReport } from './throttle.js';
 import {
   decodeRequest,
   keyedReplyLine,
+  refusalLine,
   replyLine,
   FLAG_DEAD,
   FLAG_EXISTS,
@@ -259,10 +260,11 @@ async function bindWhere<T>(opts: ServerOptions, bind: (address: string, ipv6Onl
 
 /**
  * Judges a datagram of `length` bytes (msg may hold fewer) from address:port,
- * `toGroup` when it was sent to a broadcast or multicast address; returns the
- * reply line, if any.
+ * `toGroup` when it was sent to a broadcast or multicast address; `asked`
+ * tells, where the socket layer can, the address it was sent to (read only
+ * by a server with keys). Returns the reply line, if any.
  */
-type Handler = (msg: Buffer, length: number, address: string, port: number, toGroup: boolean) => string | undefined;
+type Handler = (msg: Buffer, length: number, address: string, port: number, toGroup: boolean, asked?: () => string | undefined) => string | undefined;
 
 /** What a transport tells the server besides datagrams. */
 interface TransportEvents {
@@ -328,6 +330,19 @@ function sentToGroup(family: number, destination: number, specDst: number): bool
   return specDst !== 0 && specDst !== destination;
 }
 
+/** The address a datagram was sent to, from the kernel's facts (meta[4..10], native/udpbatch.c); undefined where it did not say. */
+function destinationOf(meta: Int32Array, at: number): string | undefined {
+  if (meta[at + 4] === 4) {
+    const a = meta[at + 5]! >>> 0;
+    return `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
+  }
+  if (meta[at + 4] !== 6) return undefined;
+  const bytes = Buffer.from(meta.buffer, meta.byteOffset + (at + 7) * 4, 16);
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
+  return groups.join(':');
+}
+
 /**
  * The addon: a batch of datagrams per wake-up, read with one recvmmsg, handed
  * over in one call, answered with one sendmmsg (native/udpbatch.c). It reads
@@ -360,7 +375,7 @@ async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number
       const source = sources.toString('latin1', i * ADDRESS_SLOT, i * ADDRESS_SLOT + meta[at + 2]!);
       const msg = input.subarray(i * IN_SLOT, i * IN_SLOT + Math.min(length, IN_SLOT));
       const toGroup = sentToGroup(meta[at + 4]!, meta[at + 5]!, meta[at + 6]!);
-      const line = handle(msg, length, source, meta[at + 1]!, toGroup);
+      const line = handle(msg, length, source, meta[at + 1]!, toGroup, () => destinationOf(meta, at));
       if (line !== undefined) meta[at + 3] = output.write(line, i * OUT_SLOT, OUT_SLOT, 'latin1');
     }
   };
@@ -392,8 +407,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   const log = opts.onDatagram;
   const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
   const text = (msg: Buffer) => msg.toString('latin1');
+  /** The port and, where it is bound to one, the address of the socket: set once it is bound. */
+  let ownPort = 0;
+  let boundAddress: string | undefined;
 
-  function handle(msg: Buffer, length: number, address: string, port: number, toGroup: boolean): string | undefined {
+  function handle(msg: Buffer, length: number, address: string, port: number, toGroup: boolean, asked?: () => string | undefined): string | undefined {
     stats.received++;
     const source = unmapped(address);
     const refused = reflectionRisk(port, toGroup);
@@ -429,6 +447,14 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     const key = keys === undefined ? undefined : verify(request.auth, keys.byId);
     if (keys !== undefined && key === undefined) {
       stats.unauthenticated++;
+      // A refusal the client can match (its <host>, cookie included), never
+      // longer than the request, and saying nothing of the process: so a
+      // client without our key learns why at once instead of after its tries.
+      const refusal = request.host === undefined ? undefined : refusalLine(request.pid, request.host);
+      if (refusal !== undefined && refusal.length <= length) {
+        log?.(joinHostPort(source, port), text(msg), `refused: not authenticated by a key of the key file; answered ${refusal}`);
+        return refusal;
+      }
       log?.(joinHostPort(source, port), text(msg), 'dropped: not authenticated by a key of the key file');
       return undefined;
     }
@@ -438,16 +464,28 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       log?.(joinHostPort(source, port), text(msg), 'no reply: the flags ask for none');
       return undefined;
     }
-    const line = key === undefined ? replyLine(reply) : signLine(key, keyedReplyLine(reply));
+    let line: string;
+    if (key === undefined) {
+      line = replyLine(reply);
+    } else {
+      // The daemon as the client asked it: the address the request was sent to, and our port (keys.ts).
+      const to = asked?.() ?? boundAddress;
+      if (to === undefined) {
+        stats.errors++;
+        log?.(joinHostPort(source, port), text(msg), 'dropped: cannot tell which address it was sent to, which a keyed reply must name');
+        return undefined;
+      }
+      line = signLine(key, keyedReplyLine(reply), daemonIdentity(to, ownPort));
+    }
     stats.answered++;
     log?.(joinHostPort(source, port), text(msg), `answered ${line}`);
     return line;
   }
 
   /** handle(), and a bug met there counted and reported: the next datagram is served. */
-  const guarded: Handler = (msg, length, address, port, toGroup) => {
+  const guarded: Handler = (msg, length, address, port, toGroup, asked) => {
     try {
-      return handle(msg, length, address, port, toGroup);
+      return handle(msg, length, address, port, toGroup, asked);
     } catch (err) {
       stats.errors++;
       opts.onError?.(err as Error);
@@ -470,6 +508,15 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     },
   };
   const transport = await openTransport(opts, guarded, events);
+  const bound = transport.address();
+  ownPort = bound.port;
+  // Where the socket layer cannot say where a datagram was sent (dgram), a
+  // socket bound to one address was sent to that address; a wildcard says nothing.
+  boundAddress = /^[0.:]+$/.test(bound.address) ? undefined : bound.address;
+  if (keys !== undefined && transport.io === 'dgram' && boundAddress === undefined) {
+    await transport.close();
+    throw new Error('a daemon with keys signs the address each request was sent to, which Node\'s dgram cannot tell on a wildcard address: give --bind ADDRESS, or let the addon load (see --debug)');
+  }
 
   let closing: Promise<void> | undefined;
   return {

@@ -21,7 +21,7 @@ import {
   type Daemon,
   type RunResult,
 } from './helpers.js';
-import { commandRuns, descendants, killAll, watchersOf } from './jobs.js';
+import { commandRuns, descendants, killAll, pidnsUnavailable, watchersOf } from './jobs.js';
 import { startPerlDaemon } from './perl-daemon.js';
 import { loadUdpBatch } from '../src/native.js';
 
@@ -37,7 +37,10 @@ import { loadUdpBatch } from '../src/native.js';
  *
  * where mac is the first 32 lowercase hex digits of HMAC-SHA256, keyed with
  * the secret's bytes, over every byte of the datagram before the mac (from the
- * first letter through `<id>:`).
+ * first letter through `<id>:`); a reply's mac covers first, unsent, the
+ * daemon as the client asked it: `pidstatd <address> <port>\n`. A request
+ * the daemon cannot authenticate gets at most `AUTH <pid> key <host>`, never
+ * longer than the request.
  */
 
 const dir = mkdtempSync(join(tmpdir(), 'pidstat-keys-'));
@@ -55,6 +58,11 @@ function keyFile(text: string, mode = 0o600): string {
 /** A fresh 256-bit secret, in hex. */
 function secret(): string {
   return randomBytes(32).toString('hex');
+}
+
+/** What a reply's mac covers before its bytes: the daemon as asked (pidstatd(8), AUTHENTICATION). */
+function identity(address: string, port: number): string {
+  return `pidstatd ${address} ${port}\n`;
 }
 
 /** The authenticator of `signed` (the datagram up to and including `<id>:`). */
@@ -293,9 +301,19 @@ describe('keys', () => {
     const dead = await deadPid();
     try {
       await withDaemon(['--key-file', keys], {}, async (daemon) => {
-        const plain = [`PIDR ${sleeper.pid}\n`, `PIDR ${sleeper.pid} host 3\n`, `PIDR ${dead} host 3\n`, `PIDR ${sleeper.pid} host 15 - \n`];
+        // Nothing about the process; at most the refusal, which echoes pid
+        // and host and is never longer than the request.
+        const plain = [`PIDR ${sleeper.pid}\n`, `PIDR ${sleeper.pid} host 3\n`, `PIDR ${dead} host 3\n`, `PIDR ${sleeper.pid} host 15 - \n`, `PIDR ${dead} host 15 - \n`];
         const plainReplies = await Promise.all(plain.map((request) => ask(daemon.port, request, { waitMs: 300 })));
-        plainReplies.forEach((reply, i) => assert.equal(reply, undefined, `a keyed daemon answered ${JSON.stringify(plain[i])}`));
+        plainReplies.forEach((reply, i) => {
+          const request = plain[i]!;
+          if (reply === undefined) return;
+          assert.equal(reply, `AUTH ${request.split(' ')[1]} key host`, `a keyed daemon answered ${JSON.stringify(request)}`);
+          assert.ok(reply.length <= request.length, `the refusal ${JSON.stringify(reply)} is longer than the request ${JSON.stringify(request)}`);
+        });
+        assert.equal(plainReplies[0], undefined, 'a request that names no host was answered');
+        assert.equal(plainReplies[3], `AUTH ${sleeper.pid} key host`, 'a plain request to a keyed daemon got no refusal');
+        assert.equal(plainReplies[4], `AUTH ${dead} key host`, 'the refusal differs for a dead pid: it tells of the process');
 
         const host = `probe/${randomBytes(8).toString('hex')}`;
         const live = await ask(daemon.port, signedRequest(7, key, sleeper.pid, host));
@@ -305,13 +323,14 @@ describe('keys', () => {
         assert.equal(Number(match[2]), sleeper.pid);
         assert.equal(match[3], host, 'the host field (cookie included) is not echoed');
         assert.equal(match[4], startToken(sleeper.pid), 'the start token is not the process\'s');
-        assert.equal(match[5], macOf(key, match[1]!), `the reply's MAC does not verify: ${JSON.stringify(live)}`);
+        assert.equal(match[5], macOf(key, identity('127.0.0.1', daemon.port) + match[1]!), `the reply's MAC does not cover the daemon as asked: ${JSON.stringify(live)}`);
+        assert.notEqual(match[5], macOf(key, match[1]!), 'the reply\'s MAC covers only its own bytes');
 
         const gone = await ask(daemon.port, signedRequest(7, key, dead, host));
         const deadMatch = /^(EXIS (\d+) 0 (\S+) - 7:)([0-9a-f]{32})\n?$/.exec(gone ?? '');
         assert.ok(deadMatch, `the reply is not "EXIS <pid> 0 <host> - 7:<mac>": ${JSON.stringify(gone)}`);
         assert.equal(deadMatch[3], host);
-        assert.equal(deadMatch[4], macOf(key, deadMatch[1]!), `the reply's MAC does not verify: ${JSON.stringify(gone)}`);
+        assert.equal(deadMatch[4], macOf(key, identity('127.0.0.1', daemon.port) + deadMatch[1]!), `the reply's MAC does not verify: ${JSON.stringify(gone)}`);
 
         // What the MAC covers: the pid and the host; and a key id the daemon lacks is refused.
         const signed = signedRequest(7, key, sleeper.pid, host);
@@ -323,7 +342,11 @@ describe('keys', () => {
           signed.replace(/[0-9a-f]{32}\n$/, (mac) => `${mac.slice(0, 31)}${mac[31] === '0' ? '1' : '0'}\n`),
         ];
         const tamperedReplies = await Promise.all(tampered.map((request) => exchange(daemon.port, request, { waitMs: 300 })));
-        tamperedReplies.forEach((replies, i) => assert.deepEqual(replies, [], `a keyed daemon answered ${JSON.stringify(tampered[i])}`));
+        tamperedReplies.forEach((replies, i) => {
+          const pid = tampered[i]!.split(' ')[1];
+          const hostSent = tampered[i]!.split(' ')[2];
+          assert.deepEqual(replies, [`AUTH ${pid} key ${hostSent}`], `a keyed daemon answered ${JSON.stringify(tampered[i])}`);
+        });
       });
     } finally {
       await sleeper.stop();
@@ -331,26 +354,99 @@ describe('keys', () => {
   });
 
   test('a captured authenticated reply, replayed to a later request, is not believed', async () => {
+    // The attacker saw a reply and answers a later question with it, from the
+    // daemon's own address and port (it stopped, and took its port): as
+    // captured, and with the later question's cookie put in.
     const keys = keyFile(`7 ${secret()}\n`);
+    const sleeper = startSleeper();
+    const target = `127.0.0.1:${sleeper.pid}`;
+    let recorded: string | undefined;
+    let port = 0;
+    try {
+      await withDaemon(['--key-file', keys], {}, async (daemon) => {
+        port = daemon.port;
+        const first = await pidstat(daemon.port, keys, ['--debug', target], ['--tries', '2', '--timeout', '500']);
+        assert.equal(first.stdout, `${target} exists\n`, describeRun(first));
+        recorded = new RegExp(`^pidstat: < \\S+ (EXIS ${sleeper.pid} 1 \\S+ \\d+ 7:[0-9a-f]{32})$`, 'm').exec(first.stderr)?.[1];
+        assert.ok(recorded !== undefined, `no reply in the debug output: ${first.stderr}`);
+      });
+      await sleeper.stop();
+      for (const rewrite of [false, true]) {
+        const replayer = dgram.createSocket('udp4');
+        let replayed = 0;
+        replayer.on('message', (msg, client) => {
+          const host = msg.toString('latin1').split(' ')[2]!;
+          const reply = rewrite ? recorded!.replace(/^(EXIS \d+ 1 )\S+/, `$1${host}`) : recorded!;
+          replayed++;
+          replayer.send(reply, client.port, client.address);
+        });
+        await new Promise<void>((resolve) => replayer.bind(port, '127.0.0.1', resolve));
+        try {
+          const second = await pidstat(port, keys, [target], ['--tries', '2', '--timeout', '300']);
+          assert.ok(replayed > 0, 'nothing was replayed');
+          assert.equal(second.stdout, `${target} no_reply\n`, `the replayed reply${rewrite ? ' (with the new cookie)' : ''} was believed: ${describeRun(second)}; replayed: ${JSON.stringify(recorded)}`);
+          assert.equal(second.code, 2, describeRun(second));
+        } finally {
+          await new Promise<void>((resolve) => replayer.close(() => resolve()));
+        }
+      }
+    } finally {
+      await sleeper.stop();
+    }
+  });
+
+  test('a daemon that shares the key but was not the one asked is not believed: a relay to it kills nothing', async (t) => {
+    // Daemon A sees the sleeper; daemon B, in a PID namespace of its own,
+    // sees no such pid. A relay where the client asks for A passes the
+    // requests to B: B's signed "dead" must not count (pidstatd(8), AUTHENTICATION).
+    const why = pidnsUnavailable();
+    if (why !== undefined) return t.skip(why);
+    const keys = keyFile(`7 ${secret()}\n`);
+    const sleeper = startSleeper();
+    const inNamespace = (command: string, args: string[]): [string, string[]] => ['unshare', ['--pid', '--fork', '--mount-proc', '--kill-child=SIGTERM', command, ...args]];
+    const a = await startDaemon(['--bind', '127.0.0.1', '--key-file', keys]);
+    const b = await startDaemon(['--bind', '127.0.0.1', '--key-file', keys], {}, inNamespace);
+    const relay = await startRelay(b.port);
+    const marker = join(dir, 'relayed-job-ended');
+    try {
+      const target = `127.0.0.1:${sleeper.pid}`;
+      const fromA = await pidstat(a.port, keys, [target]);
+      assert.equal(fromA.stdout, `${target} exists\n`, `A: ${describeRun(fromA)}`);
+      const fromB = await pidstat(b.port, keys, [target]);
+      assert.equal(fromB.stdout, `${target} dead\n`, `B, in its own PID namespace: ${describeRun(fromB)}`);
+
+      const relayed = await pidstat(relay.port, keys, [target], ['--tries', '2', '--timeout', '300']);
+      assert.ok(relay.passed() > 0, 'the relay passed nothing on');
+      assert.equal(relayed.stdout, `${target} no_reply\n`, `B's answer, relayed, was believed: ${describeRun(relayed)}`);
+      assert.match(relayed.stderr, /reply not authenticated/);
+
+      const watched = await runBin('pidwatch', ['--key-file', keys, '--no-local', '--host', '127.0.0.1', '--port', String(relay.port), '--pid', String(sleeper.pid), '--interval', '200',
+        'sh', '-c', `sleep 2; touch ${marker}`], { timeoutMs: 20_000 });
+      assert.equal(watched.code, 0, `pidwatch through the relay: ${describeRun(watched)}`);
+      assert.ok(existsSync(marker), 'the job was killed on the relayed answer of another daemon');
+    } finally {
+      await relay.close();
+      await b.stop();
+      await a.stop();
+      await sleeper.stop();
+    }
+  });
+
+  test('a client without the key, or with another, hears at once that the daemon requires a key', async () => {
+    const keys = keyFile(`7 ${secret()}\n`);
+    const wrong = keyFile(`9 ${secret()}\n`);
     const sleeper = startSleeper();
     try {
       await withDaemon(['--key-file', keys], {}, async (daemon) => {
-        const proxy = await startReplayProxy(daemon.port);
-        try {
-          const target = `127.0.0.1:${sleeper.pid}`;
-          const first = await pidstat(proxy.port, keys, [target], ['--tries', '2', '--timeout', '500']);
-          assert.equal(first.stdout, `${target} exists\n`, describeRun(first));
-          const recorded = proxy.recorded();
-          assert.match(recorded ?? '', new RegExp(`^EXIS ${sleeper.pid} 1 `), `no reply recorded: ${JSON.stringify(recorded)}`);
-
-          await sleeper.stop();
-          proxy.replay = true;
-          const second = await pidstat(proxy.port, keys, [target], ['--tries', '2', '--timeout', '300']);
-          assert.ok(proxy.replayed > 0, 'the proxy replayed nothing');
-          assert.equal(second.stdout, `${target} no_reply\n`, `the replayed reply was believed: ${describeRun(second)}; replayed: ${JSON.stringify(recorded)}`);
-          assert.equal(second.code, 2, describeRun(second));
-        } finally {
-          await proxy.close();
+        const target = `127.0.0.1:${sleeper.pid}`;
+        for (const [file, said] of [[undefined, /the daemon at 127\.0\.0\.1 requires a key \(see --key-file\)/], [wrong, /the daemon at 127\.0\.0\.1 refused our key/]] as const) {
+          const began = performance.now();
+          const result = await pidstat(daemon.port, file, [target], ['--tries', '5', '--timeout', '1000']);
+          const ms = performance.now() - began;
+          assert.equal(result.stdout, `${target} no_reply\n`, describeRun(result));
+          assert.equal(result.code, 2, describeRun(result));
+          assert.match(result.stderr, said, describeRun(result));
+          assert.ok(ms < 2500, `it took ${Math.round(ms)} ms to learn that a key is needed (5 tries would be 5 s)`);
         }
       });
     } finally {
@@ -397,57 +493,42 @@ function pidwatchJobs(): number[] {
   return childrenOf(process.pid).filter(commandRuns);
 }
 
-interface ReplayProxy {
+interface Relay {
   port: number;
-  /** The first reply it passed on, as text. */
-  recorded(): string | undefined;
-  /** When set, every request is answered with the recorded reply instead of being passed on. */
-  replay: boolean;
-  replayed: number;
+  /** Requests passed on so far. */
+  passed(): number;
   close(): Promise<void>;
 }
 
 /**
- * A UDP proxy in front of a daemon that records the first reply it passes on
- * and, once told to, answers every request with that reply: an attacker who
- * saw the traffic and replays it.
+ * A UDP relay to a daemon: what an attacker between the client and the host
+ * asked does, passing each request to another daemon and its replies back.
  */
-async function startReplayProxy(daemonPort: number): Promise<ReplayProxy> {
+async function startRelay(daemonPort: number): Promise<Relay> {
   const front = dgram.createSocket('udp4');
   const upstream = new Map<string, dgram.Socket>();
-  let recorded: Buffer | undefined;
-  const proxy: ReplayProxy = {
-    port: 0,
-    recorded: () => recorded?.toString('latin1'),
-    replay: false,
-    replayed: 0,
-    async close() {
-      for (const socket of upstream.values()) socket.close();
-      await new Promise<void>((resolve) => front.close(() => resolve()));
-    },
-  };
+  let passed = 0;
   front.on('error', () => {});
   front.on('message', (msg, client) => {
-    if (proxy.replay && recorded !== undefined) {
-      proxy.replayed++;
-      front.send(recorded, client.port, client.address);
-      return;
-    }
     const key = `${client.address} ${client.port}`;
     let socket = upstream.get(key);
     if (socket === undefined) {
       const created = dgram.createSocket('udp4');
       created.on('error', () => {});
-      created.on('message', (reply) => {
-        recorded ??= reply;
-        front.send(reply, client.port, client.address);
-      });
+      created.on('message', (reply) => front.send(reply, client.port, client.address));
       upstream.set(key, created);
       socket = created;
     }
+    passed++;
     socket.send(msg, daemonPort, '127.0.0.1');
   });
   await new Promise<void>((resolve) => front.bind(0, '127.0.0.1', resolve));
-  proxy.port = front.address().port;
-  return proxy;
+  return {
+    port: front.address().port,
+    passed: () => passed,
+    async close() {
+      for (const socket of upstream.values()) socket.close();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+    },
+  };
 }
