@@ -31,7 +31,7 @@ import {
  * to the daemon, plus one unconnected socket per address family. No socket
  * shares its port (no SO_REUSEADDR, no SO_REUSEPORT): another local user
  * could otherwise bind the same port and read every reply, cookie included
- * (pidstat(1), SECURITY). Only a connected socket hears the host's ICMP
+ * (pidstat(1), Asking). Only a connected socket hears the host's ICMP
  * "port unreachable", which ends a try at once; it also hears only the
  * address it asked. A daemon bound to a wildcard address may answer from
  * another address than the one asked, which the kernel then drops: so a try

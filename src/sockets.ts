@@ -23,7 +23,7 @@ export interface SocketSpec {
   /**
    * The port to bind, 0 for any. Never with SO_REUSEADDR or SO_REUSEPORT:
    * a port that another local user could bind too would let them read every
-   * reply, cookie included (pidstat(1), SECURITY).
+   * reply, cookie included (pidstat(1), Asking).
    */
   port: number;
   /** The only address it sends to and hears from, if any. */

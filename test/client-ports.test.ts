@@ -8,7 +8,7 @@ import { binCommand, binEnv, IS_ROOT, waitFor } from './helpers.js';
 /**
  * The client's UDP ports are its own: no socket of pidstat shares its port
  * (no SO_REUSEADDR, no SO_REUSEPORT), so another local user cannot bind the
- * same port and read the replies, cookie included (pidstat(1), SECURITY).
+ * same port and read the replies, cookie included (pidstat(1), Asking).
  */
 
 /** The local UDP ports of process `pid`, with their families, from its descriptors and /proc/net/udp{,6}. */

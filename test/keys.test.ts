@@ -432,6 +432,14 @@ describe('keys', () => {
     }
   });
 
+  test('a keyed daemon that cannot tell where requests were sent (Node\'s dgram on a wildcard address) refuses to start, and says what to do', async () => {
+    const keys = keyFile(`7 ${secret()}\n`);
+    const result = await runBin('pidstatd', ['--foreground', '--port', '0', '--key-file', keys], { env: { PIDSTAT_IO: 'dgram' }, timeoutMs: 10_000 });
+    assert.equal(result.code, 1, describeRun(result));
+    assert.match(result.stderr, /a daemon with keys signs the address each request was sent to.*give --bind ADDRESS/, describeRun(result));
+    assert.doesNotMatch(result.stderr, /^\s+at /m, describeRun(result));
+  });
+
   test('a client without the key, or with another, hears at once that the daemon requires a key', async () => {
     const keys = keyFile(`7 ${secret()}\n`);
     const wrong = keyFile(`9 ${secret()}\n`);
