@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 /**
- * The cookie (CONTRACT section 1): 64 unpredictable bits that every request
+ * The cookie (pidstatd(8), The cookie): 64 unpredictable bits that every request
  * carries in the one field every daemon version echoes, <host>, written
  * `HOST/<16 hex digits>`. A reply counts only if it echoes that exact text,
  * so whoever cannot read the request cannot forge its answer, and one host's

@@ -155,7 +155,7 @@ const LOOPBACK_NAMES = new Set(['localhost', 'localhost.localdomain', '127.0.0.1
 
 /**
  * Whether `host` names this host: localhost, the host name, the fully
- * qualified name, 127.0.0.1 or ::1 (CONTRACT section 2).
+ * qualified name, 127.0.0.1 or ::1 (pidstat(1), Asking).
  */
 export async function isLocalHost(host: string): Promise<boolean> {
   const name = host.toLowerCase();

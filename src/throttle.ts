@@ -2,7 +2,7 @@
  * A failure that can repeat with every datagram (a reply the kernel refuses
  * to send) is reported at most once per interval, with a count: the first at
  * once, then one report at the end of each interval that saw more. So a
- * flood of failures never floods the log (CONTRACT section 3, Logs), and
+ * flood of failures never floods the log (pidstatd(8), Logs), and
  * none goes uncounted.
  */
 export class ThrottledReport {

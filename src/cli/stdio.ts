@@ -12,7 +12,7 @@ import { CommandError, ExitCode } from '../errors.js';
  * ours: what it did not read is dropped, and the exit status stays the answer.
  * Nor is a stderr that cannot be written: there is no one left to tell. But
  * stdout that cannot be written (a full disk) loses the answer: the command
- * ends with one line on stderr and exit 74 (CONTRACT section 2), never a stack.
+ * ends with one line on stderr and exit 74 (pidstat(1), EXIT STATUS), never a stack.
  */
 
 type Fd = 1 | 2;

@@ -8,7 +8,7 @@ import { isValidHost, MAX_HOST_BYTES, parsePid } from '../protocol.js';
 const LOOKS_NUMERIC = /^(?:[+-][0-9]+|0x[0-9a-f]+|[0-9]+(?:\.[0-9]+)?e[+-]?[0-9]+)$/i;
 
 /**
- * Reads pidstat's target words (CONTRACT section 2): HOST:PID, [IPv6]:PID,
+ * Reads pidstat's target words (pidstat(1), Targets): HOST:PID, [IPv6]:PID,
  * a PID on the current host, or a HOST that becomes the current host for the
  * PIDs after it. Throws a CommandError that names the offending word.
  */
