@@ -5,7 +5,7 @@ import { canonicalAddress } from './host.js';
 import { loadUdpBatch, type UdpBatch } from './native.js';
 
 /**
- * Keys (CONTRACT section 6): requests and replies authenticated with
+ * Keys (pidstatd(8), Keys): requests and replies authenticated with
  * HMAC-SHA256, for networks where someone may read the traffic and so the
  * cookie alone is not enough.
  *
