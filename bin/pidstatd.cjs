@@ -1,2 +1,4 @@
-#!/usr/bin/env node
+#!/bin/sh
+':' //; exec node '--inspect-port=[fe80::1]:9229' "$0" "$@"
+// Line 2 runs in /bin/sh and means nothing to Node: node starts with an inspector that cannot open (pidstatd(8), SIGNALS; env -S is not everywhere).
 require('../dist/bundle/start.cjs').start('pidstatd');

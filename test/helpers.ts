@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { INSPECT_PORT_OPTION } from '../src/inspector.js';
 
 /**
  * What the tests share: the built bins, a daemon started on an ephemeral port
@@ -61,9 +62,9 @@ export function binEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return env;
 }
 
-/** The command line that runs a bin: node BIN for the Node bins, the pidwatch script itself. */
+/** The command line that runs a bin: node BIN for the Node bins, with the option their first lines give node; the pidwatch script itself. */
 export function binCommand(name: keyof typeof BIN, args: readonly string[]): [string, string[]] {
-  return name === 'pidwatch' ? [BIN.pidwatch, [...args]] : [process.execPath, [BIN[name], ...args]];
+  return name === 'pidwatch' ? [BIN.pidwatch, [...args]] : [process.execPath, [INSPECT_PORT_OPTION, BIN[name], ...args]];
 }
 
 /** Runs one of the built bins, in binEnv(). */

@@ -8,6 +8,7 @@ import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { startMetricsFile, type MetricsFile } from '../metrics.js';
+import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { loadUdpBatch } from '../native.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../notify.js';
 import { printable } from '../printable.js';
@@ -348,9 +349,11 @@ function writeOwnPidfile(file: string, pid: number): void {
 
 /**
  * Spawns this command again in another role, with an IPC channel and no
- * terminal. Not with --disable-sigusr1 (Node 22.14+): it leaves SIGUSR1
- * blocked in every thread, so the role's own listener never hears it (Node
- * 24.22); the listener start.ts installs first thing keeps the inspector shut.
+ * terminal, and with Node's inspector unable to open (src/inspector.ts): a
+ * SIGUSR1 that reaches the new process before its first line of JavaScript,
+ * when Node's own handler still answers it, opens nothing. Not with
+ * --disable-sigusr1 (Node 22.14+): it leaves SIGUSR1 blocked in every
+ * thread, so the role's own listener never hears it (Node 24.22).
  * The service manager's watchdog, where it is ours, is handed down
  * (WATCHDOG_PID names us, not the child); the supervisor keeps NOTIFY_SOCKET
  * (it becomes the main pid), and a server never has it: with `relay` its
@@ -363,7 +366,7 @@ function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: bool
   delete env[RELAY_ENV];
   if (role === 'server') delete env[NOTIFY_ENV];
   if (relay) env[RELAY_ENV] = '1';
-  return spawn(process.execPath, [join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
+  return spawn(process.execPath, [INSPECT_PORT_OPTION, join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
     env,
@@ -405,13 +408,20 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
  * Runs the server as a child and starts it again whenever it dies, each
  * failure logged with its reason, until SIGTERM or SIGINT, which stop it for
  * good at any moment, a restart delay included. SIGHUP and SIGUSR1 go on to
- * the server. The first outcome goes to the command that started us.
+ * a server that has said it answers (its listeners for them are in place by
+ * then); one that comes while none does is held, and passed on to the next
+ * server once that one answers (pidstatd(8), SIGNALS). The first outcome
+ * goes to the command that started us.
  */
 function supervise(argv: string[], pidfile: string | undefined): Promise<number> {
   process.title = 'pidstatd';
   let stopping = false;
   let everReady = false;
   let child: ChildProcess | undefined;
+  /** Whether `child` has said it answers: before, SIGHUP would end it and SIGUSR1 reach Node's own handler. */
+  let childReady = false;
+  /** SIGHUP and SIGUSR1 that came while no server answered, for the next one that does. */
+  const held = new Set<NodeJS.Signals>();
   let restart: NodeJS.Timeout | undefined;
   let delay = FIRST_RESTART_MS;
   // The command typed said why it cannot notify, if it cannot.
@@ -438,8 +448,18 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
       setTimeout(() => server.kill('SIGKILL'), STOP_GRACE_MS).unref();
     };
     const pass = (sig: NodeJS.Signals) => {
-      if (child !== undefined) child.kill(sig);
-      else log(`${sig}: no server runs now (the next starts within ${delay / 1000} s)`);
+      if (child !== undefined && childReady) {
+        child.kill(sig);
+        return;
+      }
+      if (held.has(sig)) return;
+      held.add(sig);
+      const now = child !== undefined ? 'the server is starting' : `no server runs now (the next starts within ${delay / 1000} s)`;
+      log(`${sig}: ${now}; passed on once it answers`);
+    };
+    const passHeld = (server: ChildProcess) => {
+      for (const sig of held) server.kill(sig);
+      held.clear();
     };
     const start = () => {
       restart = undefined;
@@ -447,10 +467,15 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
       const since = performance.now();
       let reason: string | undefined;
       child = server;
+      childReady = false;
       server.on('error', (err) => (reason = err.message));
       server.on('message', (message: Message) => {
         if ('notify' in message) return notifier?.send(...message.notify);
         if ('error' in message) reason = message.error;
+        if ('ready' in message && child === server) {
+          childReady = true;
+          passHeld(server);
+        }
         if (everReady) return;
         everReady = 'ready' in message;
         if (process.connected) {
@@ -461,6 +486,7 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
       // 'close', not 'exit': it comes after the server's last message.
       server.once('close', (code, signal) => {
         child = undefined;
+        childReady = false;
         if (stopping) return finish(0);
         if (!everReady) return finish(ExitCode.FAILURE);
         if (performance.now() - since >= STABLE_MS) delay = FIRST_RESTART_MS;

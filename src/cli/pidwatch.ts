@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, statSync, writeSync } from 'node:fs';
 import { randomHex64 } from '../cookie.js';
 import { CommandError } from '../errors.js';
+import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
 import { appendMarker, JOBS_ENV, readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
@@ -208,7 +209,7 @@ function writeCode(code: string): void {
 function startWatcher(config: WatcherConfig, keepStderr: boolean): number {
   const env: NodeJS.ProcessEnv = { ...process.env, [WATCHER_ENV]: JSON.stringify(config) };
   delete env[LAUNCH_ENV];
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!], {
+  const child = spawn(process.execPath, [...process.execArgv, INSPECT_PORT_OPTION, process.argv[1]!], {
     detached: true,
     cwd: '/',
     env,

@@ -77,7 +77,12 @@ export function start(name: CommandName): void {
   // 127.0.0.1:9229, which lets any local user run code in a root daemon.
   // Each command adds its own listener (pidstatd logs its counters, pidwatch
   // passes it on); this one keeps it harmless until then, and in pidstat.
+  // Before this line Node's own handler answers it, and the option the bins
+  // start node with (src/inspector.ts) makes that inspector fail to open.
   process.on('SIGUSR1', ignoreSignal);
+  // SIGHUP never stops pidstatd (pidstatd(8), SIGNALS), from this line on:
+  // before it, Node has set SIGHUP back to its default, which ends a process.
+  if (name === 'pidstatd') process.on('SIGHUP', ignoreSignal);
   const dir = dirname(fileURLToPath(import.meta.url));
   const file = join(dir, `${name}.cjs`);
   (globalThis as Record<symbol, unknown>)[LOADER_IMPORT] = (specifier: string) => import(specifier);
