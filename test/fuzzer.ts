@@ -789,12 +789,14 @@ export function kernelDrops(port: number): number | undefined {
   return total;
 }
 
-/** "stopped: R received, A answered, M malformed, D denied, L over the rate" from the daemon's log. */
+/** "stopped: received R, answered A, ..., malformed M, ..., denied D, limited L, ..." (every counter, as SIGUSR1 names them) from the daemon's log. */
 export function stopCounters(log: string): Record<'received' | 'answered' | 'malformed' | 'denied' | 'limited', number> | undefined {
-  const m = /stopped: (\d+) received, (\d+) answered, (\d+) malformed, (\d+) denied, (\d+) over the rate/.exec(log);
-  if (!m) return undefined;
-  const [received, answered, malformed, denied, limited] = m.slice(1).map(Number) as [number, number, number, number, number];
-  return { received, answered, malformed, denied, limited };
+  const line = /stopped: (.*)$/m.exec(log)?.[1];
+  if (line === undefined) return undefined;
+  const counters = new Map(line.split(', ').map((pair) => pair.split(' ') as [string, string]));
+  const [received, answered, malformed, denied, limited] = ['received', 'answered', 'malformed', 'denied', 'limited'].map((name) => Number(counters.get(name)));
+  if (![received, answered, malformed, denied, limited].every(Number.isSafeInteger)) return undefined;
+  return { received: received!, answered: answered!, malformed: malformed!, denied: denied!, limited: limited! };
 }
 
 /**

@@ -274,9 +274,8 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   metrics?.stop();
   if (report) process.disconnect?.();
   if (config.pidfile !== undefined) removePidfile(config.pidfile, process.pid);
-  const { stats } = server;
-  // test/fuzzer.ts reads this line's words.
-  log(`stopped: ${stats.received} received, ${stats.answered} answered, ${stats.malformed} malformed, ${stats.denied} denied, ${stats.limited} over the rate`);
+  // Every counter, named as in SIGUSR1's line and the metrics file; test/fuzzer.ts reads this line's words.
+  log(`stopped: ${describeStats(server.stats)}`);
   return 0;
 }
 
@@ -399,6 +398,9 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
   if (existsSync(SYSLOG_SOCKET)) {
     const syslog = openSyslog('pidstatd');
     if ('why' in syslog) log(`warning: the detached daemon cannot log to ${SYSLOG_SOCKET}, its log is lost: ${syslog.why}`, 'warning');
+  } else {
+    // Said once, here, on the terminal: the daemon's own stderr is /dev/null.
+    log(`warning: there is no ${SYSLOG_SOCKET} here: the detached daemon has nowhere to log (--foreground logs to stderr)`, 'warning');
   }
   log(`listening on ${outcome.ready}, detached as pid ${supervisor.pid}`);
   return 0;
