@@ -98,7 +98,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     // The script leads a process group of its own, which pidwatch's command shares (no terminal, no job control).
     const script = start(t, ['-c', `${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} sleep 100; echo after`], { command: '/bin/sh', cwd: dir, detached: true });
     let root: number | undefined;
-    assert.ok(await waitFor(() => (root = descendants(script.pid).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('/bin/sh\0-c\0sleep 100'))) !== undefined, 5000), `pidwatch did not run its command; ${script.describe()}`);
+    assert.ok(await waitFor(() => (root = descendants(script.pid).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('/bin/sh\0-c\0--\0sleep 100'))) !== undefined, 5000), `pidwatch did not run its command; ${script.describe()}`);
     const sleep100 = await waitForChild(root!);
     await sleep(500);
     await sleeper.stop();

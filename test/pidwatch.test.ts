@@ -354,13 +354,16 @@ describe('pidwatch --cd DIR', () => {
     assert.equal(result.stdout, `${realpathSync(there)}\n`);
   });
 
-  test('a missing DIR: a warning on stderr, the command runs in pidwatch\'s directory', async (t) => {
+  // Changed on purpose from IPC::Locker, which runs the command where it was
+  // started (pidwatch(1), --cd): a job is never run elsewhere.
+  test('a missing DIR: exit 126, one line on stderr naming it, nothing run', async (t) => {
     const sleeper = sleeperFor(t);
     const missing = join(dir, 'no-such-dir');
     const result = await runPidwatch(['--cd', missing, '--pid', String(sleeper.pid), 'pwd'], { cwd: dir });
-    assert.equal(result.code, 0, describeRun(result));
-    assert.equal(result.stdout, `${dir}\n`);
+    assert.equal(result.code, 126, describeRun(result));
+    assert.equal(result.stdout, '');
     assert.ok(result.stderr.includes(missing), `stderr names not ${missing}: ${result.stderr}`);
+    assert.equal(result.stderr.split('\n').length, 2, describeRun(result));
   });
 });
 

@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, statSync, writeSync } from 'node:fs';
+import { accessSync, constants as fsConstants, realpathSync, statSync, writeSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { randomHex64 } from '../cookie.js';
 import { CommandError } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
-import { appendMarker, JOBS_ENV, readStat, type JobSpec } from '../tree.js';
+import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, parseDuration, portFrom, portOption } from './options.js';
@@ -39,7 +40,7 @@ export const SPEC = {
     'dead-after': { type: 'string', description: 'Silence from HOST this long counts as death: 90s, 10m (default: never)' },
     killer: { type: 'string', description: 'Run PROG -SIG CMDPID (no shell) instead of sending the signal' },
     interval: { type: 'string', description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' },
-    cd: { type: 'string', description: 'Run the command in DIR (if missing: warn, run here)' },
+    cd: { type: 'string', description: 'Run the command in DIR (missing, or not to be entered: exit 126, nothing run)' },
     foreground: { type: 'string', description: 'Run no command: leave a watcher that signals FGPID when PID dies; exit 0 at once' },
     local: { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)' },
     debug: { type: 'boolean', description: 'Show the datagrams, on stderr' },
@@ -77,7 +78,7 @@ function joinSignalValue(argv: readonly string[]): string[] {
 
 /** Set by bin/pidwatch for its launcher: the script's own pid ($$), the process the command is exec'd in. */
 const LAUNCH_ENV = 'PIDWATCH_LAUNCH';
-/** The descriptor on which the launcher writes the shell code bin/pidwatch runs. */
+/** The descriptor on which the launcher answers bin/pidwatch (writeCode()). */
 const CODE_FD = 3;
 /** Set for the watcher: what it watches and how, as JSON (WatcherConfig). */
 const WATCHER_ENV = 'PIDWATCH_WATCHER';
@@ -93,15 +94,11 @@ interface WatcherConfig {
   endLeftovers: boolean;
 }
 
-/** A word for /bin/sh, in single quotes. */
-function shellQuote(word: string): string {
-  return `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
 /**
- * The launcher: reads the options, starts the detached watcher, and hands
- * bin/pidwatch the shell code that runs the command in the script's own
- * process (pidwatch(1), DESIGN).
+ * The launcher: reads the options, starts the detached watcher, and tells
+ * bin/pidwatch how to run the command in the script's own process: which of
+ * its arguments are the command's words, the job's marker, the directory
+ * (pidwatch(1), DESIGN).
  */
 export async function main(argv: string[]): Promise<number> {
   const args = await parseArgs(SPEC, joinSignalValue(argv));
@@ -128,6 +125,9 @@ export async function main(argv: string[]): Promise<number> {
   const keyFile = keyFileFrom(args['key-file'], process.env);
   if (keyFile !== undefined) watch.keyFile = keyFile;
   const common = { watch, debug: args.debug === true, signal, ...(killAfterMs !== undefined && { killAfterMs }) };
+  // The watcher runs in /: a PROG with a slash is one of the directory
+  // pidwatch started in; a bare name stays a PATH look-up (pidwatch(1), --killer).
+  const killer = args.killer === undefined || !args.killer.includes('/') ? args.killer : resolve(args.killer);
 
   if (args.foreground !== undefined) {
     if (words.length > 0) throw new CommandError(`--foreground runs no command, but '${words.join(' ')}' was given`);
@@ -137,9 +137,9 @@ export async function main(argv: string[]): Promise<number> {
     if (fg !== undefined && fg.state !== 'Z') {
       // This launcher may be FGPID's descendant (`--foreground $$`): never the job's.
       const job = { root: fgpid, rootStart: fg.start, exclude: [process.pid] };
-      startWatcher({ ...common, job, ...(args.killer !== undefined && { killer: args.killer }), endLeftovers: false }, false);
+      startWatcher({ ...common, job, ...(killer !== undefined && { killer }), endLeftovers: false }, false);
     }
-    if (process.env[LAUNCH_ENV] !== undefined) writeCode('exit 0');
+    if (process.env[LAUNCH_ENV] !== undefined) writeCode('exit');
     return 0;
   }
   if (words.length === 0) throw new CommandError('no command given: name the COMMAND to run');
@@ -148,6 +148,11 @@ export async function main(argv: string[]): Promise<number> {
   if (root === undefined) {
     throw new CommandError('bin/pidwatch.cjs only reads the options of the pidwatch script: run pidwatch itself, which runs the command in its own process');
   }
+  // The command's words are the script's last arguments: bin/pidwatch keeps
+  // them in its own "$@" and is told only how many words come before them.
+  const skip = argv.length - words.length;
+  if (skip < 0 || words.some((word, i) => word !== argv[skip + i])) throw new CommandError('cannot tell where the command begins on the command line', 70);
+  checkCommandLength(words);
   const cd = args.cd === undefined ? undefined : checkCd(args.cd);
   const marker = randomHex64();
   const stat = readStat(root);
@@ -155,43 +160,63 @@ export async function main(argv: string[]): Promise<number> {
     {
       ...common,
       job: { root, rootStart: stat?.start, marker, exclude: [process.pid] },
-      ...(args.killer !== undefined && { killer: args.killer }),
+      ...(killer !== undefined && { killer }),
       endLeftovers: true,
     },
     true,
   );
   if (args.debug) writeErr(`pidwatch: the command runs as pid ${root} (job marker ${marker}); watcher pid ${watcher}\n`);
-  const jobs = appendMarker(process.env[JOBS_ENV], marker);
-  const cdCode = cd === undefined ? '' : `cd -- ${shellQuote(cd)} || exit 126\n`;
-  writeCode(`${cdCode}${JOBS_ENV}=${shellQuote(jobs)}\nexport ${JOBS_ENV}\nexec /bin/sh -c ${shellQuote(words.join(' '))}`);
+  // A slash after the directory: the script's $(...) cuts the newlines that end what it reads, and a name may end in one.
+  writeCode(`run ${skip} ${marker}${cd === undefined ? '' : `\n${cd}/`}`);
   return 0;
 }
 
 /**
- * --cd DIR: the directory, or undefined (with a warning) when it does not
- * exist, as the original runs the command where it was started then. One
- * the user may not enter ends pidwatch with 126, the shell's "cannot run".
+ * Linux's limit on one argument of execve(2) (MAX_ARG_STRLEN: 32 pages of
+ * 4 KiB, the final NUL included), which the command joined into one word
+ * for /bin/sh -c must fit.
  */
-function checkCd(dir: string): string | undefined {
-  let isDir = false;
-  try {
-    isDir = statSync(dir).isDirectory();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EACCES') throw new CommandError(`--cd ${dir}: permission denied: cannot run the command there`, 126);
+const MAX_ARG_BYTES = 128 * 1024;
+
+/** A command too long for /bin/sh -c ends pidwatch with 126, the shell's "cannot run", before anything starts. */
+function checkCommandLength(words: readonly string[]): void {
+  const bytes = words.reduce((sum, word) => sum + Buffer.byteLength(word) + 1, 0);
+  if (bytes > MAX_ARG_BYTES) {
+    throw new CommandError(`the command is ${bytes - 1} bytes long, more than the ${MAX_ARG_BYTES - 1} that /bin/sh -c takes in one argument: put it in a script, and run the script`, 126);
   }
-  if (!isDir) {
-    writeErr(`pidwatch: warning: --cd ${dir}: no such directory; running in ${process.cwd()}\n`);
-    return undefined;
-  }
-  try {
-    accessSync(dir, fsConstants.X_OK);
-  } catch {
-    throw new CommandError(`--cd ${dir}: permission denied: cannot run the command there`, 126);
-  }
-  return dir;
 }
 
-/** Hands the script its code, on CODE_FD. */
+/**
+ * --cd DIR: the directory's absolute path, every link resolved against the
+ * directory pidwatch started in, which the script enters with `cd -P --`:
+ * no CDPATH, no `-` for OLDPWD, nothing printed, and the directory entered
+ * is the one checked here. A missing DIR, or one the user may not enter,
+ * ends pidwatch with 126, the shell's "cannot run", before anything starts:
+ * a job is never run elsewhere (pidwatch(1), --cd).
+ */
+function checkCd(dir: string): string {
+  let path: string;
+  try {
+    path = realpathSync(dir);
+    if (!statSync(path).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    accessSync(path, fsConstants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+      : code === 'ENOENT' || code === 'ENOTDIR' ? 'no such directory'
+      : (err as Error).message;
+    throw new CommandError(`--cd ${dir}: ${why}: the command is not run`, 126);
+  }
+  return path;
+}
+
+/**
+ * Hands the script its answer, on CODE_FD: data it reads, never shell code
+ * it runs. `exit` (nothing to run), or `run SKIP MARKER`: the command is the
+ * script's arguments after the first SKIP, joined with spaces, and MARKER
+ * joins PIDWATCH_JOBS; with --cd, then a newline and the directory's
+ * absolute path followed by a slash. No word of the user's is in it.
+ */
 function writeCode(code: string): void {
   try {
     writeSync(CODE_FD, `${code}\n`);
