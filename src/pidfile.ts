@@ -8,8 +8,11 @@ import { pidExists } from './probe.js';
  * there would make a root daemon truncate the file it points to. It is
  * written as a new file beside the target and renamed over it (rename(2)
  * replaces a link, never what the link points to), and read with
- * O_NOFOLLOW. A pidfile naming a live pidstatd is that daemon's; any other
- * (a dead pid, a pid reused by another program, junk) is stale.
+ * O_NOFOLLOW. A pidfile is a running daemon's only when the file belongs to
+ * this daemon's user (or root) and names a live pidstatd of this same user;
+ * any other (a dead pid, a pid reused by another program, another user's
+ * process or file, junk) is stale: in /tmp any local user can write a file
+ * naming a process of their own, titled pidstatd (pidstatd(8), --pidfile).
  * @see https://man7.org/linux/man-pages/man2/open.2.html (O_NOFOLLOW, O_EXCL)
  */
 
@@ -22,6 +25,11 @@ const MAX_PIDFILE = 64;
  * not one positive decimal number.
  */
 export function readPidfile(file: string): number | undefined {
+  return readPidfileEntry(file)?.pid;
+}
+
+/** readPidfile(), with the user id that owns the file. */
+function readPidfileEntry(file: string): { pid: number; uid: number } | undefined {
   let fd: number;
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -29,11 +37,12 @@ export function readPidfile(file: string): number | undefined {
     return undefined;
   }
   try {
-    if (!fstatSync(fd).isFile()) return undefined;
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return undefined;
     const buffer = Buffer.alloc(MAX_PIDFILE + 1);
     const length = readSync(fd, buffer, 0, buffer.length, 0);
     const match = /^\s*([1-9][0-9]{0,9})\s*$/.exec(buffer.toString('latin1', 0, length));
-    return match ? Number(match[1]) : undefined;
+    return match ? { pid: Number(match[1]), uid: stat.uid } : undefined;
   } catch {
     return undefined;
   } finally {
@@ -59,12 +68,45 @@ function isPidstatd(pid: number): boolean {
   return [words[0], script].some((word) => word !== undefined && /^pidstatd(\.[cm]?js)?$/.test(basename(word)));
 }
 
-/** The pid of the live pidstatd (other than this process) that `file` names, if any. */
+/**
+ * Whether process `pid` runs as user `uid`: its real and effective user ids,
+ * the Uid line of /proc/<pid>/status (proc_pid_status(5)), not the owner of
+ * files under /proc/<pid>, which is root for any process that made itself
+ * non-dumpable (PR_SET_DUMPABLE, prctl(2)).
+ * When the line cannot be read (hidepid), kill(2)'s EPERM says the process
+ * is another user's; anything else counts as this user's, as an unreadable
+ * command line counts as pidstatd.
+ */
+function runsAs(pid: number, uid: number): boolean {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'latin1');
+  } catch {
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code !== 'EPERM';
+    }
+    return true;
+  }
+  const ids = /^Uid:\s+([0-9]+)\s+([0-9]+)/m.exec(status);
+  return ids === null || (Number(ids[1]) === uid && Number(ids[2]) === uid);
+}
+
+/**
+ * The pid of the live pidstatd (other than this process) that `file` names,
+ * if any: only a file of this daemon's user or root, naming a pidstatd that
+ * runs as this daemon's user, holds the start back (pidstatd(8), --pidfile).
+ */
 export function pidfileOwner(file: string): number | undefined {
-  const pid = readPidfile(file);
-  if (pid === undefined || pid === process.pid) return undefined;
+  const entry = readPidfileEntry(file);
+  if (entry === undefined || entry.pid === process.pid) return undefined;
+  const { pid, uid } = entry;
+  const user = process.geteuid?.() ?? 0;
+  // Another user's file in a shared directory proves nothing: anyone can write a pid there.
+  if (uid !== user && uid !== 0) return undefined;
   // undefined (cannot tell) counts as alive, as an unreadable command line does.
-  return pidExists(pid) !== false && isPidstatd(pid) ? pid : undefined;
+  return pidExists(pid) !== false && runsAs(pid, user) && isPidstatd(pid) ? pid : undefined;
 }
 
 /**
