@@ -321,3 +321,63 @@ describe('a detached daemon where there is no /dev/log', () => {
     assert.doesNotMatch(logged.stderr, /nowhere to log|log is lost/);
   });
 });
+
+describe('SIGUSR1 at pidstat and pidwatch from their start', () => {
+  /**
+   * Runs a bin through its first line, sending SIGUSR1 every millisecond to
+   * each of its processes (and theirs) that runs Node, from the moment Node's
+   * own handler is in place, until `ms` have passed. What it wrote on stderr
+   * and the listening TCP sockets seen.
+   */
+  async function storm(file: string, args: string[], ms: number): Promise<{ stderr: string; listening: string[]; hit: number }> {
+    const child = spawn(file, args, { env: binEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    const node = realpathSync(process.execPath);
+    const known = new Set<number>([child.pid!]);
+    const listening = new Set<string>();
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    const start = performance.now();
+    let hit = 0;
+    for (let round = 0; performance.now() - start < ms; round++) {
+      for (const pid of [...known]) for (const kid of childrenOf(pid)) known.add(kid);
+      for (const pid of known) {
+        let exe = '';
+        try {
+          exe = readlinkSync(`/proc/${pid}/exe`);
+        } catch {
+          continue;
+        }
+        if (exe !== node || !catches(pid, SIGUSR1)) continue;
+        signal(pid, 'SIGUSR1');
+        hit++;
+      }
+      if (round % 20 === 0) sampleListening(known, listening);
+      Atomics.wait(pause, 0, 0, 1);
+    }
+    sampleListening(known, listening);
+    for (const pid of known) signal(pid, 'SIGKILL');
+    await exited;
+    return { stderr, listening: [...listening], hit };
+  }
+
+  test('pidstat never opens the inspector', { timeout: 20_000 }, async (t) => {
+    const silent = await freePort();
+    const { stderr, listening, hit } = await storm(BIN.pidstat, ['--no-local', '--port', String(silent), '--tries', '1', '--timeout', '1500', `127.0.0.1:${process.pid}`], 800);
+    const failed = stderr.split('\n').filter((line) => /^Starting inspector on .* failed/.test(line)).length;
+    t.diagnostic(`${hit} SIGUSR1 sent, ${failed} inspector starts failed`);
+    assert.ok(failed > 0, `the storm reached Node before pidstat's first line: ${stderr.slice(0, 500)}`);
+    assert.deepEqual(listening, [], 'no listening TCP socket (Node\'s inspector)');
+    assert.doesNotMatch(stderr, /Debugger listening/);
+  });
+
+  test('pidwatch\'s launcher and its watcher never open the inspector', { timeout: 20_000 }, async (t) => {
+    const { stderr, listening, hit } = await storm(BIN.pidwatch, ['--pid', String(process.pid), '--interval', '100', 'sleep', '1'], 800);
+    const failed = stderr.split('\n').filter((line) => /^Starting inspector on .* failed/.test(line)).length;
+    t.diagnostic(`${hit} SIGUSR1 sent, ${failed} inspector starts failed`);
+    assert.ok(failed > 0, `the storm reached Node before pidwatch's first line: ${stderr.slice(0, 500)}`);
+    assert.deepEqual(listening, [], 'no listening TCP socket (Node\'s inspector)');
+    assert.doesNotMatch(stderr, /Debugger listening/);
+  });
+});
