@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { closeSync, fchmodSync, openSync, renameSync, unlinkSync, writeSync, constants } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { ServerStats } from './server.js';
@@ -72,20 +73,29 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
   ].join('');
 }
 
+/** Names tried for one write's temporary file before giving up: each is taken only if someone else made it first. */
+const TEMPORARY_TRIES = 10;
+
 /**
  * Replaces `file` with `text` at once: written to a temporary file beside it
- * (same file system, so rename is atomic; created anew, never through a
- * symbolic link), made readable by the exporter's user whatever the umask,
- * then renamed over it. Throws what fails.
+ * (same file system, so rename is atomic), made readable by the exporter's
+ * user whatever the umask, then renamed over it. Throws what fails.
+ * The directory may be one other users can write (pidstatd(8),
+ * --metrics-file): the temporary name ends in 64 random bits, so no one can
+ * make it first and block every write, and it is created with O_EXCL and
+ * O_NOFOLLOW, so nothing planted there is ever opened (open(2)).
  */
 export function replaceFile(file: string, text: string): void {
-  const temporary = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
-  try {
-    unlinkSync(temporary);
-  } catch {
-    // None left by an earlier run with this pid: the usual case.
+  let temporary = '';
+  let fd = -1;
+  for (let attempt = 1; fd < 0; attempt++) {
+    temporary = join(dirname(file), `.${basename(file)}.${randomBytes(8).toString('hex')}.tmp`);
+    try {
+      fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt === TEMPORARY_TRIES) throw err;
+    }
   }
-  const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   try {
     try {
       fchmodSync(fd, 0o644);

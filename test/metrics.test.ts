@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, watch } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
-import { ask, BIN, binEnv, exchange, freePort, run, sleep, startDaemon, waitFor, type Daemon } from './helpers.js';
+import { ask, BIN, binEnv, exchange, freePort, IS_ROOT, run, sleep, startDaemon, waitFor, type Daemon } from './helpers.js';
 import { pidIn, stopDetached } from './detached.js';
 
 /**
@@ -187,4 +187,44 @@ test('--metrics-file with no name is a usage error', async () => {
   const result = await run(process.execPath, [BIN.pidstatd, '--foreground', '--metrics-file', ''], { env: binEnv() });
   assert.equal(result.code, 64);
   assert.match(result.stderr, /^pidstatd: --metrics-file needs a file name\b.*\n$/);
+});
+
+/**
+ * The metrics file often lives in a directory other users may write. Its
+ * temporary name (pidstatd(8), --metrics-file) must not be one they can
+ * guess: a directory made at a guessable name would block every write.
+ */
+test('a directory planted at the name .FILE.PID.tmp (another user\'s, where run as root) does not stop the writes', async (t) => {
+  // As /tmp: world-writable and sticky, where nobody can reach it.
+  const dir = mkdtempSync(join(tmpdir(), 'pidstatd-metrics-shared-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o1777);
+  const file = join(dir, 'pidstatd.prom');
+  const daemon = await daemonWriting(t, file, 50);
+  const planted = join(dir, `.${basename(file)}.${daemon.pid}.tmp`);
+  const asNobody = IS_ROOT ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'] : [];
+  const made = spawnSync(asNobody[0] ?? 'mkdir', [...asNobody.slice(1), ...(IS_ROOT ? ['mkdir'] : []), planted], { encoding: 'utf8' });
+  assert.equal(made.status, 0, `mkdir ${planted}: ${made.stderr}`);
+  assert.ok(statSync(planted).isDirectory());
+  assert.equal(await ask(daemon.port, `PIDR ${process.pid} h 3`), `EXIS ${process.pid} 1 h`);
+  const text = () => readFileSync(file, 'utf8');
+  assert.ok(await waitFor(() => /^pidstatd_answered_total 1$/m.test(text()), 5000), `a write after the mkdir landed: ${text()}`);
+  assert.doesNotMatch(daemon.log(), /cannot write the metrics file/, daemon.log());
+  assert.equal(await daemon.stop(), 0);
+  assert.match(text(), /^pidstatd_up 0$/m, 'and the last one, at stop');
+});
+
+test('the temporary name is not fixed: each write picks a new random one', async (t) => {
+  const dir = mkdtempSync(join(scratch, 'names-'));
+  const file = join(dir, 'pidstatd.prom');
+  const names = new Set<string>();
+  const watcher = watch(dir, (_event, name) => {
+    if (name !== null && name !== basename(file)) names.add(String(name));
+  });
+  t.after(() => watcher.close());
+  const daemon = await daemonWriting(t, file, 20);
+  assert.ok(await waitFor(() => names.size >= 5, 5000), `temporary files seen: ${[...names].join(' ')}`);
+  await daemon.stop();
+  for (const name of names) assert.match(name, /^\.pidstatd\.prom\.[0-9a-f]{16}\.tmp$/, 'a dot file, 64 random bits, not *.prom');
+  assert.ok(![...names].some((name) => name.includes(`.${daemon.pid}.`)), 'no part of it is the pid');
 });
