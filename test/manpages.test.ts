@@ -136,9 +136,11 @@ for (const command of COMMANDS) {
   test(`${PAGES[command]}: documents no option that ${command} --help does not list`, async () => {
     const { options, booleans } = await help(command);
     for (const option of roffOptions(section(page(command), 'OPTIONS'))) {
-      // A boolean's negation, `--no-local`, or as Getopt::Long also spells it, `--nofork`.
+      // A boolean's negation, `--no-local`, or as Getopt::Long also spells it, `--nofork`;
+      // and --help lists one that is on by default as `--no-local` only: its `--nolocal` and `--local` are known too.
       const negated = /^--no-?(.+)$/.exec(option);
-      const known = options.has(option) || (negated !== null && booleans.has(`--${negated[1]}`));
+      const known = options.has(option) || (negated !== null && [`--${negated[1]}`, `--no-${negated[1]}`].some((name) => booleans.has(name))) ||
+        booleans.has(`--no-${option.slice(2)}`);
       assert.ok(known, `${option} is in the OPTIONS section of ${PAGES[command]} but not in ${command} --help`);
     }
   });

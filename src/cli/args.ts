@@ -21,6 +21,12 @@ export interface OptionSpec {
   /** May be given more than once; the values are collected. */
   array?: boolean;
   default?: boolean;
+  /**
+   * What `--no-NAME` does, for a boolean whose default is true: --help shows
+   * that spelling, the only one a user types, with this text.
+   * @default description
+   */
+  negatedDescription?: string;
 }
 
 export type OptionTable = Record<string, OptionSpec>;
@@ -319,7 +325,10 @@ async function explainWithYargs<O extends OptionTable>(
     .fail((msg, err) => {
       throw new CommandError(msg ?? err?.message ?? 'bad arguments', usageExitCode);
     });
+  const completing = argv[0] === COMPLETION || argv.includes(COMPLETION_QUESTION);
   for (const [name, option] of Object.entries({ ...COMMON, ...spec.options })) {
+    // A boolean that is on by default is only ever typed as --no-NAME: the help shows that, not `--NAME [default: true]`.
+    const negatable = option.type === 'boolean' && option.default === true;
     parser = parser.option(name, {
       type: option.type,
       description: option.description,
@@ -327,7 +336,10 @@ async function explainWithYargs<O extends OptionTable>(
       ...(option.array && { array: true }),
       ...(option.type === 'string' && { requiresArg: true }),
       ...(option.default !== undefined && { default: option.default }),
+      ...(negatable && !completing && { hidden: true }),
     });
+    // Shown only: yargs-parser reads --no-NAME as NAME false whatever is declared.
+    if (negatable) parser = parser.option(`no-${name}`, { type: 'boolean', description: option.negatedDescription ?? option.description });
   }
   const result = parser.parseSync();
   if (result['help']) {

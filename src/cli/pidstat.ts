@@ -37,7 +37,7 @@ export const SPEC = {
     tries: { type: 'string', description: 'Requests per target, the first included (default 5)' },
     silent: { type: 'boolean', alias: 's', description: 'Print nothing; only the exit status tells' },
     json: { type: 'boolean', description: 'Print one JSON array of {host, pid, state, tries, ms, start?, error?}' },
-    local: { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)' },
+    local: { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)', negatedDescription: 'Ask the daemon even about targets on this host (by default they are answered locally)' },
     debug: { type: 'boolean', description: 'Show each datagram sent and received, on stderr' },
     color: { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)' },
     warning: { type: 'string', alias: 'w', description: 'ping: WARNING (exit 1) when the answer takes longer than SECONDS' },

@@ -42,7 +42,7 @@ export const SPEC = {
     interval: { type: 'string', description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' },
     cd: { type: 'string', description: 'Run the command in DIR (missing, or not to be entered: exit 126, nothing run)' },
     foreground: { type: 'string', description: 'Run no command: leave a watcher that signals FGPID when PID dies; exit 0 at once' },
-    local: { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)' },
+    local: { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)', negatedDescription: 'Ask the daemon even when HOST is this host (by default PID is probed locally)' },
     debug: { type: 'boolean', description: 'Show the datagrams, on stderr' },
   },
 } as const satisfies CommandSpec<OptionTable>;
