@@ -4,8 +4,8 @@ import { chmodSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
-import { freePort, IS_ROOT, isRunning, runBin, startDaemon, waitFor } from './helpers.js';
-import { pidIn, python } from './detached.js';
+import { childrenOf, freePort, IS_ROOT, isRunning, run, runBin, startDaemon, waitFor } from './helpers.js';
+import { descendantsOf, pidIn, python, stopPids } from './detached.js';
 
 /**
  * A pidfile in a directory every user may write (pidstatd(8), --pidfile):
@@ -142,5 +142,34 @@ describe('a pidfile in a shared directory, started by root', () => {
     if (py === undefined) return;
     const fake = await startFake(t, py, 0);
     await startsAndTakesOver(t, plantPidfile(NOBODY, fake), fake);
+  });
+});
+
+describe('a pidfile in a shared directory, started by nobody under hidepid=2', () => {
+  test('nobody\'s file naming root\'s pidstatd, whose /proc entry nobody cannot read, is stale: kill()\'s EPERM says it is another user\'s', { timeout: 30_000 }, async (t) => {
+    const py = skipUnlessRoot(t);
+    if (py === undefined) return;
+    const mounted = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t proc -o hidepid=2 proc /proc'], { timeoutMs: 10_000 })
+      .catch((err: Error) => ({ code: -1, stderr: err.message }));
+    if (mounted.code !== 0) return t.skip(`cannot mount a /proc with hidepid=2 in a mount namespace of our own: ${mounted.stderr.trim()}`);
+    const fake = await startFake(t, py, 0);
+    const file = plantPidfile(NOBODY, fake);
+    // The daemon as nobody, in a mount namespace whose /proc hides root's processes from it.
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--pidfile', file], {}, (command, args) => [
+      'unshare',
+      ['--mount', '--propagation', 'private', '--fork', '--kill-child', 'sh', '-c',
+        'mount -t proc -o hidepid=2 proc /proc && exec setpriv "$@"', 'sh', ...AS_NOBODY.slice(1, -1), command, ...args],
+    ]);
+    t.after(async () => {
+      // setpriv's change of user clears the parent-death signal of --kill-child: the daemon is stopped by its own pid.
+      await stopPids(descendantsOf(daemon.pid));
+      await daemon.stop();
+    });
+    const inner = childrenOf(daemon.pid)[0];
+    assert.ok(inner !== undefined && await waitFor(() => pidIn(file) === inner, 2000), `the pidfile holds nobody's daemon ${inner}, not ${pidIn(file)}; its log: ${daemon.log()}`);
+    assert.ok(isRunning(fake), 'root\'s process is left alone');
+    const hidden = await run('nsenter', ['-t', String(inner), '-m', ...AS_NOBODY, 'sh', '-c', 'test -e "/proc/$1" && echo visible; kill -0 "$1" 2>&1', 'sh', String(fake)], { timeoutMs: 10_000 });
+    assert.doesNotMatch(hidden.stdout, /visible/, `/proc/${fake} must be hidden from nobody there, else nothing is tested`);
+    assert.match(hidden.stdout, /not permitted/i, 'and kill -0 says EPERM');
   });
 });
