@@ -69,6 +69,17 @@ describe('pidwatch --cd DIR enters exactly DIR', () => {
     assert.equal(result.stdout, `${join(here, '-')}\n`, describeRun(result));
   });
 
+  test('a DIR whose name ends in a newline, and / itself, are entered as named', async (t) => {
+    const sleeper = sleeperFor(t);
+    const here = freshDir('newline');
+    mkdirSync(join(here, 'nl\n'));
+    const result = await runPidwatch(['--cd', 'nl\n', '--pid', String(sleeper.pid), 'pwd'], { cwd: here });
+    assert.equal(result.code, 0, describeRun(result));
+    assert.equal(result.stdout, `${join(here, 'nl\n')}\n`, describeRun(result));
+    const root = await runPidwatch(['--cd', '/', '--pid', String(sleeper.pid), 'pwd'], { cwd: here });
+    assert.equal(root.stdout, '/\n', describeRun(root));
+  });
+
   test('a missing DIR: exit 126, one line naming it, and the command never runs', async (t) => {
     const sleeper = sleeperFor(t);
     const here = freshDir('missing');

@@ -166,7 +166,8 @@ export async function main(argv: string[]): Promise<number> {
     true,
   );
   if (args.debug) writeErr(`pidwatch: the command runs as pid ${root} (job marker ${marker}); watcher pid ${watcher}\n`);
-  // A slash after the directory: the script's $(...) cuts the newlines that end what it reads, and a name may end in one.
+  // A slash after the directory: the script's $(...) cuts the newlines that
+  // end what it reads, and a name may end in one (`cd -P //` is /).
   writeCode(`run ${skip} ${marker}${cd === undefined ? '' : `\n${cd}/`}`);
   return 0;
 }
