@@ -161,18 +161,37 @@ export function signalProcess(p: ProcessStat, signal: NodeJS.Signals | number): 
 /**
  * Signals every process of the job, then looks again and signals those that
  * were not there yet (a fork in flight when it looked), a few rounds until
- * nothing new shows up. Returns how many processes were signalled.
+ * nothing new shows up. Returns the processes the signal was sent to, each
+ * with the start token it had: a caller that must reach them again (SIGKILL
+ * at --kill-after) finds them by it even once they left the job, an orphan
+ * that cleared its environment, and never a process that got a pid of theirs.
  */
-export async function signalJob(job: JobSpec, signal: NodeJS.Signals, rounds = 5): Promise<number> {
+export async function signalJob(
+  job: JobSpec,
+  signal: NodeJS.Signals,
+  onFirstRound?: (sent: readonly ProcessStat[]) => void,
+  rounds = 5,
+): Promise<ProcessStat[]> {
   const done = new Set<string>();
+  const sent: ProcessStat[] = [];
   for (let round = 0; round < rounds; round++) {
     const fresh = findJob(job).filter((p) => !done.has(`${p.pid}/${p.start}`));
     if (fresh.length === 0 && round > 0) break;
     for (const p of fresh) {
       done.add(`${p.pid}/${p.start}`);
-      signalProcess(p, signal);
+      if (signalProcess(p, signal)) sent.push(p);
     }
+    // Told as soon as the job has the signal, not after the later rounds.
+    if (round === 0) onFirstRound?.(sent);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  return done.size;
+  return sent;
+}
+
+/** Those of `processes` that still run as the same process (their start token unchanged), not zombies. */
+export function stillRunning(processes: readonly ProcessStat[]): ProcessStat[] {
+  return processes.filter((p) => {
+    const now = readStat(p.pid);
+    return now !== undefined && now.start === p.start && now.state !== 'Z' && now.state !== 'X';
+  });
 }

@@ -6,7 +6,7 @@ import { localPidExists, pidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
 import { loadUdpBatch, type SocketIo } from './native.js';
 import { monotonicMs } from './time.js';
-import { findJob, readStat, signalJob, type JobSpec } from './tree.js';
+import { findJob, readStat, signalJob, signalProcess, stillRunning, type JobSpec, type ProcessStat } from './tree.js';
 
 /**
  * pidwatch's core: watch a pid, on this host or through a daemon, and when
@@ -254,7 +254,11 @@ export interface JobWatch {
   killer?: string;
   /** When the root ends first, send the signal to what it left behind (the job's leftovers); not for --foreground. */
   endLeftovers: boolean;
-  /** What pidwatch did, one line each, for stderr. */
+  /**
+   * What pidwatch did, one line each, for stderr. Called after the deed:
+   * a notice that cannot be written (a pipe nobody reads) never delays a
+   * signal (pidwatch(1)).
+   */
   onNotice(line: string): void;
 }
 
@@ -279,27 +283,29 @@ export async function watchJob(w: JobWatch): Promise<WatchEnd> {
     if (!w.endLeftovers) return 'root-ended';
     const left = findJob(w.job);
     if (left.length === 0) return 'root-ended';
-    w.onNotice(`the command ended and left ${count(left.length)}: sending ${w.signal}`);
-    await signalJob(w.job, w.signal);
-    await killAfter(w);
+    const sent = await signalJob(w.job, w.signal, () => w.onNotice(`the command ended and left ${count(left.length)}: sending ${w.signal}`));
+    await killAfter(w, sent);
     return 'root-ended';
   }
   const why = first.cause === 'dead'
     ? `pid ${w.watch.pid} on ${w.watch.host} is dead`
     : `no answer from ${w.watch.host} for ${Math.round(first.ms / 1000)} s (--dead-after): pid ${w.watch.pid} counts as dead`;
+  // The first round: what --kill-after must reach again, by pid and start token.
+  let round: ProcessStat[];
   if (w.killer !== undefined) {
+    round = findJob(w.job);
+    // Started before the notice is written (spawn runs at once).
+    const ran = runKiller(w.killer, [`-${name}`, String(w.job.root)]);
     w.onNotice(`${why}: running ${w.killer} -${name} ${w.job.root}`);
-    const failed = await runKiller(w.killer, [`-${name}`, String(w.job.root)]);
+    const failed = await ran;
     if (failed !== undefined) {
-      w.onNotice(`cannot run --killer ${w.killer}: ${failed}; sending ${w.signal} to the command instead`);
-      await signalJob(w.job, w.signal);
+      const notice = `cannot run --killer ${w.killer}: ${failed}; sending ${w.signal} to the command instead`;
+      round = round.concat(await signalJob(w.job, w.signal, () => w.onNotice(notice)));
     }
   } else {
-    const members = findJob(w.job);
-    w.onNotice(`${why}: sending ${w.signal} to the command (${count(members.length)})`);
-    await signalJob(w.job, w.signal);
+    round = await signalJob(w.job, w.signal, (sent) => w.onNotice(`${why}: sending ${w.signal} to the command (${count(sent.length)})`));
   }
-  await killAfter(w);
+  await killAfter(w, round);
   return 'pid-died';
 }
 
@@ -307,14 +313,23 @@ function count(n: number): string {
   return `${n} ${n === 1 ? 'process' : 'processes'}`;
 }
 
-/** --kill-after: SIGKILL to what of the job is still alive then. */
-async function killAfter(w: JobWatch): Promise<void> {
+/**
+ * --kill-after: SIGKILL to what of the job is still alive then, and to every
+ * process of the first round (`first`) that still runs as the same process:
+ * one that ignored the signal may have left the job since (orphaned when its
+ * parent died of the signal, its environment cleared), and no longer be
+ * found as part of it. A pid reused meanwhile has another start token and is
+ * never killed.
+ */
+async function killAfter(w: JobWatch, first: readonly ProcessStat[]): Promise<void> {
   if (w.killAfterMs === undefined) return;
   await delay(w.killAfterMs);
-  const alive = findJob(w.job);
-  if (alive.length === 0) return;
-  w.onNotice(`sending SIGKILL to ${count(alive.length)} of the command still alive after ${w.killAfterMs} ms (--kill-after)`);
-  await signalJob(w.job, 'SIGKILL');
+  // The remembered ones first, then the job as found now; the notice counts each process once.
+  const sent = new Set(stillRunning(first).filter((p) => signalProcess(p, 'SIGKILL')).map((p) => `${p.pid}/${p.start}`));
+  await signalJob(w.job, 'SIGKILL', (more) => {
+    for (const p of more) sent.add(`${p.pid}/${p.start}`);
+    if (sent.size > 0) w.onNotice(`sending SIGKILL to ${count(sent.size)} of the command still alive after ${w.killAfterMs} ms (--kill-after)`);
+  });
 }
 
 /** Runs the killer as argv (no shell) and waits for it; the reason it could not run, or undefined. */
