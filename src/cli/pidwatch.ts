@@ -5,6 +5,7 @@ import { randomHex64 } from '../cookie.js';
 import { CommandError } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
+import { closeInheritedDescriptors, openLineWriter } from '../descriptors.js';
 import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
@@ -256,18 +257,33 @@ async function watcher(text: string): Promise<number> {
   // Nothing here may end it but the job's end: these are not for it, and
   // SIGUSR1 must never open Node's inspector (start.ts guards it until now).
   for (const sig of ['SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGINT'] as const) process.on(sig, () => {});
+  // Whatever the caller left open (`z=$(pidwatch ... --foreground $$ 40>&1)`)
+  // would be held for as long as the job runs: closed, as the daemon does
+  // (pidwatch(1), The watcher). Node's own descriptors are close-on-exec.
+  closeInheritedDescriptors();
   delete process.env[WATCHER_ENV];
+  // stderr is the user's, shared with the command: a pipe nobody reads
+  // must never stop the watcher, so its lines are dropped (and counted,
+  // and the count told with the next line that gets through) rather than
+  // waited for (pidwatch(1), The watcher).
+  const stderr = openLineWriter(2);
+  let unsaid = 0;
+  const say = (line: string): void => {
+    const lost = unsaid === 0 ? '' : `pidwatch: ${unsaid} earlier ${unsaid === 1 ? 'line' : 'lines'} not written: stderr was full\n`;
+    // One write: a pipe takes it whole or not at all.
+    unsaid = stderr.write(`${lost}pidwatch: ${line}\n`) ? 0 : unsaid + 1;
+  };
   const config = JSON.parse(text) as WatcherConfig;
   const { watch, job } = config;
   const options: WatchOptions = {
     ...watch,
     onReach: (problem) => {
-      writeErr(problem === undefined
-        ? `pidwatch: ${watch.host} answers: pid ${watch.pid} is watched now\n`
-        : `pidwatch: cannot watch pid ${watch.pid} on ${watch.host}: ${problem}; trying again every ${watch.intervalMs} ms (the job is not protected meanwhile)\n`);
+      say(problem === undefined
+        ? `${watch.host} answers: pid ${watch.pid} is watched now`
+        : `cannot watch pid ${watch.pid} on ${watch.host}: ${problem}; trying again every ${watch.intervalMs} ms (the job is not protected meanwhile)`);
     },
   };
-  if (config.debug) options.onDebug = (line) => writeErr(`pidwatch: ${line}\n`);
+  if (config.debug) options.onDebug = say;
   // The launcher, our parent, hands the script its code and exits: only then
   // is the command on its way, and a signal to the job reaches the command
   // (or the script before its exec), never a launcher half way.
@@ -280,7 +296,7 @@ async function watcher(text: string): Promise<number> {
     ...(config.killAfterMs !== undefined && { killAfterMs: config.killAfterMs }),
     ...(config.killer !== undefined && { killer: config.killer }),
     endLeftovers: config.endLeftovers,
-    onNotice: (line) => writeErr(`pidwatch: ${line}\n`),
+    onNotice: say,
   });
   return 0;
 }
