@@ -78,7 +78,8 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
       await sleeper.stop();
       const exit = await exitWithin(job, 3000, 'after the watched pid died');
       assert.equal(exit.signal, 'SIGHUP', job.describe());
-      assert.match(job.stderr(), /^pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command \(\d+ processes\)$/m);
+      // The notice follows the signal (pidwatch(1)): it may come just after the command's exit.
+      assert.ok(await waitFor(() => /^pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command \(\d+ processes\)$/m.test(job.stderr()), 2000), job.describe());
       const goneOnes = killAfter ? FAMILY : FAMILY.filter((name) => name !== 'nohup');
       const gone = await waitFor(() => goneOnes.every((name) => !isRunning(family[name]!)), 200 + 2000 + (killAfter ? 1000 : 0));
       t.diagnostic(`gone ${Math.round(performance.now() - killedAt)} ms after the watched pid died`);
@@ -87,7 +88,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
         await sleep(1500);
         assert.ok(isRunning(family.nohup!), 'the process ignoring SIGHUP was killed without --kill-after');
       } else {
-        assert.match(job.stderr(), /sending SIGKILL to 1 process of the command still alive after 1000 ms/);
+        assert.ok(await waitFor(() => /sending SIGKILL to 1 process of the command still alive after 1000 ms/.test(job.stderr()), 2000), job.describe());
       }
       assert.ok(await waitFor(() => watchersOf(job.pid).length === 0, 2000), 'the watcher lives on');
     });
@@ -152,7 +153,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     const exit = await exitWithin(job, 3000, 'the command ends at once');
     assert.equal(exit.code, 0, job.describe());
     assert.ok(await waitFor(() => !isRunning(left), 2000), 'the leftover sleep still runs');
-    assert.match(job.stderr(), /the command ended and left 1 process: sending SIGHUP/);
+    assert.ok(await waitFor(() => /the command ended and left 1 process: sending SIGHUP/.test(job.stderr()), 2000), job.describe());
   });
 });
 
@@ -187,7 +188,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     t.diagnostic(`the job ended ${Math.round(ms)} ms into the run`);
     assert.ok(ms >= 1900, `the job ended after ${Math.round(ms)} ms of silence, before --dead-after 2s`);
     assert.equal(exit.signal, 'SIGHUP', job.describe());
-    assert.match(job.stderr(), /no answer from 127\.0\.0\.1 for 2 s \(--dead-after\): pid \d+ counts as dead: sending SIGHUP/);
+    assert.ok(await waitFor(() => /no answer from 127\.0\.0\.1 for 2 s \(--dead-after\): pid \d+ counts as dead: sending SIGHUP/.test(job.stderr()), 2000), job.describe());
     assert.ok(isRunning(sleeper.pid));
   });
 

@@ -117,6 +117,7 @@ describe('pidwatch in a terminal: the command is the shell\'s job', () => {
     await sleeper.stop();
     await term.expect(/^status:129$/m, 3000);
     assert.ok(!isRunning(job));
-    assert.match(term.screen(), /pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command/);
+    // The notice follows the signal (pidwatch(1)): it may reach the screen after the prompt's status line.
+    await term.expect(/pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command/, 2000);
   });
 });
