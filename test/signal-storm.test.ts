@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { INSPECT_PORT_OPTION } from '../src/inspector.js';
 import { ask, BIN, binEnv, childrenOf, freePort, isRunning, run, sleep, startDaemon, waitFor } from './helpers.js';
 import {
@@ -362,22 +362,30 @@ describe('SIGUSR1 at pidstat and pidwatch from their start', () => {
     return { stderr, listening: [...listening], hit };
   }
 
-  test('pidstat never opens the inspector', { timeout: 20_000 }, async (t) => {
-    const silent = await freePort();
-    const { stderr, listening, hit } = await storm(BIN.pidstat, ['--no-local', '--port', String(silent), '--tries', '1', '--timeout', '1500', `127.0.0.1:${process.pid}`], 800);
-    const failed = stderr.split('\n').filter((line) => /^Starting inspector on .* failed/.test(line)).length;
-    t.diagnostic(`${hit} SIGUSR1 sent, ${failed} inspector starts failed`);
-    assert.ok(failed > 0, `the storm reached Node before pidstat's first line: ${stderr.slice(0, 500)}`);
-    assert.deepEqual(listening, [], 'no listening TCP socket (Node\'s inspector)');
-    assert.doesNotMatch(stderr, /Debugger listening/);
+  /**
+   * Storms until a SIGUSR1 reached Node before the command's first line (Node
+   * then says its inspector failed to start), at most ATTEMPTS runs: on a
+   * loaded machine the poll may miss that short window once. Every run must
+   * open no inspector; at least one must have hit the window.
+   */
+  const ATTEMPTS = 8;
+  async function stormUntilHit(t: TestContext, what: string, file: string, args: () => Promise<string[]>): Promise<void> {
+    let failed = 0;
+    for (let attempt = 1; attempt <= ATTEMPTS && failed === 0; attempt++) {
+      const { stderr, listening, hit } = await storm(file, await args(), 800);
+      failed = stderr.split('\n').filter((line) => /^Starting inspector on .* failed/.test(line)).length;
+      t.diagnostic(`run ${attempt}: ${hit} SIGUSR1 sent, ${failed} inspector starts failed`);
+      assert.deepEqual(listening, [], 'no listening TCP socket (Node\'s inspector)');
+      assert.doesNotMatch(stderr, /Debugger listening/);
+    }
+    assert.ok(failed > 0, `in ${ATTEMPTS} runs the storm never reached Node before ${what}'s first line`);
+  }
+
+  test('pidstat never opens the inspector', { timeout: 60_000 }, async (t) => {
+    await stormUntilHit(t, 'pidstat', BIN.pidstat, async () => ['--no-local', '--port', String(await freePort()), '--tries', '1', '--timeout', '1500', `127.0.0.1:${process.pid}`]);
   });
 
-  test('pidwatch\'s launcher and its watcher never open the inspector', { timeout: 20_000 }, async (t) => {
-    const { stderr, listening, hit } = await storm(BIN.pidwatch, ['--pid', String(process.pid), '--interval', '100', 'sleep', '1'], 800);
-    const failed = stderr.split('\n').filter((line) => /^Starting inspector on .* failed/.test(line)).length;
-    t.diagnostic(`${hit} SIGUSR1 sent, ${failed} inspector starts failed`);
-    assert.ok(failed > 0, `the storm reached Node before pidwatch's first line: ${stderr.slice(0, 500)}`);
-    assert.deepEqual(listening, [], 'no listening TCP socket (Node\'s inspector)');
-    assert.doesNotMatch(stderr, /Debugger listening/);
+  test('pidwatch\'s launcher and its watcher never open the inspector', { timeout: 60_000 }, async (t) => {
+    await stormUntilHit(t, 'pidwatch', BIN.pidwatch, async () => ['--pid', String(process.pid), '--interval', '100', 'sleep', '1']);
   });
 });
