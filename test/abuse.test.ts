@@ -6,7 +6,7 @@ import { kernelDrops, ownHostOf, readToken, stopCounters } from './fuzzer.js';
 import { deadPid, hasIPv6Loopback, sleep, startDaemon, startSleeper, waitFor, type Daemon } from './helpers.js';
 
 /**
- * Abuse of pidstatd (CONTRACT sections 1 and 3): a flooding source must not
+ * Abuse of pidstatd (doc/protocol.md, pidstatd(8)): a flooding source must not
  * starve another (--rate, a token bucket per source address), --rate 0 is no
  * limit, replies give a forger no amplification, and --allow picks clients by
  * address family and prefix on a dual-stack socket. Real bins, loopback only

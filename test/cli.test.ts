@@ -17,7 +17,7 @@ import {
 } from './helpers.js';
 
 /**
- * Black-box tests of the `pidstat` command (CONTRACT section 2): the built bin
+ * Black-box tests of the `pidstat` command (pidstat(1)): the built bin
  * is run as a user would run it, against daemons started on ephemeral ports
  * on loopback addresses, and judged by its stdout, stderr, exit status and
  * timing.
@@ -166,7 +166,7 @@ describe('pidstat usage errors exit 64 with one line on stderr', () => {
   });
 
   test('the ::1:5 error hints at the bracket form [::1]:PID', async () => {
-    // CONTRACT section 2: an IPv6 target is written `[::1]:PID`; a user who
+    // pidstat(1): an IPv6 target is written `[::1]:PID`; a user who
     // wrote `::1:5` meant pid 5 on ::1 and should be told how to write it.
     const r = await runBin('pidstat', ['--port', String(nobody), '::1:5']);
     assert.equal(r.code, 64, describeRun(r));
@@ -370,7 +370,7 @@ describe('pidstat through a daemon on 127.0.0.1 (--no-local)', () => {
     const r = await runBin('pidstat', ['--no-local', '--port', port, '--debug', `127.0.0.1:${live}`]);
     assert.equal(r.code, 0, describeRun(r));
     assert.equal(r.stdout, `127.0.0.1:${live} exists\n`);
-    // CONTRACT section 2: pidstat asks with flags 15; section 1: the host field carries a cookie, echoed.
+    // pidstat(1): pidstat asks with flags 15; doc/protocol.md: the host field carries a cookie, echoed.
     const cookie = new RegExp(`PIDR ${live} 127\\.0\\.0\\.1/([0-9a-f]{16}) 15\\b`).exec(r.stderr)?.[1];
     assert.ok(cookie !== undefined, r.stderr);
     assert.match(r.stderr, new RegExp(`EXIS ${live} 1 127\\.0\\.0\\.1/${cookie}`), r.stderr);
@@ -387,7 +387,7 @@ describe('pidstat through a daemon on 127.0.0.1 (--no-local)', () => {
   });
 
   test('ping with a usage error after --port still exits 3', async () => {
-    // CONTRACT section 2: ping reports its own usage errors with exit 3.
+    // pidstat(1), ping: it reports its own usage errors with exit 3.
     const r = await runBin('pidstat', ['--port', port, 'ping', '--bogus']);
     assert.equal(r.code, 3, describeRun(r));
     assert.match(r.stdout + r.stderr, /bogus/);

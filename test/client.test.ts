@@ -7,7 +7,7 @@ import { startServer, type Server } from '../src/server.js';
 import { deadPid, freePort, sleep, startSleeper } from './helpers.js';
 
 /**
- * The client of CONTRACT section 2 against real sockets on loopback: a real
+ * The client of pidstat(1) against real sockets on loopback: a real
  * server, a port with nothing behind it, a port that never answers, a relay
  * that loses datagrams and a responder that answers late and out of order.
  */

@@ -8,7 +8,7 @@ import { ask, BIN, binEnv, freePort, runBin, sleep } from './helpers.js';
 import { pidIn, stopDetached } from './detached.js';
 
 /**
- * What a daemon must survive or refuse (CONTRACT section 3): a caller's
+ * What a daemon must survive or refuse (pidstatd(8)): a caller's
  * descriptor it must not keep (a pipe on fd 40), a stderr it cannot write
  * (/dev/full), and an --allow list with no range in it. Every daemon started
  * here is stopped here by its pid.

@@ -25,7 +25,7 @@ import {
 } from './helpers.js';
 
 /**
- * pidstatd's life as a process (CONTRACT section 3): detaching with a
+ * pidstatd's life as a process (pidstatd(8)): detaching with a
  * readiness handshake, refusing a busy port, the supervisor restarting its
  * server, stopping on signals, --debug, the command line, socket activation,
  * the non-root warning and the `unknown` answer. Real processes and real UDP

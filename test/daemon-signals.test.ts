@@ -9,7 +9,7 @@ import { commandRuns } from './jobs.js';
 import { descendantsOf, listeningTcp, pidIn, pidsWithArgs, runningChildrenOf, signal, stopDetached } from './detached.js';
 
 /**
- * Signals to pidstatd and pidwatch (CONTRACT sections 3 and 4): SIGUSR1
+ * Signals to pidstatd and pidwatch (pidstatd(8), pidwatch(1)): SIGUSR1
  * logs the daemon's counters and never opens Node's inspector, SIGHUP never
  * stops the daemon, SIGTERM stops a supervisor for good even while it waits
  * to restart its server, and pidwatch passes SIGUSR1 and SIGUSR2 on to its

@@ -6,7 +6,7 @@ import { startServer, type Server } from '../src/server.js';
 import { ask, deadPid, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, startSleeper, waitFor, type Daemon } from './helpers.js';
 
 /**
- * The daemon's side of CONTRACT section 1 over real UDP: the built pidstatd
+ * The daemon's side of doc/protocol.md over real UDP: the built pidstatd
  * in the foreground on an ephemeral port, asked with raw datagrams.
  */
 

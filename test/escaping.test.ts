@@ -5,7 +5,7 @@ import { exchange, hasIPv6Loopback, runBin, startDaemon, startSleeper, waitFor }
 
 /**
  * What --debug shows cannot drive the user's terminal: every byte of a
- * datagram outside printable ASCII is written \xNN (CONTRACT section 2). Also
+ * datagram outside printable ASCII is written \xNN (pidstat(1)). Also
  * the host words the cookie and `ping` must read right: `ping '[::1]'`, and a
  * host too long to carry a cookie refused as a usage error.
  */

@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import { IS_ROOT, sleep, startDaemon } from './helpers.js';
 
 /**
- * A flood from a million forged source addresses (CONTRACT section 3,
+ * A flood from a million forged source addresses (pidstatd(8),
  * --rate): the daemon's memory stays bounded whatever the number of sources,
  * and a polite client is still answered at once. The flood is crafted on a
  * raw socket (root only) by a small C program compiled here. Every flood

@@ -8,8 +8,8 @@ import { createHostPair, inNetns, netnsUnavailable, type HostPair } from './netn
 import { startPerlDaemon, type PerlDaemon } from './perl-daemon.js';
 
 /**
- * Answers cannot be forged by whoever cannot read the requests (CONTRACT
- * section 1, the cookie). A forger who knows the watched pid and the host word
+ * Answers cannot be forged by whoever cannot read the requests (doc/protocol.md,
+ * The cookie). A forger who knows the watched pid and the host word
  * sprays `EXIS <pid> 0|1 <host>` at the client, while the true answer is slow
  * to come (a daemon that answers after 1.5 s or more, or never): pidstat must
  * still print the true state, or no_reply, never the forged one; pidwatch must

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { ROOT, runBin, type BIN, type RunResult } from './helpers.js';
 
 /**
- * Output that cannot be written (CONTRACT section 2): with stdout on
+ * Output that cannot be written (pidstat(1)): with stdout on
  * /dev/full, where every write fails with ENOSPC, each command ends with one
  * line on stderr, no stack trace and no path of the tree it was built in,
  * and exit 74 (sysexits' EX_IOERR), which no answer of pidstat (0, 1, 2),

@@ -24,7 +24,7 @@ import {
 import { ask, deadPid, freePort, isRunning, runBin, sleep, startDaemon, startSleeper, waitFor, type Daemon } from './helpers.js';
 
 /**
- * The daemon against a datagram fuzzer (CONTRACT sections 1 and 3): random
+ * The daemon against a datagram fuzzer (doc/protocol.md, pidstatd(8)): random
  * bytes, valid requests with one field or some bytes changed, huge, empty
  * and NUL-laden datagrams, sent to the real bin in closed-loop batches that
  * each end with a valid request whose reply is awaited. Every datagram is
@@ -193,7 +193,7 @@ describe('the detached daemon (supervisor and server) under 20 000 fuzzed datagr
 
 /**
  * The disagreements the fuzzer finds between the daemon and the contract,
- * each as its smallest datagram. CONTRACT section 1: flags are "a bit set
+ * each as its smallest datagram. pidstatd(8), PROTOCOL: flags are "a bit set
  * ... Missing, not a number, or 0 means 3"; a start that "is not a decimal
  * number is ignored", and one that "differs from the live process's token"
  * means dead.

@@ -10,7 +10,7 @@ export { childrenOf };
  *
  * Three parts, all independent of src/:
  *
- * - `checkRequest`, a small checker of CONTRACT.md section 1 (with the man
+ * - `checkRequest`, a small checker of doc/protocol.md (with the man
  *   page's "What is refused" list, which defines "oversized" as over 1024
  *   bytes and refuses pids with leading zeros), read literally:
  *     - only the first line (up to the first \n) counts; fields are separated

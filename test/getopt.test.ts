@@ -13,7 +13,7 @@ import { ask, deadPid, freePort, runBin, startDaemon, startSleeper, type RunResu
 
 /**
  * Command lines written for IPC::Locker's tools, which read them with Perl's
- * Getopt::Long (CONTRACT section 4): one-dash long options (`-pid 12`), the
+ * Getopt::Long (pidwatch(1), OPTIONS): one-dash long options (`-pid 12`), the
  * negated `--nofork`/`--no-fork`, any case, unique abbreviations. First the
  * rewriting itself, one line a case, then the real bins.
  */

@@ -9,7 +9,7 @@ import { HAND_OVER_AS_LISTEN_FD } from './detached.js';
 import { createHostPair, inNetns, netnsUnavailable, runIn, type HostPair } from './netns.js';
 
 /**
- * The daemon's datagram path against misuse (CONTRACT sections 1 and 3): no
+ * The daemon's datagram path against misuse (doc/protocol.md, pidstatd(8)): no
  * reply aimed at a service port, nor to a request sent to a broadcast or
  * multicast address; --allow matching clients of its own family on a
  * dual-stack socket; `--bind ::` dual-stack; replies the kernel refuses

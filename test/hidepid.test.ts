@@ -7,7 +7,7 @@ import { BIN, IS_ROOT, ROOT, ask, binCommand, binEnv, childrenOf, deadPid, run, 
 import { watchersOf } from './jobs.js';
 
 /**
- * EPERM means exists (CONTRACT section 1), where /proc cannot tell: in a
+ * EPERM means exists (doc/protocol.md), where /proc cannot tell: in a
  * mount namespace of the test's own whose /proc is mounted with hidepid=2,
  * nobody sees no /proc/<pid> of root's, and kill(pid, 0) says EPERM. A
  * daemon run there as nobody, pidstat's local probe and pidwatch, as nobody

@@ -26,7 +26,7 @@ import { startPerlDaemon } from './perl-daemon.js';
 import { loadUdpBatch } from '../src/native.js';
 
 /**
- * Keys (CONTRACT section 6): with `--key-file` (or PIDSTAT_KEY_FILE) requests
+ * Keys (doc/protocol.md, Keys): with `--key-file` (or PIDSTAT_KEY_FILE) requests
  * and replies are authenticated, and only a holder of the key is answered or
  * believed. The layout, which pidstatd(8) documents and which these tests pin:
  *

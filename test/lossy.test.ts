@@ -8,7 +8,7 @@ import { createHostPair, inNetns, netnsUnavailable, pidInUse, runBinIn, spawnInP
 import { startRelay, type Relay, type RelayEntry } from './relay.js';
 
 /**
- * Loss and delay for real (CONTRACT sections 2 and 4). Network namespaces A
+ * Loss and delay for real (pidstat(1), pidwatch(1)). Network namespaces A
  * and B joined by veth; in B, its own PID namespace with 100 sleepers and the
  * daemon; in A, a user-space relay (test/relay.ts: this kernel has no netem)
  * listening on A's address, forwarding to B's daemon and relaying the replies

@@ -8,7 +8,7 @@ import { ask, BIN, binEnv, exchange, freePort, IS_ROOT, run, sleep, startDaemon,
 import { pidIn, stopDetached } from './detached.js';
 
 /**
- * --metrics-file (CONTRACT section 3): the counters in the Prometheus text
+ * --metrics-file (pidstatd(8)): the counters in the Prometheus text
  * format for node_exporter's textfile collector, written every 15 s (here
  * much faster, through the suite's own interval) and at stop, replaced
  * atomically so that a reader never sees half a file.

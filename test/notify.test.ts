@@ -9,7 +9,7 @@ import { loadUdpBatch } from '../src/native.js';
 import { watchdogIntervalMs } from '../src/notify.js';
 
 /**
- * systemd's notification protocol (CONTRACT section 3): with NOTIFY_SOCKET
+ * systemd's notification protocol (pidstatd(8)): with NOTIFY_SOCKET
  * set, pidstatd says READY=1 once it answers, STATUS= with its counters every
  * few seconds, WATCHDOG=1 at half of WATCHDOG_USEC and STOPPING=1 as it
  * stops. The socket is one of the test's own (a python3 receiver: Node has no

@@ -8,7 +8,7 @@ import { ask, deadPid, freePort, IS_ROOT, isRunning, runBin, startDaemon, startS
 import { pidIn, stopDetached } from './detached.js';
 
 /**
- * pidstatd's --pidfile (CONTRACT section 3): made absolute before detaching,
+ * pidstatd's --pidfile (pidstatd(8)): made absolute before detaching,
  * never written through a symbolic link, refused while it names a live
  * pidstatd, replaced when stale, and removed at stop only if it still holds
  * the daemon's pid. Every daemon started here is stopped here by its pid.

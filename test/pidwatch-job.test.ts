@@ -11,7 +11,7 @@ import { listeningTcp } from './detached.js';
 import { runScriptInPidNamespace } from './netns.js';
 
 /**
- * pidwatch trusted with a job (CONTRACT section 4): the whole job ends when
+ * pidwatch trusted with a job (pidwatch(1)): the whole job ends when
  * the watched pid dies (setsid, double fork, new process group, a cleared
  * environment), --kill-after for what ignores the signal, a calling script
  * is never touched, --dead-after, kill -9 of pidwatch, --foreground's

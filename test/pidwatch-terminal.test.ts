@@ -6,7 +6,7 @@ import { BIN, binEnv, isRunning, startSleeper, waitFor } from './helpers.js';
 import { commandRuns, descendants, killAll, watchersOf } from './jobs.js';
 
 /**
- * pidwatch in a terminal (CONTRACT section 4): run from an interactive shell
+ * pidwatch in a terminal (pidwatch(1)): run from an interactive shell
  * in a pseudo-terminal of the test's own (a tmux server on a socket of its
  * own), the command is the shell's job as if pidwatch were not there: it
  * reads the terminal and /dev/tty, Ctrl-Z stops it, fg resumes it, Ctrl-C

@@ -9,7 +9,7 @@ import { commandRuns, descendants, pidnsUnavailable, exitWithin as exitWithinJob
 import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, runScriptInPidNamespace, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
 /**
- * pidwatch (CONTRACT section 4), with real processes: exit status pass-through,
+ * pidwatch (pidwatch(1)), with real processes: exit status pass-through,
  * death of the watched pid (locally, through a daemon on loopback, between two
  * network namespaces, and across pid reuse in a PID namespace of our own),
  * signals, --killer, --foreground, --cd and usage errors. Every process a test

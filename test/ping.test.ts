@@ -4,7 +4,7 @@ import { freePort, runBin, startDaemon, type Daemon, type RunResult } from './he
 import { startRelay, type Relay } from './relay.js';
 
 /**
- * `pidstat ping` as a monitoring plugin (CONTRACT section 2, the Monitoring
+ * `pidstat ping` as a monitoring plugin (pidstat(1), ping; the Monitoring
  * Plugins guidelines): one line on stdout with performance data, the status
  * as the exit code, thresholds against a daemon the test slows down with a
  * relay that delays each datagram, and its usage errors as UNKNOWN on stdout.

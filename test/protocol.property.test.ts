@@ -13,7 +13,7 @@ import {
 } from '../src/protocol.js';
 
 /**
- * Properties of the codec (CONTRACT section 1) over generated inputs:
+ * Properties of the codec (doc/protocol.md) over generated inputs:
  * round trips for every valid message, no throw but ProtocolError on any
  * bytes, and every refused kind of input stays refused.
  */

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { halfSipHash13, RateLimiter } from '../src/ratelimit.js';
 
 /**
- * The --rate limiter (CONTRACT section 3) on a clock of the test's own: a
+ * The --rate limiter (pidstatd(8)) on a clock of the test's own: a
  * token bucket per source, `rate` a second in bursts of `rate`, in fixed
  * memory whatever the number of sources.
  */

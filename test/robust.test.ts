@@ -8,7 +8,7 @@ import { BIN, IS_ROOT, binEnv, deadPid, expectedExit, freePort, run, runBin, sta
 import { createHostPair, inNetns, netnsUnavailable, pidInUse, runIn, type HostPair, type NetnsHost } from './netns.js';
 
 /**
- * Robustness of the client and the daemon (CONTRACT sections 1 to 3): ICMP
+ * Robustness of the client and the daemon (doc/protocol.md, pidstat(1), pidstatd(8)): ICMP
  * "port unreachable" ends tries at once; replies are matched by pid and host;
  * a name with several addresses; 100 000 targets in one call; 3000 hosts
  * under `ulimit -n 256`; a closed stdout (SIGPIPE); a daemon asked about pids
@@ -489,7 +489,7 @@ describe('a daemon that cannot read /proc/<pid> (run as nobody, /proc mounted wi
         assert.equal(answers.sleeperWithToken, `EXIS ${sleeper} 1 h`);
         assert.equal(answers.init, 'EXIS 1 1 h');
       } else {
-        // /proc/<pid> is hidden, but kill() says EPERM, which only a live process gives: exists (CONTRACT section 1).
+        // /proc/<pid> is hidden, but kill() says EPERM, which only a live process gives: exists (doc/protocol.md, EXIS and UNKN).
         assert.equal(answers.sleeper, `EXIS ${sleeper} 1 h`, 'a live root process hidden by hidepid=2 must be answered as existing (kill() said EPERM)');
         assert.equal(answers.init, 'EXIS 1 1 h');
       }

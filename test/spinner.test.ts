@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import { BIN, binEnv, modulesLoadedBy, run, runBin } from './helpers.js';
 
 /**
- * The spinner (CONTRACT section 2): on a terminal's stderr while answers are
+ * The spinner (pidstat(1)): on a terminal's stderr while answers are
  * awaited for over ~200 ms, saying how many are missing and which try this
  * is; never in pipes or files. A silent port keeps pidstat waiting.
  */

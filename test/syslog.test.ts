@@ -20,7 +20,7 @@ import {
 } from './detached.js';
 
 /**
- * A detached pidstatd logs to syslog (CONTRACT section 3): facility daemon,
+ * A detached pidstatd logs to syslog (pidstatd(8)): facility daemon,
  * tag pidstatd, `<PRI>pidstatd[PID]: message` datagrams to /dev/log. Here
  * /dev/log is a socket of the test's own, bound over it in a private mount
  * namespace the daemon is started in. Through it, the supervisor's log of a
