@@ -6,6 +6,8 @@
 export { PidStatClient, DEFAULT_TIMEOUT_MS, DEFAULT_TRIES } from './client.js';
 export type { ClientOptions, Result, Target } from './client.js';
 export { localPidExists, readStartToken } from './probe.js';
+export { deaths, deathSignal, waitForExit, PidEndedError, DEFAULT_INTERVAL_MS } from './wait.js';
+export type { PidEnd, WaitOptions, WaitTarget } from './wait.js';
 export { KeyFileError } from './keys.js';
 export { startServer, DEFAULT_RATE } from './server.js';
 export type { Server, ServerOptions, ServerStats } from './server.js';

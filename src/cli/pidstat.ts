@@ -3,6 +3,7 @@ import { CommandError, ExitCode, isUsageExit } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
+import type { WaitOptions } from '../wait.js';
 import { parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
@@ -16,6 +17,7 @@ const USAGE = `Usage:
   $0 [options] PID ...              (on --host, default localhost)
   $0 [options] exists TARGET ...    (the same, in IPC::Locker's spelling)
   $0 [options] ping [HOST]          (is the daemon on HOST answering?)
+  $0 wait [-t SECONDS] [--any] TARGET ...   (until they die; see $0 wait --help)
 
 Asks the pidstatd daemon on each HOST whether each PID exists, and prints
 one line per target: HOST:PID exists|dead|unknown|no_reply.`;
@@ -47,6 +49,41 @@ export const SPEC = {
 
 const VALUE_OPTIONS = valueOptions(SPEC);
 
+const WAIT_USAGE = `Usage:
+  $0 wait [-t SECONDS] [--any] [options] TARGET ...
+
+Returns when every target has died, or the first with --any, and prints
+HOST:PID dead for each death as it happens. TARGETs are written as for
+pidstat: HOST:PID, HOST PID ..., or a PID on --host (default localhost).`;
+
+const WAIT_EPILOG = `Exit status: 0 the targets died; 124 -t ran out first; 2 a host did not
+answer for longer than --dead-after; 64 usage error. Without --dead-after,
+a host that does not answer is waited for.`;
+
+/** `pidstat wait` (pidstat(1), WAIT): its own options, as pwait's and waitpid's. */
+export const WAIT_SPEC = {
+  name: 'pidstat',
+  usage: WAIT_USAGE,
+  epilog: WAIT_EPILOG,
+  options: {
+    timeout: { type: 'string', alias: 't', description: 'Give up after this long (exit 124): seconds, or 500ms, 10m, 2h (default: never)' },
+    any: { type: 'boolean', description: 'Return when the first target dies, not all of them' },
+    'dead-after': { type: 'string', description: 'Silence from a host this long ends the wait with exit 2: 90s, 10m (default: never)' },
+    interval: { type: 'string', description: 'Time between two questions to a host: ms, or 500ms, 2s (default 1000)' },
+    host: SPEC.options.host,
+    port: portOption(),
+    'key-file': keyFileOption(),
+    silent: { type: 'boolean', alias: 's', description: 'Print nothing; only the exit status tells' },
+    json: { type: 'boolean', description: 'Print each death as one JSON line {host, pid, state, ms} as it happens' },
+    local: SPEC.options.local,
+    debug: SPEC.options.debug,
+    color: SPEC.options.color,
+  },
+} as const satisfies CommandSpec<OptionTable>;
+
+/** Exit status of `pidstat wait` when -t runs out, as timeout(1) and FreeBSD's pwait(1). */
+export const EXIT_TIMED_OUT = 124;
+
 /** The first word that is neither an option nor an option's value, before argv is parsed. */
 function firstWord(argv: readonly string[]): string | undefined {
   const words = respellGetopt(SPEC, argv, { lenient: true });
@@ -74,7 +111,9 @@ function toJson(r: Result): Record<string, unknown> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (firstWord(argv) === 'ping') return checkDaemon(argv);
+  const first = firstWord(argv);
+  if (first === 'ping') return checkDaemon(argv);
+  if (first === 'wait') return waitForTargets(argv);
   const args = await parseArgs(SPEC, argv, ExitCode.USAGE);
   if (args === undefined) return 0;
   if (args.warning !== undefined || args.critical !== undefined) {
@@ -118,8 +157,73 @@ function clientOptions(args: Values<typeof SPEC.options>, local: boolean): Clien
   return options;
 }
 
-function outputFor(args: Values<typeof SPEC.options>): Promise<Output> {
+function outputFor(args: { color?: boolean; silent?: boolean }): Promise<Output> {
   return Output.create({ color: colorLevel(args.color, isTerminal(1), process.env), silent: args.silent === true });
+}
+
+/**
+ * `pidstat wait`: watches every target at once (wait.ts, through pidwatch's
+ * way of learning a death) and prints each death as it is learned. Silence
+ * never ends it with 0: it is waited for, or with --dead-after ends it with 2.
+ */
+async function waitForTargets(argv: string[]): Promise<number> {
+  const args = await parseArgs(WAIT_SPEC, argv, ExitCode.USAGE);
+  if (args === undefined) return 0;
+  const targets = parseTargets(args.words.slice(1), args.host ?? 'localhost');
+  const limitMs = args.timeout === undefined ? undefined : parseSeconds(args.timeout, '-t');
+  const { deaths, DEFAULT_INTERVAL_MS } = await import('../wait.js');
+  const opts: WaitOptions = {
+    port: portFrom(args.port, process.env) ?? defaultPort(),
+    intervalMs: args.interval === undefined ? DEFAULT_INTERVAL_MS : parseDuration(args.interval, '--interval'),
+    local: args.local === true,
+  };
+  if (args['dead-after'] !== undefined) opts.deadAfterMs = parseDuration(args['dead-after'], '--dead-after');
+  const keyFile = keyFileFrom(args['key-file'], process.env);
+  if (keyFile !== undefined) opts.keyFile = keyFile;
+  if (args.debug) opts.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
+  const io = ioFrom(process.env);
+  if (io !== undefined) opts.io = io;
+  const output = await outputFor(args);
+  // Said once per host: the user must know the wait may last for that reason.
+  const warned = new Set<string>();
+  opts.onReach = (target, problem) => {
+    if (problem === undefined || warned.has(target.host)) return;
+    warned.add(target.host);
+    const until = opts.deadAfterMs === undefined ? 'still waiting' : `giving up after ${opts.deadAfterMs / 1000} s of silence (--dead-after)`;
+    output.warn(`pidstat: ${target.host} is not answering (${problem}): ${until}`);
+  };
+  const timer = new AbortController();
+  opts.signal = timer.signal;
+  const deadline = limitMs === undefined ? undefined : setTimeout(() => timer.abort(), limitMs);
+  try {
+    for await (const end of deaths(targets, opts)) {
+      if (end.state === 'silent') {
+        output.warn(`pidstat: ${joinHostPort(end.host, end.pid)}: no answer from ${end.host} for ${opts.deadAfterMs! / 1000} s (--dead-after): giving up`);
+        return ExitCode.NO_ANSWER;
+      }
+      if (args.json) output.line(JSON.stringify({ host: end.host, pid: end.pid, state: end.state, ms: Math.round(end.ms * 10) / 10 }));
+      else output.results([{ host: end.host, pid: end.pid, state: end.state, tries: 0, ms: end.ms }]);
+      if (args.any) break;
+    }
+    return ExitCode.EXISTS;
+  } catch (err) {
+    if (timer.signal.aborted && err === timer.signal.reason) return EXIT_TIMED_OUT;
+    throw err;
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+const SECOND_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A time in ms from seconds (`30`, `1.5`) or with a unit (`500ms`, `10m`, `2h`, `1d`), as pwait's -t. */
+function parseSeconds(text: string, what: string): number {
+  const match = /^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)?$/.exec(text);
+  const ms = match ? Number(match[1]) * SECOND_UNITS[match[2] ?? 's']! : NaN;
+  if (!(ms > 0) || ms > 2_147_483_647) {
+    throw new CommandError(`${what} must be a time of more than 0 and at most 24 days, like 30 (seconds), 1.5, 500ms or 10m, not '${text}'`);
+  }
+  return Math.max(1, Math.round(ms));
 }
 
 /** What a monitoring system shows of the check. */
