@@ -164,7 +164,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
       'bin/pidstat.cjs', 'bin/pidstatd.cjs', 'bin/pidwatch', 'bin/pidwatch.cjs',
       'dist/bundle/pidstat.cjs', 'dist/bundle/pidstatd.cjs', 'dist/bundle/pidwatch.cjs',
       'dist/src/index.js', 'dist/src/index.d.ts',
-      'man/pidstat.1', 'man/pidwatch.1', 'man/pidstatd.8',
+      'man/pidstat.1', 'man/pidwatch.1', 'man/pidstatd.8', 'doc/protocol.md',
       'contrib/systemd/pidstatd.service', 'contrib/systemd/pidstatd.socket',
       'dist/bundle/start.cjs',
       'native/udpbatch.c', 'scripts/build-native.mjs', 'scripts/code-cache.mjs',
@@ -172,7 +172,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     ];
     for (const file of expected) assert.ok(files.includes(file), `${file} is missing from the tarball`);
     for (const file of files) {
-      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|contrib\/|native\/udpbatch\.c$|prebuilds\/linux-(x64|arm64)\/udpbatch\.node$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
+      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|doc\/|contrib\/|native\/udpbatch\.c$|prebuilds\/linux-(x64|arm64)\/udpbatch\.node$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
       assert.doesNotMatch(file, /(^|\/)test(s)?\/|\.test\.|\.spec\./, `${file}: tests do not belong in the tarball`);
       assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
       assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
