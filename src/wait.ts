@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { SocketIo } from './native.js';
 import { readKeyFile } from './keys.js';
 import { monotonicMs } from './time.js';
@@ -85,6 +86,8 @@ export async function* deaths(targets: readonly WaitTarget[], opts: WaitOptions 
   outer?.throwIfAborted();
   const unique = [...new Map(targets.map((t) => [`${t.pid} ${t.host}`, { host: t.host, pid: t.pid }])).values()];
   const stop = new AbortController();
+  // Each target's watch listens to it: thousands are no leak.
+  setMaxListeners(0, stop.signal);
   const onAbort = () => stop.abort();
   outer?.addEventListener('abort', onAbort);
   const began = monotonicMs();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -161,6 +161,16 @@ describe('pidstat wait: deaths', () => {
     const silent = await wait(['-s', `${await deadPid()}`]);
     assert.equal(silent.code, 0, describeRun(silent));
     assert.equal(silent.stdout + silent.stderr, '');
+  });
+
+  test('many targets at once: every death printed, and not a word on stderr', async () => {
+    // Pids above pid_max never exist.
+    const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'latin1'));
+    const targets = Array.from({ length: 40 }, (_, i) => `127.0.0.1:${pidMax + 1 + i}`);
+    const r = await wait(['--no-local', '--port', String(daemon.port), ...targets]);
+    assert.equal(r.code, 0, describeRun(r));
+    assert.equal(r.stderr, '');
+    assert.deepEqual(r.stdout.trimEnd().split('\n').sort(), targets.map((t) => `${t} dead`).sort());
   });
 
   test("IPC::Locker's daemon: the death is learned by polling", async (t) => {
