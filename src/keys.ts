@@ -101,15 +101,20 @@ export function readKeyFile(file: string): KeyRing {
     }
     if (byId.has(id)) throw new KeyFileError(`${where}: key id ${id} is given twice`);
     const bytes = Buffer.from(hex, 'hex');
-    // node:crypto (some 5 ms of a start) only where the addon cannot do it.
-    const addon = hmacOfAddon();
-    const key: Key = addon !== null ? { id, context: addon.hmacKey(bytes) } : { id, secret: cryptoModule().createSecretKey(bytes) };
+    const key = keyFromSecret(id, bytes);
     bytes.fill(0);
     byId.set(id, key);
     first ??= key;
   });
   if (first === undefined) throw new KeyFileError(`key file ${file}: no key in it`);
   return { file, first, byId };
+}
+
+/** A key of id `id` for the secret `bytes` (which the caller may then wipe). */
+export function keyFromSecret(id: number, bytes: Uint8Array): Key {
+  // node:crypto (some 5 ms of a start) only where the addon cannot do it.
+  const addon = hmacOfAddon();
+  return addon !== null ? { id, context: addon.hmacKey(bytes) } : { id, secret: cryptoModule().createSecretKey(Buffer.from(bytes)) };
 }
 
 type AddonHmac = Required<Pick<UdpBatch, 'hmacKey' | 'hmacSha256'>>;

@@ -34,6 +34,10 @@ const HELP: Record<keyof ServerStats, string> = {
   reflected: 'Requests refused so that no reply is aimed at another service (source port below 1024, or sent to a broadcast or multicast address).',
   unauthenticated: 'Requests without a valid authenticator, where the daemon has keys, dropped.',
   replyFailed: 'Replies the kernel refused to send.',
+  subscribed: 'Subscriptions to a death notice stored (renewals not counted).',
+  subscribeRefused: 'Subscriptions refused by a cap (the subscriber polls instead).',
+  notified: 'Deaths told to a subscriber.',
+  notifyUnacknowledged: 'Death notices never acknowledged, after every resend.',
   errors: 'Other socket errors, and bugs met while handling a datagram.',
 };
 

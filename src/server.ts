@@ -8,6 +8,8 @@ import { pidExists, readStartToken } from './probe.js';
 import { RateLimiter } from './ratelimit.js';
 import { dgramStep } from './sockets.js';
 import { ThrottledReport } from './throttle.js';
+import { decodePush, isPushMessage } from './pushwire.js';
+import { startSubscriptions, type Subscriptions } from './subscriptions.js';
 import {
   decodeRequest,
   keyedReplyLine,
@@ -57,6 +59,15 @@ export interface ServerOptions {
    * KeyFileError rejects startServer. @default no keys: the original protocol
    */
   keyFile?: string;
+  /**
+   * Push death notices (doc/protocol.md, Death notices): subscriptions and
+   * notices; false answers none of their messages, as an old daemon.
+   * @default true
+   */
+  push?: boolean;
+  /** Subscriptions kept at most, in all and from one source address. @default 100000 and 10000 */
+  maxSubscriptions?: number;
+  maxSubscriptionsPerSource?: number;
   /** Called with each datagram's source, text and fate (for --debug). */
   onDatagram?: (from: string, text: string, fate: string) => void;
   /**
@@ -97,6 +108,14 @@ export interface ServerStats {
   unauthenticated: number;
   /** Replies the kernel refused to send (no route, a full send queue, a firewall). */
   replyFailed: number;
+  /** Subscriptions to a death notice stored (renewals not counted). */
+  subscribed: number;
+  /** Subscriptions refused by a cap (the subscriber polls instead). */
+  subscribeRefused: number;
+  /** Deaths told to a subscriber. */
+  notified: number;
+  /** Notices never acknowledged, after every resend. */
+  notifyUnacknowledged: number;
   /** Other socket errors, and bugs met while handling a datagram. */
   errors: number;
 }
@@ -277,6 +296,8 @@ interface TransportEvents {
 interface Transport {
   readonly io: 'batch' | 'dgram';
   address(): AddressInfo;
+  /** Sends a datagram that answers nothing (a death notice); a failure is counted as a reply the kernel refused. */
+  send(line: string, address: string, port: number): void;
   close(): Promise<void>;
 }
 
@@ -310,6 +331,7 @@ async function dgramTransport(opts: ServerOptions, port: number, handle: Handler
   return {
     io: 'dgram',
     address: () => socket.address(),
+    send: (line, address, port) => socket.send(Buffer.from(line, 'latin1'), port, address, afterReply),
     close: () => new Promise((resolve) => socket.close(() => resolve())),
   };
 }
@@ -384,6 +406,18 @@ async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number
   return {
     io: 'batch',
     address: () => ({ address, family: family === 6 ? 'IPv6' : 'IPv4', port: boundPort }),
+    send(line, to, toPort) {
+      // A dual-stack socket writes an IPv4 peer as ::ffff:a.b.c.d: so must we.
+      const peer = family === 6 && !to.includes(':') ? `::ffff:${to}` : to;
+      let errno: number;
+      try {
+        errno = addon.send(fd, Buffer.from(line, 'latin1'), peer, toPort);
+      } catch (err) {
+        events.replyFailed(1, (err as Error).message);
+        return;
+      }
+      if (errno !== 0) events.replyFailed(1, errnoError(errno, 'send').message);
+    },
     close: () => (closed ??= new Promise((resolve) => addon.stop(reading, resolve))),
   };
 }
@@ -401,8 +435,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
   const rate = opts.rate ?? DEFAULT_RATE;
   const ownHost = opts.hostname ?? (await localFqdn());
   const stats: ServerStats = {
-    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0, errors: 0,
+    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0,
+    subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, errors: 0,
   };
+  let subscriptions: Subscriptions | undefined;
   let keys = opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile);
   const log = opts.onDatagram;
   const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
@@ -435,6 +471,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       log?.(joinHostPort(source, port), text(msg), `dropped: datagram of ${length} bytes is over ${MAX_DATAGRAM_BYTES}`);
       return undefined;
     }
+    if (isPushMessage(msg)) return handlePush(msg, length, source, address, port, asked);
     let request: Request;
     try {
       request = decodeRequest(msg);
@@ -482,6 +519,28 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     return line;
   }
 
+  /** A subscription or an acknowledgement (subscriptions.ts); `address` as the socket wrote it, `source` unmapped. */
+  function handlePush(msg: Buffer, length: number, source: string, address: string, port: number, asked?: () => string | undefined): string | undefined {
+    const message = subscriptions === undefined ? undefined : decodePush(msg);
+    if (message === undefined || (message.kind !== 'SUBS' && message.kind !== 'ACKN')) {
+      stats.malformed++;
+      log?.(joinHostPort(source, port), text(msg), subscriptions === undefined ? 'dropped: push notices are off (--no-push)' : 'dropped: not a valid subscription or acknowledgement');
+      return undefined;
+    }
+    const key = keys === undefined ? undefined : verify(message.auth, keys.byId);
+    if (keys !== undefined && key === undefined) {
+      stats.unauthenticated++;
+      const refusal = refusalLine(message.pid, message.host);
+      log?.(joinHostPort(source, port), text(msg), 'refused: not authenticated by a key of the key file');
+      return refusal.length <= length ? refusal : undefined;
+    }
+    const to = keys === undefined ? undefined : asked?.() ?? boundAddress;
+    const line = subscriptions!.handle(message, address, port, key, to, ownPort);
+    log?.(joinHostPort(source, port), text(msg), line === undefined ? 'no reply' : `answered ${line}`);
+    if (line !== undefined) stats.answered++;
+    return line;
+  }
+
   /** handle(), and a bug met there counted and reported: the next datagram is served. */
   const guarded: Handler = (msg, length, address, port, toGroup, asked) => {
     try {
@@ -517,6 +576,15 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     await transport.close();
     throw new Error('a daemon with keys signs the address each request was sent to, which Node\'s dgram cannot tell on a wildcard address: give --bind ADDRESS, or let the addon load (see --debug)');
   }
+  if (opts.push !== false) {
+    subscriptions = startSubscriptions({
+      ...(opts.maxSubscriptions !== undefined && { maxTotal: opts.maxSubscriptions }),
+      ...(opts.maxSubscriptionsPerSource !== undefined && { maxPerSource: opts.maxSubscriptionsPerSource }),
+      stats,
+      send: (line, address, port) => transport.send(line, address, port),
+      onLog: (line) => opts.onError?.(new Error(line)),
+    });
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -530,6 +598,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     },
     close() {
       closing ??= (async () => {
+        subscriptions?.close();
         await transport.close();
         replyFailures.flush();
       })();

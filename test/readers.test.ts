@@ -61,7 +61,7 @@ test('the plain forms of a pidstat command line are read without yargs-parser', 
 test('a repeated option: an array collects every value, any other keeps the last, read either way', async () => {
   const spec = PIDSTATD as CommandSpec<OptionTable>;
   const argv = ['--allow', '10.0.0.0/8', '--port', '1', '--allow=fd00::/8', '--port', '2'];
-  const expected = { _: [], allow: ['10.0.0.0/8', 'fd00::/8'], port: '2' };
+  const expected = { _: [], allow: ['10.0.0.0/8', 'fd00::/8'], port: '2', push: true };
   assert.deepEqual(readPlainly(spec, argv), expected);
   assert.deepEqual(await readWithYargsParser(spec, [...argv, '--rate', '-1']), { ...expected, rate: '-1' });
 });

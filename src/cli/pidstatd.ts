@@ -84,6 +84,9 @@ export const SPEC = {
     allow: { type: 'string', array: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' },
     rate: { type: 'string', description: `Requests answered per second per source address, 0 = no limit (default ${DEFAULT_RATE})` },
     pidfile: { type: 'string', description: 'Write the pid that SIGTERM stops to FILE; removed on exit' },
+    push: { type: 'boolean', default: true, description: 'Tell subscribers of a watched death at once (doc/protocol.md, Death notices)', negatedDescription: 'Answer no subscription, as an old daemon: clients poll' },
+    'max-subscriptions': { type: 'string', description: 'Subscriptions to death notices kept at most (default 100000)' },
+    'max-subscriptions-per-source': { type: 'string', description: 'Subscriptions kept at most from one source address (default 10000)' },
     'metrics-file': { type: 'string', description: 'Write the counters to FILE every 15 s and at stop, in the Prometheus text format (node_exporter textfile collector)' },
     debug: { type: 'boolean', description: 'Log each datagram and its fate' },
   },
@@ -178,6 +181,11 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   const keyFile = keyFileFrom(args['key-file'], process.env, userDirectory());
   if (keyFile !== undefined) server.keyFile = keyFile;
   if (args.rate !== undefined) server.rate = parseInteger(args.rate, '--rate', 0, 1_000_000_000);
+  if (args.push === false) server.push = false;
+  if (args['max-subscriptions'] !== undefined) server.maxSubscriptions = parseInteger(args['max-subscriptions'], '--max-subscriptions', 0, 10_000_000);
+  if (args['max-subscriptions-per-source'] !== undefined) {
+    server.maxSubscriptionsPerSource = parseInteger(args['max-subscriptions-per-source'], '--max-subscriptions-per-source', 0, 10_000_000);
+  }
   const fd = inheritedFd(process.env);
   if (fd !== undefined) server.fd = fd;
   const io = ioFrom(process.env);
