@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort, mappedIPv4 } from './host.js';
 import type { SocketIo } from './native.js';
 import { COOKIE_LENGTH, withCookie } from './cookie.js';
+import { decodePush, isPushMessage, NO_TICKET, pushLine, type PushMessage } from './pushwire.js';
 import { daemonIdentity, readKeyFile, signLine, verify, type Key } from './keys.js';
 import { printable } from './printable.js';
 import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents } from './sockets.js';
@@ -164,6 +165,41 @@ function verifiedByOneOf(reply: Reply, keys: ReadonlyMap<number, Key>, endpoints
   return endpoints.some((endpoint) => verify(reply.auth, keys, daemonIdentity(endpoint.address, port)) !== undefined);
 }
 
+/** What a daemon answered a subscription to a death notice (PidStatClient.subscribe). */
+export type SubscribeOutcome =
+  /** Subscribed: the daemon tells of the death, and the lease holds leaseMs unless renewed. */
+  | { state: 'subscribed'; leaseMs: number }
+  /** The process is dead already (or its pid is another process's). */
+  | { state: 'dead' }
+  /** The daemon keeps no subscription for it (a cap, or it cannot tell): poll instead. */
+  | { state: 'refused' }
+  /** No answer in time: a daemon that does not know subscriptions (IPC::Locker's), or silence. */
+  | { state: 'silent'; error?: string };
+
+/** A subscription to the death of one process (PidStatClient.subscribe). */
+export interface PushSubscription {
+  /** Subscribes, or renews the lease: the daemon's answer, or silence after timeoutMs. */
+  renew(timeoutMs: number): Promise<SubscribeOutcome>;
+  /** Forgets it: a later notice is ignored. The daemon's lease simply runs out. */
+  close(): void;
+}
+
+interface Subscriber {
+  target: Required<Pick<Target, 'host' | 'pid' | 'start'>>;
+  /** The <host> field of its messages, with its own cookie. */
+  wireHost: string;
+  ticket: string;
+  endpoints: Endpoint[];
+  /** Challenges answered during the current renew(). */
+  challenges: number;
+  settle: ((outcome: SubscribeOutcome) => void) | undefined;
+  dead: boolean;
+  onDeath: () => void;
+}
+
+/** Challenges (SUBC) answered in one renew() before it gives up: a fresh ticket needs one. */
+const MAX_CHALLENGES = 2;
+
 /** The soft limit of open descriptors, from /proc/self/limits; Node has no getrlimit. */
 function descriptorBudget(): number {
   try {
@@ -181,8 +217,13 @@ function keyOf(pid: number, host: string): string {
   return `${pid} ${host}`;
 }
 
-/** A question as the caller asked it: two that differ in flags or start token are never joined. */
+/**
+ * A question as the caller asked it: two that differ in flags or start token
+ * are never joined. pidstat's own question (every answer, no token) keeps
+ * the short key: 100 000 pending questions hold 100 000 of them.
+ */
 function questionOf(target: Target, flags: number): string {
+  if (flags === ALL_FLAGS && target.start === undefined) return keyOf(target.pid, target.host);
   return `${target.pid} ${target.host} ${flags} ${target.start ?? '-'}`;
 }
 
@@ -196,6 +237,7 @@ export class PidStatClient {
   private readonly debug: ((line: string) => void) | undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly byWireKey = new Map<string, Pending>();
+  private readonly subscribers = new Map<string, Subscriber>();
   private readonly signingKey: Key | undefined;
   private readonly replyKeys: ReadonlyMap<number, Key> | undefined;
   private readonly addresses = new Map<string, Promise<string[]>>();
@@ -304,12 +346,118 @@ export class PidStatClient {
     return answered;
   }
 
+  /**
+   * Subscribes to the death of process `pid` of start token `start` on
+   * `host`, through its daemon (doc/protocol.md, Death notices): `onDeath`
+   * is called once the daemon tells of it. Nothing is sent before renew(),
+   * which a caller repeats within each lease. A notice counts only if it
+   * echoes this subscription's own cookie (and, with keys, is authenticated
+   * by our key and names the daemon asked), and names the same start token.
+   */
+  subscribe(target: { host: string; pid: number; start: string }, onDeath: () => void): PushSubscription {
+    if (this.closed) throw new Error('the client is closed');
+    const wireHost = withCookie(target.host);
+    const key = keyOf(target.pid, wireHost);
+    const subscriber: Subscriber = { target, wireHost, ticket: NO_TICKET, endpoints: [], challenges: 0, settle: undefined, dead: false, onDeath };
+    this.subscribers.set(key, subscriber);
+    return {
+      renew: async (timeoutMs) => {
+        if (subscriber.endpoints.length === 0) {
+          try {
+            subscriber.endpoints = await this.endpointsFor(target.host);
+          } catch (err) {
+            return { state: 'silent', error: (err as Error).message };
+          }
+        }
+        if (this.subscribers.get(key) !== subscriber) return { state: 'silent', error: 'closed' };
+        subscriber.settle?.({ state: 'silent' });
+        return new Promise<SubscribeOutcome>((resolve) => {
+          const timer = setTimeout(() => settle({ state: 'silent' }), timeoutMs);
+          const settle = (outcome: SubscribeOutcome) => {
+            clearTimeout(timer);
+            if (subscriber.settle === settle) subscriber.settle = undefined;
+            resolve(outcome);
+          };
+          subscriber.settle = settle;
+          subscriber.challenges = 0;
+          this.sendSubscribe(subscriber);
+        });
+      },
+      close: () => {
+        if (this.subscribers.get(key) === subscriber) this.subscribers.delete(key);
+        subscriber.settle?.({ state: 'silent', error: 'closed' });
+      },
+    };
+  }
+
+  /** A SUBS to each of the host's addresses, from the unconnected socket, which hears a notice from any address. */
+  private sendSubscribe(subscriber: Subscriber): void {
+    const { pid, start } = subscriber.target;
+    this.sendPush(subscriber, { kind: 'SUBS', pid, host: subscriber.wireHost, start, ticket: subscriber.ticket });
+  }
+
+  private sendPush(subscriber: Subscriber, message: PushMessage, to?: { address: string; port: number }): void {
+    const line = pushLine(message);
+    const wire = Buffer.from(`${this.signingKey === undefined ? line : signLine(this.signingKey, line)}\n`, 'latin1');
+    const endpoints = to === undefined ? subscriber.endpoints : subscriber.endpoints.filter((e) => e.address.includes(':') === to.address.includes(':')).slice(0, 1);
+    for (const endpoint of endpoints) {
+      this.debug?.(`> ${joinHostPort(to?.address ?? endpoint.address, to?.port ?? this.port)} ${printable(wire.toString('latin1').trimEnd())}`);
+      endpoint.shared.send(wire, to?.address ?? endpoint.address, to?.port ?? this.port, endpoint.onSent);
+    }
+  }
+
+  /** A daemon's answer about a subscription, or a notice. */
+  private onPush(msg: Buffer, address: string, port: number): void {
+    const message = decodePush(msg);
+    const subscriber = message === undefined ? undefined : this.subscribers.get(keyOf(message.pid, message.host));
+    const authentic = subscriber !== undefined && message !== undefined && (message.kind === 'SUBC' || this.pushAuthentic(message, subscriber));
+    this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))}${
+      message === undefined ? ' ignored: not a valid message' : subscriber === undefined ? ' ignored: no such subscription' : authentic ? '' : ' ignored: not authenticated by our key'}`);
+    if (subscriber === undefined || message === undefined || !authentic) return;
+    switch (message.kind) {
+      case 'SUBC':
+        // The daemon wants its ticket echoed before it keeps anything: once or twice per renew().
+        if (subscriber.settle === undefined || subscriber.challenges++ >= MAX_CHALLENGES) return;
+        subscriber.ticket = message.ticket;
+        this.sendSubscribe(subscriber);
+        return;
+      case 'SUBR':
+        subscriber.settle?.(message.state === '1' ? { state: 'subscribed', leaseMs: message.lease * 1000 } : message.state === '0' ? { state: 'dead' } : { state: 'refused' });
+        if (message.state === '0') this.tellDeath(subscriber);
+        return;
+      case 'NOTE':
+        if (message.start !== subscriber.target.start) return;
+        // Acknowledged each time: an acknowledgement may be lost, and the daemon sends again.
+        this.sendPush(subscriber, { kind: 'ACKN', pid: message.pid, host: message.host, seq: message.seq }, { address, port });
+        this.tellDeath(subscriber);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private tellDeath(subscriber: Subscriber): void {
+    if (subscriber.dead) return;
+    subscriber.dead = true;
+    subscriber.onDeath();
+  }
+
+  /** Whether a keyed daemon's message verifies with our key, naming one of the daemon's addresses asked; true without keys. */
+  private pushAuthentic(message: PushMessage, subscriber: Subscriber): boolean {
+    if (this.replyKeys === undefined) return true;
+    if (!('auth' in message) || message.auth === undefined) return false;
+    const { auth } = message;
+    return subscriber.endpoints.some((endpoint) => verify(auth, this.replyKeys!, daemonIdentity(endpoint.address, this.port)) !== undefined);
+  }
+
   /** Ends every query still waiting (as no_reply) and closes the sockets. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.sendTimer);
     for (const pending of [...this.pending.values()]) this.finish(pending, { state: 'no_reply', error: 'client closed' });
+    for (const subscriber of this.subscribers.values()) subscriber.settle?.({ state: 'silent', error: 'client closed' });
+    this.subscribers.clear();
     await Promise.allSettled([...this.endpoints.values(), ...this.shared.values()]);
     await Promise.all(this.sockets.map((socket) => socket.close()));
   }
@@ -520,6 +668,7 @@ export class PidStatClient {
   }
 
   private onMessage(msg: Buffer, address: string, port: number): void {
+    if (isPushMessage(msg)) return this.onPush(msg, address, port);
     // Debug lines are built only with a listener: `this.debug?.(...)` skips its argument.
     let reply: Reply;
     try {

@@ -39,7 +39,17 @@ export interface WatchOptions {
   io?: SocketIo;
   /** Authenticate questions and answers with this key file (ClientOptions.keyFile). */
   keyFile?: string;
+  /**
+   * Subscribe to the daemon's death notice where it offers one (doc/protocol.md,
+   * Death notices), polling where it does not. @default true
+   */
+  push?: boolean;
 }
+
+/** A daemon that did not answer a first subscription is not asked again before this long: it polls meanwhile. */
+const PUSH_RETRY_MS = 60_000;
+/** Renewals of a subscription: a third of the lease, and so that --dead-after sees three. */
+const RENEWALS_PER_LEASE = 3;
 
 /** Why the watched pid counts as dead: the host said so, or it was silent for deadAfterMs. */
 export type Death = { cause: 'dead' } | { cause: 'silence'; ms: number };
@@ -87,7 +97,24 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     let start: string | undefined;
     let knowsStart = false;
     let answeredAt = monotonicMs();
+    /** When a subscription may be tried (again): at once, unless the daemon did not answer one. */
+    let pushAt = opts.push === false ? Infinity : 0;
     while (!signal.aborted) {
+      if (start !== undefined && !reach.failing() && monotonicMs() >= pushAt) {
+        // The daemon tells of the death the moment it happens, and a live pid
+        // costs a renewal a third of a lease: no poll meanwhile.
+        const pushed = await watchByPush(client, opts, start, signal, () => {
+          answeredAt = monotonicMs();
+          reach.answered();
+        });
+        if (pushed === 'aborted') return undefined;
+        if (pushed === 'dead') return { cause: 'dead' };
+        // Never subscribed (an old daemon, a cap): poll, and try again later.
+        // A lease not renewed: silence, which the polls count from the last answer.
+        if (pushed === 'unsupported') pushAt = monotonicMs() + PUSH_RETRY_MS;
+        const now = monotonicMs();
+        if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
+      }
       const began = monotonicMs();
       // A question that a live pid answers too: the first (for the token),
       // every one with --dead-after (silence must mean silence), and those
@@ -119,6 +146,8 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
         }
       }
       if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
+      // Subscribe at once, without waiting out the interval, once the token is known.
+      if (start !== undefined && !reach.failing() && now >= pushAt) continue;
       const rest = opts.intervalMs - (now - began);
       if (rest > 0) await delay(rest, signal);
     }
@@ -126,6 +155,39 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
   } finally {
     signal.removeEventListener('abort', onAbort);
     await client.close();
+  }
+}
+
+/**
+ * Watches by the daemon's death notice (client.subscribe) while the
+ * daemon keeps the subscription: 'dead' when it tells of the death (or
+ * says it is dead already); 'unsupported' when the first subscription got
+ * no subscription (no answer, as from IPC::Locker's daemon, or a refusal);
+ * 'lapsed' when a renewal got no answer (silence, which the caller counts);
+ * 'aborted'. Each answer that holds the lease calls `answered`.
+ */
+async function watchByPush(client: PidStatClient, opts: WatchOptions, start: string, signal: AbortSignal, answered: () => void): Promise<'dead' | 'unsupported' | 'lapsed' | 'aborted'> {
+  let died!: () => void;
+  const death = new Promise<'dead'>((resolve) => (died = () => resolve('dead')));
+  const subscription = client.subscribe({ host: opts.host, pid: opts.pid, start }, () => died());
+  const onAbort = () => subscription.close();
+  signal.addEventListener('abort', onAbort);
+  try {
+    for (let first = true; !signal.aborted; first = false) {
+      const outcome = await subscription.renew(opts.intervalMs);
+      if (signal.aborted) return 'aborted';
+      if (outcome.state === 'dead') return 'dead';
+      if (outcome.state !== 'subscribed') return first || outcome.state === 'refused' ? 'unsupported' : 'lapsed';
+      answered();
+      let every = Math.max(opts.intervalMs, outcome.leaseMs / RENEWALS_PER_LEASE);
+      if (opts.deadAfterMs !== undefined) every = Math.max(opts.intervalMs, Math.min(every, opts.deadAfterMs / RENEWALS_PER_LEASE));
+      const next = await Promise.race([death, delay(every, signal).then(() => 'renew' as const)]);
+      if (next === 'dead') return 'dead';
+    }
+    return 'aborted';
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    subscription.close();
   }
 }
 

@@ -435,6 +435,9 @@ sleep 600 &
 echo "reused $!"
 wait "$p"
 echo "pidwatch-exit $?"
+# Kept until the test ends it: a pidwatch told at once (a daemon's death
+# notice) may end before the test has looked at the process that took W's pid.
+read end
 `;
 
 describe('pidwatch: pid reuse in a PID namespace of our own', () => {

@@ -1,0 +1,287 @@
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { PidStatClient } from '../src/client.js';
+import { readStartToken } from '../src/probe.js';
+import { NO_TICKET } from '../src/pushwire.js';
+import { startServer, type Server } from '../src/server.js';
+import { runBin, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+
+/**
+ * Push death notices (doc/protocol.md, Death notices): a daemon tells a
+ * subscriber of a watched death the moment it happens; it keeps nothing for
+ * an address that has not echoed its ticket; a notice counts only with the
+ * subscription's own cookie (and key); pidwatch falls back to polling where
+ * the daemon offers no subscription.
+ */
+
+const dir = mkdtempSync(join(tmpdir(), 'pidstat-push-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Peer {
+  socket: dgram.Socket;
+  port: number;
+  /** Every datagram received, as text. */
+  got: string[];
+  /** Sends `text` to the server and waits up to `ms` for the next datagram. */
+  ask(text: string, ms?: number): Promise<string | undefined>;
+  close(): void;
+}
+
+async function peer(serverPort: number): Promise<Peer> {
+  const socket = dgram.createSocket('udp4');
+  const got: string[] = [];
+  let waiter: ((text: string) => void) | undefined;
+  socket.on('message', (msg) => {
+    const text = msg.toString('latin1');
+    got.push(text);
+    waiter?.(text);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return {
+    socket,
+    port: socket.address().port,
+    got,
+    ask(text, ms = 1000) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          waiter = undefined;
+          resolve(undefined);
+        }, ms);
+        waiter = (reply) => {
+          clearTimeout(timer);
+          waiter = undefined;
+          resolve(reply);
+        };
+        socket.send(text, serverPort, '127.0.0.1');
+      });
+    },
+    close: () => socket.close(),
+  };
+}
+
+function describeRun(result: RunResult): string {
+  return `exit ${result.code}${result.signal ? ` (${result.signal})` : ''}; stdout: ${JSON.stringify(result.stdout)}; stderr: ${JSON.stringify(result.stderr)}`;
+}
+
+describe('the daemon\'s subscriptions', () => {
+  let server: Server;
+  const started = startServer({ port: 0, bind: '127.0.0.1', hostname: 'me', maxSubscriptionsPerSource: 2 }).then((s) => (server = s));
+  after(async () => (await started).close());
+
+  test('a first subscription gets only a ticket, no larger than it; one that echoes it is kept, and told of the death at once', async () => {
+    await started;
+    const sleeper = startSleeper();
+    const start = readStartToken(sleeper.pid)!;
+    const client = await peer(server.address().port);
+    try {
+      const host = `h/${randomBytes(8).toString('hex')}`;
+      const first = `SUBS ${sleeper.pid} ${host} ${start} ${NO_TICKET}\n`;
+      const challenge = await client.ask(first);
+      const match = new RegExp(`^SUBC ${sleeper.pid} ${host} ([0-9a-f]{24})$`).exec(challenge ?? '');
+      assert.ok(match, `no ticket: ${JSON.stringify(challenge)}`);
+      assert.ok(challenge!.length <= first.length, 'the challenge is larger than the subscription');
+      assert.equal(server.stats.subscribed, 0, 'something was kept for an address not yet proven');
+
+      const subscribed = await client.ask(`SUBS ${sleeper.pid} ${host} ${start} ${match[1]}\n`);
+      assert.equal(subscribed, `SUBR ${sleeper.pid} ${host} 1 30`);
+      assert.equal(server.stats.subscribed, 1);
+
+      const killedAt = performance.now();
+      await sleeper.stop();
+      assert.ok(await waitFor(() => client.got.some((text) => text.startsWith('NOTE ')), 2000), `no notice: ${JSON.stringify(client.got)}`);
+      const notice = client.got.find((text) => text.startsWith('NOTE '))!;
+      assert.match(notice, new RegExp(`^NOTE ${sleeper.pid} ${host} ${start} [0-9]+$`));
+      const ms = performance.now() - killedAt;
+      assert.ok(ms < 1000, `the notice came ${Math.round(ms)} ms after the death`);
+      // Sent again until acknowledged.
+      assert.ok(await waitFor(() => client.got.filter((text) => text === notice).length >= 3, 2000), 'the notice was not sent again while unacknowledged');
+      const seq = notice.split(' ')[4];
+      client.socket.send(`ACKN ${sleeper.pid} ${host} ${seq}\n`, server.address().port, '127.0.0.1');
+      await sleep(400);
+      const count = client.got.filter((text) => text === notice).length;
+      await sleep(1500);
+      assert.equal(client.got.filter((text) => text === notice).length, count, 'the notice was sent again after its acknowledgement');
+    } finally {
+      client.close();
+      await sleeper.stop();
+    }
+  });
+
+  test('a ticket is its address\'s: echoed from another port it is another challenge, and nothing is kept or ever sent there', async () => {
+    await started;
+    const sleeper = startSleeper();
+    const start = readStartToken(sleeper.pid)!;
+    const owner = await peer(server.address().port);
+    const other = await peer(server.address().port);
+    const before = server.stats.subscribed;
+    try {
+      const host = `h/${randomBytes(8).toString('hex')}`;
+      const ticket = (await owner.ask(`SUBS ${sleeper.pid} ${host} ${start} ${NO_TICKET}\n`))!.split(' ')[3]!;
+      const answer = await other.ask(`SUBS ${sleeper.pid} ${host} ${start} ${ticket}\n`);
+      assert.match(answer ?? '', /^SUBC /, `another port's echo of the ticket was taken: ${answer}`);
+      const forged = await other.ask(`SUBS ${sleeper.pid} ${host} ${start} ${'f'.repeat(24)}\n`);
+      assert.match(forged ?? '', /^SUBC /);
+      assert.equal(server.stats.subscribed, before, 'a subscription was kept for an unproven address');
+      await sleeper.stop();
+      await sleep(800);
+      assert.deepEqual([...owner.got, ...other.got].filter((text) => text.startsWith('NOTE')), [], 'a notice went to an address that never proved itself');
+    } finally {
+      owner.close();
+      other.close();
+      await sleeper.stop();
+    }
+  });
+
+  test('a dead pid, or one whose start token is another process\'s, is dead at once; the cap per source refuses (and counts)', async () => {
+    await started;
+    const sleepers = [startSleeper(), startSleeper(), startSleeper()];
+    const client = await peer(server.address().port);
+    try {
+      const subscribe = async (pid: number, start: string) => {
+        const host = `h/${randomBytes(8).toString('hex')}`;
+        const ticket = (await client.ask(`SUBS ${pid} ${host} ${start} ${NO_TICKET}\n`))!.split(' ')[3]!;
+        return client.ask(`SUBS ${pid} ${host} ${start} ${ticket}\n`);
+      };
+      const token = readStartToken(sleepers[0]!.pid)!;
+      assert.match((await subscribe(sleepers[0]!.pid, String(BigInt(token) + 7n)))!, / 0 0$/, 'a reused pid was subscribed to');
+      const refusedBefore = server.stats.subscribeRefused;
+      const states = [];
+      for (const sleeper of sleepers) states.push((await subscribe(sleeper.pid, readStartToken(sleeper.pid)!))!.split(' ')[3]);
+      assert.deepEqual(states, ['1', '1', '-'], 'the third from one source was not refused (cap 2)');
+      assert.equal(server.stats.subscribeRefused, refusedBefore + 1);
+    } finally {
+      client.close();
+      for (const sleeper of sleepers) await sleeper.stop();
+    }
+  });
+});
+
+describe('the client\'s subscriptions', () => {
+  /** A daemon of the test's own: answers a subscription, and sends what the test says. */
+  async function fakeDaemon(): Promise<{ port: number; subscribed: Promise<{ text: string; from: dgram.RemoteInfo }>; send(text: string): void; acks: string[]; close(): void }> {
+    const socket = dgram.createSocket('udp4');
+    const acks: string[] = [];
+    let got!: (value: { text: string; from: dgram.RemoteInfo }) => void;
+    const subscribed = new Promise<{ text: string; from: dgram.RemoteInfo }>((resolve) => (got = resolve));
+    let client: dgram.RemoteInfo | undefined;
+    socket.on('message', (msg, from) => {
+      const text = msg.toString('latin1').trimEnd();
+      const [kind, pid, host] = text.split(' ');
+      if (kind === 'ACKN') return acks.push(text);
+      if (kind !== 'SUBS') return;
+      client = from;
+      socket.send(`SUBR ${pid} ${host} 1 30`, from.port, from.address);
+      got({ text, from });
+    });
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    return {
+      port: socket.address().port,
+      subscribed,
+      send: (text) => socket.send(text, client!.port, client!.address),
+      acks,
+      close: () => socket.close(),
+    };
+  }
+
+  test('a notice counts only with the subscription\'s own cookie and start token; a replay to a later subscription is ignored', async () => {
+    const daemon = await fakeDaemon();
+    const client = new PidStatClient({ port: daemon.port, local: false });
+    try {
+      let deaths = 0;
+      const subscription = client.subscribe({ host: '127.0.0.1', pid: 4242, start: '1000' }, () => deaths++);
+      assert.deepEqual(await subscription.renew(1000), { state: 'subscribed', leaseMs: 30_000 });
+      const { text } = await daemon.subscribed;
+      const host = text.split(' ')[2]!;
+      daemon.send(`NOTE 4242 127.0.0.1/${'0'.repeat(16)} 1000 1`);
+      daemon.send(`NOTE 4242 ${host} 1001 2`);
+      daemon.send(`NOTE 4243 ${host} 1000 3`);
+      await sleep(300);
+      assert.equal(deaths, 0, 'a notice with another cookie, start token or pid was believed');
+      daemon.send(`NOTE 4242 ${host} 1000 4`);
+      assert.ok(await waitFor(() => deaths === 1, 1000), 'the true notice was not heard');
+      assert.ok(await waitFor(() => daemon.acks.includes(`ACKN 4242 ${host} 4`), 1000), `not acknowledged: ${JSON.stringify(daemon.acks)}`);
+      subscription.close();
+
+      // A later subscription to the same pid: the captured notice, replayed, names the old cookie.
+      let later = 0;
+      const again = client.subscribe({ host: '127.0.0.1', pid: 4242, start: '1000' }, () => later++);
+      await again.renew(1000);
+      daemon.send(`NOTE 4242 ${host} 1000 4`);
+      await sleep(300);
+      assert.equal(later, 0, 'a replayed notice was believed by a later subscription');
+      again.close();
+    } finally {
+      await client.close();
+      daemon.close();
+    }
+  });
+
+  test('with keys, a notice must carry our key\'s MAC naming the daemon asked', async () => {
+    const secret = randomBytes(32).toString('hex');
+    const keys = join(dir, 'keys');
+    writeFileSync(keys, `5 ${secret}\n`, { mode: 0o600 });
+    const daemon = await fakeDaemon();
+    const client = new PidStatClient({ port: daemon.port, local: false, keyFile: keys });
+    const mac = (signed: string) => createHmac('sha256', Buffer.from(secret, 'hex')).update(signed, 'latin1').digest('hex').slice(0, 32);
+    try {
+      let deaths = 0;
+      const subscription = client.subscribe({ host: '127.0.0.1', pid: 4242, start: '1000' }, () => deaths++);
+      // The fake's SUBR is not signed: a keyed client takes no subscription from it.
+      assert.equal((await subscription.renew(500)).state, 'silent');
+      const { text } = await daemon.subscribed;
+      const host = text.split(' ')[2]!;
+      const line = `NOTE 4242 ${host} 1000 9 5:`;
+      daemon.send(`NOTE 4242 ${host} 1000 9`);
+      daemon.send(`${line}${mac(line)}`);
+      daemon.send(`${line}${mac(`pidstatd 127.0.0.2 ${daemon.port}\n${line}`)}`);
+      await sleep(300);
+      assert.equal(deaths, 0, 'an unsigned notice, or one signed for another daemon, was believed');
+      daemon.send(`${line}${mac(`pidstatd 127.0.0.1 ${daemon.port}\n${line}`)}`);
+      assert.ok(await waitFor(() => deaths === 1, 1000), 'the signed notice was not heard');
+    } finally {
+      await client.close();
+      daemon.close();
+    }
+  });
+});
+
+describe('pidwatch by push', () => {
+  test('the job ends at once when the pid dies, long before the next poll would ask', async () => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug']);
+    const sleeper = startSleeper();
+    try {
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '20000', 'sleep', '60'], { timeoutMs: 30_000 });
+      assert.ok(await waitFor(() => new RegExp(`answered SUBR ${sleeper.pid} \\S+ 1 30`).test(daemon.log()), 5000), `pidwatch did not subscribe: ${daemon.log()}`);
+      const killedAt = performance.now();
+      await sleeper.stop();
+      const result = await running;
+      const ms = performance.now() - killedAt;
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+      assert.ok(ms < 3000, `the job ended ${Math.round(ms)} ms after the death; polling every 20 s would take up to 20 s`);
+    } finally {
+      await sleeper.stop();
+      await daemon.stop();
+    }
+  });
+
+  test('against a daemon that answers no subscription (--no-push, as IPC::Locker\'s), pidwatch polls and still ends the job', async () => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--no-push', '--debug']);
+    const sleeper = startSleeper();
+    try {
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '300', 'sleep', '60'], { timeoutMs: 30_000 });
+      await sleep(2000);
+      await sleeper.stop();
+      const result = await running;
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+      assert.match(daemon.log(), /SUBS .*dropped: push notices are off/);
+    } finally {
+      await sleeper.stop();
+      await daemon.stop();
+    }
+  });
+});
