@@ -122,9 +122,9 @@ describe(`${DOC} says what the code does`, () => {
 
   test('every message the codec sends is documented, with a heading and its layout', () => {
     // A message the code sends is a template literal that starts with its word: `PIDR ${...`.
-    const source = readFileSync(`${ROOT}src/protocol.ts`, 'utf8');
+    const source = readFileSync(`${ROOT}src/protocol.ts`, 'utf8') + readFileSync(`${ROOT}src/pushwire.ts`, 'utf8');
     const sent = new Set([...source.matchAll(/`([A-Z]{4}) \$\{/g)].map((m) => m[1]!));
-    assert.deepEqual([...sent].sort(), ['AUTH', 'EXIS', 'PIDR', 'UNKN'], 'the scan of src/protocol.ts finds the messages');
+    assert.deepEqual([...sent].sort(), ['ACKN', 'AUTH', 'EXIS', 'NOTE', 'PIDR', 'SUBC', 'SUBR', 'SUBS', 'UNKN'], 'the scan of src/protocol.ts and src/pushwire.ts finds the messages');
     for (const word of sent) {
       assert.match(doc, new RegExp(`^##+ .*\\b${word}\\b`, 'm'), `${word} has a heading`);
       assert.ok(codeLines(doc, new RegExp(`^${word} <pid> `)).length > 0, `${word}'s layout is shown`);

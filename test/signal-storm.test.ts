@@ -113,13 +113,14 @@ describe('a storm of SIGUSR1 and SIGHUP at a detached daemon, across a server re
     const toSupervisor = () => signal(supervisor, sent++ % 2 === 0 ? 'SIGHUP' : 'SIGUSR1');
     const elapsed = () => performance.now() - start;
     /** One round: a signal to the supervisor, SIGUSR1 to each server in Node; whether a new server is still before our first line. */
+    const killed: number[] = [];
     const round = (): boolean => {
       toSupervisor();
       let starting = false;
       for (const pid of childrenOf(supervisor)) {
         servers.add(pid);
         if (!serverInNode(pid)) {
-          starting ||= pid !== first && isRunning(pid);
+          starting ||= !killed.includes(pid) && pid !== first && isRunning(pid);
           continue;
         }
         if (!catches(pid, SIGHUP)) {
@@ -138,13 +139,28 @@ describe('a storm of SIGUSR1 and SIGHUP at a detached daemon, across a server re
       round();
       await sleep(2);
     }
-    signal(first, 'SIGKILL');
     // Synchronous until the next server has run our first line, a round a
     // millisecond (Atomics.wait sleeps without spinning), so that none of its
-    // start is missed: it comes 0.5 s after the kill.
+    // start is missed: it comes 0.5 s after the kill. On a loaded machine a
+    // start can still slip between two rounds: then the new server is killed
+    // too, up to ATTEMPTS servers, until the storm has reached one in Node
+    // before our first line (each next start comes later: the delay grows).
     const pause = new Int32Array(new SharedArrayBuffer(4));
-    while (elapsed() < STORM_MS && (round() || [...servers].every((pid) => pid === first))) Atomics.wait(pause, 0, 0, 1);
-    while (elapsed() < STORM_MS) {
+    const ATTEMPTS = 4;
+    let victim = first;
+    for (let attempt = 0; attempt < ATTEMPTS && beforeOurs === 0; attempt++) {
+      if (attempt > 0) {
+        const next = runningChildrenOf(supervisor).find((pid) => !killed.includes(pid));
+        if (next === undefined || !catches(next, SIGHUP)) break;
+        victim = next;
+      }
+      signal(victim, 'SIGKILL');
+      killed.push(victim);
+      const until = elapsed() + STORM_MS + (attempt + 1) * 1000;
+      while (elapsed() < until && (round() || [...servers].every((pid) => killed.includes(pid)))) Atomics.wait(pause, 0, 0, 1);
+    }
+    const end = elapsed() + 300;
+    while (elapsed() < end) {
       round();
       await sleep(2);
     }
@@ -154,17 +170,17 @@ describe('a storm of SIGUSR1 and SIGHUP at a detached daemon, across a server re
 
     assert.deepEqual([...listening], [], 'no process of the daemon listens on TCP (Node\'s inspector)');
     const lines = () => log.lines().filter((line) => line.pid === supervisor);
-    assert.ok(await log.waitFor(() => lines().some((line) => /^server pid [0-9]+ was killed by SIGKILL;/.test(line.message)), 2000), `the kill is logged:\n${show(log.lines())}`);
+    assert.ok(await log.waitFor(() => lines().filter((line) => /^server pid [0-9]+ was killed by SIGKILL;/.test(line.message)).length === killed.length, 2000), `the kills are logged:\n${show(log.lines())}`);
     const deaths = lines().filter((line) => /^server pid [0-9]+ /.test(line.message));
-    assert.equal(deaths.length, 1, `one server died, the one killed by the test:\n${show(deaths)}`);
-    assert.match(deaths[0]!.message, new RegExp(`^server pid ${first} was killed by SIGKILL;`));
+    assert.deepEqual(deaths.map((line) => line.message.split(' ').slice(0, 7).join(' ')), killed.map((pid) => `server pid ${pid} was killed by SIGKILL;`),
+      `the servers that died are those killed by the test:\n${show(deaths)}`);
     assert.ok(!log.lines().some((line) => /killed by SIGHUP/.test(line.message)), 'no server killed by SIGHUP');
     assert.ok(beforeOurs > 0, 'the storm reached the new server in Node before our first line');
     const now = runningChildrenOf(supervisor);
     assert.equal(now.length, 1, `one server runs: ${now.join(' ')}`);
     const [second] = now;
-    assert.notEqual(second, first, 'a new server');
-    assert.deepEqual([...servers].sort(), [first, second!].sort(), 'no other server was started');
+    assert.ok(!killed.includes(second!), 'a new server');
+    assert.deepEqual([...servers].sort(), [...killed, second!].sort(), 'no other server was started');
     assert.ok(lines().some((line) => /^SIG(HUP|USR1): no server runs now .*; passed on once it answers$/.test(line.message)), `a signal held while no server ran:\n${show(lines())}`);
     // Held while it started, passed on once it answered: the storm reached it then.
     assert.ok(await log.waitFor(() => log.lines().some((line) => line.pid === second && /^counters: /.test(line.message)), 2000), `the new server logs its counters:\n${show(log.lines())}`);
