@@ -158,7 +158,9 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
       entry.stop = () => unwatchExit!(handle);
       // The pidfd names whatever process has the pid now: if that is not the
       // one meant, the one meant is dead already.
-      if (readStartToken(pid) !== start) queueMicrotask(() => died(entry));
+      // A token that cannot be read says nothing: never a death on that alone.
+      const now = readStartToken(pid);
+      if (now !== undefined && now !== start) queueMicrotask(() => died(entry));
     } else {
       polled.add(entry);
       entry.stop = () => polled.delete(entry);
