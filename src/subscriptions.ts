@@ -65,17 +65,21 @@ interface Watched {
   stop(): void;
 }
 
+/**
+ * One subscription, kept small (100 000 of them fit in some 30 MB): its
+ * address, port, pid and host live only in its key, a flat string made by
+ * join() (the datagram's text is not kept alive by slices of it), read
+ * back when a notice is sent; pid and start token are its watch's.
+ */
 interface Subscription {
+  /** subscriptionKey(address, port, pid, host). */
   key: string;
-  address: string;
-  port: number;
-  pid: number;
-  host: string;
-  start: string;
   /** The daemon as the subscriber asked it, for a keyed notice's MAC (keys.ts). */
   asked: string | undefined;
   /** The subscription's key, where the daemon has keys. */
   signer: Key | undefined;
+  /** The daemon's port, for a keyed notice's MAC. */
+  ownPort: number;
   expiresAt: number;
   watched: Watched;
 }
@@ -99,7 +103,13 @@ export interface Subscriptions {
 }
 
 function subscriptionKey(address: string, port: number, pid: number, host: string): string {
-  return `${address} ${port} ${pid} ${host}`;
+  return [address, port, pid, host].join(' ');
+}
+
+/** A key's parts again: an address has no space, nor a host field. */
+function keyParts(key: string): { address: string; port: number; host: string } {
+  const [address, port, , host] = key.split(' ') as [string, string, string, string];
+  return { address, port: Number(port), host };
 }
 
 export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
@@ -173,9 +183,10 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
   function forget(sub: Subscription): void {
     if (subscriptions.get(sub.key) !== sub) return;
     subscriptions.delete(sub.key);
-    const count = (perSource.get(sub.address) ?? 1) - 1;
-    if (count > 0) perSource.set(sub.address, count);
-    else perSource.delete(sub.address);
+    const { address } = keyParts(sub.key);
+    const count = (perSource.get(address) ?? 1) - 1;
+    if (count > 0) perSource.set(address, count);
+    else perSource.delete(address);
     sub.watched.subscribers.delete(sub);
     if (sub.watched.subscribers.size === 0) {
       sub.watched.stop();
@@ -198,11 +209,12 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
     for (const sub of [...entry.subscribers]) {
       forget(sub);
       const number = ++seq;
-      const line = signed(pushLine({ kind: 'NOTE', pid: sub.pid, host: sub.host, start: sub.start, seq: number }), sub.signer, sub.asked, ownPortOf(sub));
+      const { address, port, host } = keyParts(sub.key);
+      const line = signed(pushLine({ kind: 'NOTE', pid: entry.pid, host, start: entry.start, seq: number }), sub.signer, sub.asked, sub.ownPort);
       if (line === undefined) continue;
       stats.notified++;
-      const notice: Notice = { line, address: sub.address, port: sub.port, timer: undefined };
-      const noticeKey = `${subscriptionKey(sub.address, sub.port, sub.pid, sub.host)} ${number}`;
+      const notice: Notice = { line, address, port, timer: undefined };
+      const noticeKey = `${sub.key} ${number}`;
       notices.set(noticeKey, notice);
       let attempt = 0;
       const send = () => {
@@ -219,9 +231,6 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
       send();
     }
   }
-
-  const ports = new WeakMap<Subscription, number>();
-  const ownPortOf = (sub: Subscription) => ports.get(sub) ?? 0;
 
   const sweeper = setInterval(() => {
     const now = Date.now();
@@ -259,7 +268,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
         return answer('0');
       }
       if (state === undefined) return answer('-');
-      if (known !== undefined && known.start === start) {
+      if (known !== undefined && known.watched.start === start) {
         known.expiresAt = Date.now() + LEASE_SECONDS * 1000;
         return answer('1');
       }
@@ -271,8 +280,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
         return answer('-');
       }
       const entry = watch(pid, start);
-      const sub: Subscription = { key, address, port, pid, host, start, asked, signer, expiresAt: Date.now() + LEASE_SECONDS * 1000, watched: entry };
-      ports.set(sub, ownPort);
+      const sub: Subscription = { key, asked, signer, ownPort, expiresAt: Date.now() + LEASE_SECONDS * 1000, watched: entry };
       subscriptions.set(key, sub);
       perSource.set(address, fromSource + 1);
       entry.subscribers.add(sub);

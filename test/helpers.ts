@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DAEMON_HEAP_OPTION } from '../src/heap.js';
 import { INSPECT_PORT_OPTION } from '../src/inspector.js';
 
 /**
@@ -64,7 +65,8 @@ export function binEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 
 /** The command line that runs a bin: node BIN for the Node bins, with the option their first lines give node; the pidwatch script itself. */
 export function binCommand(name: keyof typeof BIN, args: readonly string[]): [string, string[]] {
-  return name === 'pidwatch' ? [BIN.pidwatch, [...args]] : [process.execPath, [INSPECT_PORT_OPTION, BIN[name], ...args]];
+  if (name === 'pidwatch') return [BIN.pidwatch, [...args]];
+  return [process.execPath, [INSPECT_PORT_OPTION, ...(name === 'pidstatd' ? [DAEMON_HEAP_OPTION] : []), BIN[name], ...args]];
 }
 
 /** Runs one of the built bins, in binEnv(). */
@@ -98,7 +100,7 @@ export async function startDaemon(
   wrap: (command: string, args: string[]) => [string, string[]] = (command, rest) => [command, rest],
 ): Promise<Daemon> {
   const full = ['--foreground', ...(args.includes('--port') ? [] : ['--port', '0']), ...args];
-  const [command, commandArgs] = wrap(process.execPath, [BIN.pidstatd, ...full]);
+  const [command, commandArgs] = wrap(...binCommand('pidstatd', full));
   const child = spawn(command, commandArgs, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },

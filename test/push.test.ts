@@ -9,7 +9,8 @@ import { PidStatClient } from '../src/client.js';
 import { readStartToken } from '../src/probe.js';
 import { NO_TICKET } from '../src/pushwire.js';
 import { startServer, type Server } from '../src/server.js';
-import { runBin, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+import { freePort, runBin, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+import { startPerlDaemon } from './perl-daemon.js';
 
 /**
  * Push death notices (doc/protocol.md, Death notices): a daemon tells a
@@ -279,6 +280,73 @@ describe('pidwatch by push', () => {
       const result = await running;
       assert.equal(result.signal, 'SIGHUP', describeRun(result));
       assert.match(daemon.log(), /SUBS .*dropped: push notices are off/);
+    } finally {
+      await sleeper.stop();
+      await daemon.stop();
+    }
+  });
+
+  // IPC::Locker's daemon reports no start token, without which there is
+  // nothing to subscribe to: pidwatch polls it, as it always did.
+  test('against IPC::Locker\'s daemon, pidwatch polls and ends the job', async () => {
+    const perl = await startPerlDaemon();
+    const sleeper = startSleeper();
+    try {
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(perl.port), '--pid', String(sleeper.pid), '--interval', '300', 'sleep', '60'], { timeoutMs: 30_000 });
+      await sleep(2000);
+      const asked = perl.requests.length;
+      assert.ok(asked >= 3, `pidwatch asked ${asked} times in 2 s at --interval 300: it is not polling`);
+      await sleeper.stop();
+      const result = await running;
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+    } finally {
+      await sleeper.stop();
+      await perl.stop();
+    }
+  });
+
+  /** A daemon on `port`, with --debug, its log read for pidwatch's subscription to `pid`. */
+  const daemonOn = (port: number) => startDaemon(['--bind', '127.0.0.1', '--port', String(port), '--debug']);
+  const subscribedIn = (log: () => string, pid: number) => waitFor(() => new RegExp(`answered SUBR ${pid} \\S+ 1 30`).test(log()), 8000);
+
+  test('a daemon that restarts loses the subscription: the next renewal subscribes again, and the death is pushed', async () => {
+    const port = await freePort();
+    let daemon = await daemonOn(port);
+    const sleeper = startSleeper();
+    try {
+      // --dead-after 6000: renewals every 2 s (a third of it), and a restart of a second or so is no death.
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(sleeper.pid), '--dead-after', '6000', '--interval', '500', 'sleep', '60'], { timeoutMs: 30_000 });
+      assert.ok(await subscribedIn(() => daemon.log(), sleeper.pid), `pidwatch did not subscribe: ${daemon.log()}`);
+      await daemon.stop();
+      daemon = await daemonOn(port);
+      assert.ok(await subscribedIn(() => daemon.log(), sleeper.pid), `pidwatch did not subscribe again to the new daemon: ${daemon.log()}`);
+      const killedAt = performance.now();
+      await sleeper.stop();
+      const result = await running;
+      const ms = performance.now() - killedAt;
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+      assert.ok(ms < 1500, `the job ended ${Math.round(ms)} ms after the death`);
+      await daemon.stop();
+      assert.match(daemon.log(), /stopped: .*\bnotified 1\b/, `the new daemon told of no death: ${daemon.log()}`);
+    } finally {
+      await sleeper.stop();
+      await daemon.stop();
+    }
+  });
+
+  test('a death while the daemon is down is still told: the new daemon finds the start token gone', async () => {
+    const port = await freePort();
+    let daemon = await daemonOn(port);
+    const sleeper = startSleeper();
+    try {
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(sleeper.pid), '--dead-after', '6000', '--interval', '500', 'sleep', '60'], { timeoutMs: 30_000 });
+      assert.ok(await subscribedIn(() => daemon.log(), sleeper.pid), `pidwatch did not subscribe: ${daemon.log()}`);
+      await daemon.stop();
+      await sleeper.stop();
+      daemon = await daemonOn(port);
+      const result = await running;
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+      assert.match(daemon.log(), new RegExp(`answered (SUBR ${sleeper.pid} \\S+ 0 0|EXIS ${sleeper.pid} 0 )`), `the new daemon did not tell of the death: ${daemon.log()}`);
     } finally {
       await sleeper.stop();
       await daemon.stop();

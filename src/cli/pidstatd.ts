@@ -7,6 +7,8 @@ import { closeInheritedDescriptors } from '../descriptors.js';
 import { packageRoot } from '../paths.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { defaultPort, joinHostPort } from '../host.js';
+import { describeFileLimit, fileLimit } from '../filelimit.js';
+import { DAEMON_HEAP_OPTION } from '../heap.js';
 import { startMetricsFile, type MetricsFile } from '../metrics.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { loadUdpBatch } from '../native.js';
@@ -235,6 +237,7 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   let server: Server | undefined;
   process.on('SIGHUP', () => server !== undefined && reloadOnHangup(server));
   process.on('SIGUSR1', () => server !== undefined && log(`counters: ${describeStats(server.stats)}`));
+  if (config.debug && config.server.push !== false) log(describeFileLimit(fileLimit()));
   const startedAt = Date.now();
   try {
     server = await startServer(options);
@@ -373,7 +376,7 @@ function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: bool
   delete env[RELAY_ENV];
   if (role === 'server') delete env[NOTIFY_ENV];
   if (relay) env[RELAY_ENV] = '1';
-  return spawn(process.execPath, [INSPECT_PORT_OPTION, join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
+  return spawn(process.execPath, [INSPECT_PORT_OPTION, DAEMON_HEAP_OPTION, join(packageRoot(), 'bin', 'pidstatd.cjs'), ...argv], {
     cwd: '/',
     detached,
     env,
