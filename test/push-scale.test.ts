@@ -80,6 +80,18 @@ async function forkProcesses(count: number): Promise<{ parent: ChildProcess; pid
   return { parent, pids: line.split(' ').map(Number) };
 }
 
+test('a daemon started with a soft limit of 1024 open files has the hard limit: a pidfd for each watched process', async (t) => {
+  const hard = fileLimit()?.hard;
+  if (hard === undefined || hard <= 1024) return t.skip(`the hard limit is ${hard ?? 'unknown'}`);
+  const limited = await startDaemon(['--bind', '127.0.0.1'], {}, (command, args) => ['/bin/sh', ['-c', 'ulimit -S -n 1024 && exec "$0" "$@"', command, ...args]]);
+  try {
+    const line = readFileSync(`/proc/${limited.pid}/limits`, 'utf8').split('\n').find((text) => text.startsWith('Max open files'));
+    assert.match(line ?? '', new RegExp(`^Max open files\\s+${hard}\\s+${hard}\\s`), `the daemon kept the soft limit: ${line}`);
+  } finally {
+    await limited.stop();
+  }
+});
+
 describe('100 000 subscriptions and 10 000 deaths at once', { skip: skip ?? false, timeout: 120_000 }, () => {
   let daemon: Daemon;
   let forked: { parent: ChildProcess; pids: number[] };
