@@ -218,11 +218,47 @@ function reachTracker(onReach: WatchOptions['onReach']) {
 
 async function waitForLocalDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
   const start = readStartToken(opts.pid);
+  const watched = watchLocalExit(opts.pid, start, signal);
+  if (watched !== undefined) return (await watched) ? { cause: 'dead' } : undefined;
   while (!signal.aborted) {
     if (localPidExists(opts.pid, start) === false) return { cause: 'dead' };
     await delay(opts.intervalMs, signal);
   }
   return undefined;
+}
+
+/**
+ * A local pid's end told by the kernel (the addon's pidfd) the moment it
+ * ends, its zombie included, at no cost while it runs: true at its end,
+ * false at abort. Undefined where the addon cannot watch it, or the start
+ * token could not be read (a pidfd would name whichever process has the pid
+ * now): the caller then looks every interval.
+ */
+function watchLocalExit(pid: number, start: string | undefined, signal: AbortSignal): Promise<boolean> | undefined {
+  const { watchExit, unwatchExit } = loadUdpBatch().addon ?? {};
+  if (watchExit === undefined || unwatchExit === undefined || start === undefined || signal.aborted) return undefined;
+  let settle!: (ended: boolean) => void;
+  const outcome = new Promise<boolean>((resolve) => (settle = resolve));
+  const ended = () => {
+    signal.removeEventListener('abort', aborted);
+    settle(true);
+  };
+  const handle = watchExit(pid, ended);
+  if (typeof handle === 'number') return undefined;
+  function aborted() {
+    unwatchExit!(handle);
+    settle(false);
+  }
+  signal.addEventListener('abort', aborted);
+  // The pidfd is of whatever process has the pid now: if that is not the
+  // one meant, the one meant is dead. A token that cannot be read says nothing.
+  const now = readStartToken(pid);
+  if (now !== undefined && now !== start) {
+    signal.removeEventListener('abort', aborted);
+    unwatchExit(handle);
+    settle(true);
+  }
+  return outcome;
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {

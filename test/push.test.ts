@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { PidStatClient } from '../src/client.js';
+import { loadUdpBatch } from '../src/native.js';
 import { readStartToken } from '../src/probe.js';
 import { NO_TICKET } from '../src/pushwire.js';
 import { startServer, type Server } from '../src/server.js';
@@ -350,6 +351,27 @@ describe('pidwatch by push', () => {
     } finally {
       await sleeper.stop();
       await daemon.stop();
+    }
+  });
+});
+
+describe('pidwatch on this host', () => {
+  const { addon } = loadUdpBatch();
+  const skip = addon?.watchExit === undefined ? 'the addon (pidfd) is not loaded' : false;
+
+  test('a local pid is watched through a pidfd: the job ends at once, with no poll for 20 s', { skip }, async () => {
+    const sleeper = startSleeper();
+    try {
+      const running = runBin('pidwatch', ['--pid', String(sleeper.pid), '--interval', '20000', 'sleep', '60'], { timeoutMs: 30_000 });
+      await sleep(1500);
+      const killedAt = performance.now();
+      await sleeper.stop();
+      const result = await running;
+      const ms = performance.now() - killedAt;
+      assert.equal(result.signal, 'SIGHUP', describeRun(result));
+      assert.ok(ms < 1000, `the job ended ${Math.round(ms)} ms after the death; a poll every 20 s would take up to 20 s`);
+    } finally {
+      await sleeper.stop();
     }
   });
 });
