@@ -22,10 +22,10 @@ import { ThrottledReport } from './throttle.js';
  * looking every POLL_MS.
  */
 
-/** How long a subscription holds without a renewal, in seconds; subscribers renew every third of it. */
+/** How long a subscription holds without a renewal, in seconds; this suite's subscribers renew every 12 s. */
 export const LEASE_SECONDS = 30;
-/** A ticket is good for the slot it was made in and the next one. */
-const TICKET_SLOT_MS = 60_000;
+/** A ticket is good for the slot it was made in and the next one: 2 to 4 minutes. */
+const TICKET_SLOT_MS = 120_000;
 /** Where no pidfd can watch a process: how often it is looked at. */
 const POLL_MS = 100;
 /** Waits before each resend of an unacknowledged notice, in ms: about 2.5 s in all. */
