@@ -75,6 +75,8 @@ export interface ServerOptions {
    * Replies the kernel refuses come at most once per 10 s, with a count.
    */
   onError?: (err: Error) => void;
+  /** Called with what the log should tell that is no error: subscriptions refused by a cap, at most once a minute, with a count. */
+  onWarning?: (text: string) => void;
   /**
    * How datagrams are read: 'batch', many per system call, through the addon
    * native/udpbatch.c; 'dgram', one per event, through Node's dgram; 'auto',
@@ -582,7 +584,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       ...(opts.maxSubscriptionsPerSource !== undefined && { maxPerSource: opts.maxSubscriptionsPerSource }),
       stats,
       send: (line, address, port) => transport.send(line, address, port),
-      onLog: (line) => opts.onError?.(new Error(line)),
+      ...(opts.onWarning !== undefined && { onLog: opts.onWarning }),
     });
   }
 

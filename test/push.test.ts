@@ -163,6 +163,29 @@ describe('the daemon\'s subscriptions', () => {
   });
 });
 
+test('the cap in all refuses the next subscriber (it polls), says so in the log and counts it', async () => {
+  const daemon = await startDaemon(['--bind', '127.0.0.1', '--max-subscriptions', '1']);
+  const sleeper = startSleeper();
+  const peers = [await peer(daemon.port), await peer(daemon.port)];
+  try {
+    const start = readStartToken(sleeper.pid)!;
+    const states: string[] = [];
+    for (const client of peers) {
+      const host = `h/${randomBytes(8).toString('hex')}`;
+      const ticket = (await client.ask(`SUBS ${sleeper.pid} ${host} ${start} ${NO_TICKET}\n`))!.split(' ')[3]!;
+      states.push((await client.ask(`SUBS ${sleeper.pid} ${host} ${start} ${ticket}\n`))!.split(' ').slice(3).join(' '));
+    }
+    assert.deepEqual(states, ['1 30', '- 0'], 'the second subscriber was not refused at the cap of 1');
+    assert.ok(await waitFor(() => /subscriptions refused: 1 since the last report, the last at the cap of 1 in all; those subscribers poll instead/.test(daemon.log()), 2000), daemon.log());
+    daemon.child.kill('SIGUSR1');
+    assert.ok(await waitFor(() => /counters: .*\bsubscribed 1, subscribeRefused 1\b/.test(daemon.log()), 2000), daemon.log());
+  } finally {
+    for (const client of peers) client.close();
+    await sleeper.stop();
+    await daemon.stop();
+  }
+});
+
 describe('the client\'s subscriptions', () => {
   /** A daemon of the test's own: answers a subscription, and sends what the test says. */
   async function fakeDaemon(): Promise<{ port: number; subscribed: Promise<{ text: string; from: dgram.RemoteInfo }>; send(text: string): void; acks: string[]; close(): void }> {

@@ -232,7 +232,7 @@ function warnIfNotRoot(): void {
  * even while it starts. `report` tells a supervisor the outcome of the bind.
  */
 async function serve(config: DaemonConfig, report?: (message: Message) => void): Promise<number> {
-  const options: ServerOptions = { ...config.server, onError: (err) => log(`socket error: ${err.message}`) };
+  const options: ServerOptions = { ...config.server, onError: (err) => log(`socket error: ${err.message}`), onWarning: (text) => log(text, 'warning') };
   if (config.debug) options.onDatagram = (from, text, fate) => log(`${from} "${printable(text)}": ${fate}`);
   let server: Server | undefined;
   process.on('SIGHUP', () => server !== undefined && reloadOnHangup(server));
