@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { fileLimit } from '../src/filelimit.js';
 import { loadUdpBatch } from '../src/native.js';
 import { readStartToken } from '../src/probe.js';
-import { NO_TICKET } from '../src/pushwire.js';
 import { BIN, startDaemon, type Daemon } from './helpers.js';
+import { massSubscriber, subscriptionTo, type MassSubscriber } from './subscriber.js';
 import { DAEMON_HEAP_OPTION } from '../src/heap.js';
 
 /**
@@ -31,8 +29,6 @@ const PROCESSES = 10_000;
 const SUBSCRIPTIONS = 100_000;
 const RSS_BOUND_MB = 150;
 const NOTIFIED_WITHIN_MS = 2000;
-/** Subscriptions in flight at once: a window that the socket buffers hold. */
-const WINDOW = 2000;
 
 const FORKER = `
 my @kids;
@@ -95,18 +91,16 @@ test('a daemon started with a soft limit of 1024 open files has the hard limit: 
 describe('100 000 subscriptions and 10 000 deaths at once', { skip: skip ?? false, timeout: 120_000 }, () => {
   let daemon: Daemon;
   let forked: { parent: ChildProcess; pids: number[] };
-  let socket: dgram.Socket;
+  let subscriber: MassSubscriber;
 
   before(async () => {
     forked = await forkProcesses(PROCESSES);
     daemon = await startDaemon(['--bind', '127.0.0.1', '--rate', '0', '--max-subscriptions-per-source', String(SUBSCRIPTIONS)]);
-    socket = dgram.createSocket('udp4');
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-    socket.setRecvBufferSize(4 << 20);
+    subscriber = await massSubscriber(daemon.port);
   });
 
   after(async () => {
-    socket?.close();
+    subscriber?.close();
     if (forked && forked.parent.exitCode === null) {
       const exited = new Promise((resolve) => forked.parent.once('exit', resolve));
       forked.parent.kill('SIGTERM');
@@ -121,65 +115,18 @@ describe('100 000 subscriptions and 10 000 deaths at once', { skip: skip ?? fals
   });
 
   test('the daemon holds them under 150 MB, and tells of every death within 2 s', async () => {
-    const port = daemon.port;
-    const send = (text: string) => socket.send(text, port, '127.0.0.1');
     // Each subscription: pid, its own host field (cookie), the process's start token.
-    const subscription = (pid: number, start: string | undefined) => {
+    const tokenOf = (pid: number) => {
+      const start = readStartToken(pid);
       assert.ok(start !== undefined, `no start token for ${pid}`);
-      return { pid, host: `scale/${randomBytes(8).toString('hex')}`, start };
+      return start;
     };
-    const dying = forked.pids.map((pid) => subscription(pid, readStartToken(pid)));
-    const ownStart = readStartToken(process.pid);
-    const subs = [...dying, ...Array.from({ length: SUBSCRIPTIONS - dying.length }, () => subscription(process.pid, ownStart))];
-    const byKey = new Map(subs.map((sub) => [`${sub.pid} ${sub.host}`, sub]));
-    const subscribed = new Set<string>();
-    const notified = new Set<string>();
-    let lastNoticeAt = 0;
-    let refused = 0;
-    let next = 0;
-    let wake: (() => void) | undefined;
-    socket.on('message', (msg) => {
-      const [kind, pid, host, third, fourth] = msg.toString('latin1').split(' ');
-      const key = `${pid} ${host}`;
-      const sub = byKey.get(key);
-      if (sub === undefined) return;
-      if (kind === 'SUBC') send(`SUBS ${pid} ${host} ${sub.start} ${third}\n`);
-      else if (kind === 'SUBR' && third === '1') subscribed.add(key);
-      else if (kind === 'SUBR') refused++;
-      else if (kind === 'NOTE') {
-        send(`ACKN ${pid} ${host} ${fourth}\n`);
-        if (!notified.has(key)) lastNoticeAt = performance.now();
-        notified.add(key);
-      }
-      wake?.();
-    });
-
-    // Subscribe, WINDOW at a time; those lost on loopback are asked again.
-    const began = performance.now();
-    while (subscribed.size + refused < SUBSCRIPTIONS && performance.now() - began < 60_000) {
-      const pending = subscribed.size + refused;
-      while (next < SUBSCRIPTIONS && next - pending < WINDOW) {
-        const sub = subs[next++]!;
-        send(`SUBS ${sub.pid} ${sub.host} ${sub.start} ${NO_TICKET}\n`);
-      }
-      const progress = subscribed.size + refused;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 200);
-        wake = () => {
-          if (subscribed.size + refused - progress >= WINDOW / 4 || subscribed.size + refused === SUBSCRIPTIONS) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-      });
-      wake = undefined;
-      if (next === SUBSCRIPTIONS && subscribed.size + refused === progress) {
-        for (const sub of subs) if (!subscribed.has(`${sub.pid} ${sub.host}`)) send(`SUBS ${sub.pid} ${sub.host} ${sub.start} ${NO_TICKET}\n`);
-      }
-    }
+    const dying = forked.pids.map((pid) => subscriptionTo(pid, tokenOf(pid)));
+    const ownStart = tokenOf(process.pid);
+    const subs = [...dying, ...Array.from({ length: SUBSCRIPTIONS - dying.length }, () => subscriptionTo(process.pid, ownStart))];
+    const { subscribed, refused, seconds: subscribeSeconds } = await subscriber.subscribeAll(subs, 60_000);
     assert.equal(refused, 0, 'subscriptions were refused');
-    assert.equal(subscribed.size, SUBSCRIPTIONS, `only ${subscribed.size} subscribed in 60 s`);
-    const subscribeSeconds = (performance.now() - began) / 1000;
+    assert.equal(subscribed, SUBSCRIPTIONS, `only ${subscribed} subscribed in 60 s`);
 
     const rss = rssMb(daemon.pid);
     assert.ok(rss < RSS_BOUND_MB, `the daemon's RSS with ${SUBSCRIPTIONS} subscriptions is ${rss.toFixed(1)} MB`);
@@ -193,13 +140,13 @@ describe('100 000 subscriptions and 10 000 deaths at once', { skip: skip ?? fals
     forked.parent.once('exit', () => (reapedAt = performance.now()));
     forked.parent.kill('SIGUSR1');
     const deadline = killedAt + 30_000;
-    while ((notified.size < dying.length || reapedAt === undefined) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    const tookMs = lastNoticeAt - killedAt;
+    while ((subscriber.notified.size < dying.length || reapedAt === undefined) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    const tookMs = subscriber.lastNoticeAt - killedAt;
     const reapMs = (reapedAt ?? deadline) - killedAt;
     process.stdout.write(`# push-scale: ${SUBSCRIPTIONS} subscribed in ${subscribeSeconds.toFixed(1)} s; daemon RSS ${rss.toFixed(1)} MB; ` +
-      `${notified.size} deaths told, the last ${Math.round(tookMs)} ms after the kill; the kernel ended them all within ${Math.round(reapMs)} ms\n`);
-    assert.equal(notified.size, dying.length, `${dying.length - notified.size} deaths were never told`);
-    assert.ok([...notified].every((key) => !key.startsWith(`${process.pid} `)), 'a living process was told dead');
+      `${subscriber.notified.size} deaths told, the last ${Math.round(tookMs)} ms after the kill; the kernel ended them all within ${Math.round(reapMs)} ms\n`);
+    assert.equal(subscriber.notified.size, dying.length, `${dying.length - subscriber.notified.size} deaths were never told`);
+    assert.ok([...subscriber.notified].every((key) => !key.startsWith(`${process.pid} `)), 'a living process was told dead');
     assert.ok(tookMs <= Math.max(NOTIFIED_WITHIN_MS, reapMs + NOTIFIED_WITHIN_MS / 4), `the last notice came ${Math.round(tookMs)} ms after the kill, the last death within ${Math.round(reapMs)} ms`);
   });
 });
