@@ -6,6 +6,7 @@ import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgr
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
+import { pushReaction } from './push.js';
 import { markdownTable, progressLine, type Row } from './table.js';
 import { buildTools, type Tools } from './tools.js';
 
@@ -38,6 +39,7 @@ const FIGURES: Figure[] = [
   { name: 'pidstat start-to-answer with a key file', needsTools: false, measure: keyedStartToAnswer },
   { name: 'fan-out', needsTools: false, measure: fanout },
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
+  { name: 'push reaction', needsTools: false, measure: pushReaction },
 ];
 
 const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);
