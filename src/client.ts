@@ -197,8 +197,14 @@ interface Subscriber {
   onDeath: () => void;
 }
 
-/** Challenges (SUBC) answered in one renew() before it gives up: a fresh ticket needs one. */
-const MAX_CHALLENGES = 2;
+/**
+ * SUBS sent in one renew(), spread over its timeout: a lost datagram of the
+ * four a first subscription takes (SUBS, SUBC, SUBS, SUBR) is made up within
+ * the same renew(), and does not send the watch back to polling.
+ */
+const RENEW_SENDS = 3;
+/** Challenges (SUBC) answered in one renew() before it gives up: a fresh ticket needs one per send at most. */
+const MAX_CHALLENGES = 2 * RENEW_SENDS;
 
 /** The soft limit of open descriptors, from /proc/self/limits; Node has no getrlimit. */
 function descriptorBudget(): number {
@@ -373,8 +379,11 @@ export class PidStatClient {
         subscriber.settle?.({ state: 'silent' });
         return new Promise<SubscribeOutcome>((resolve) => {
           const timer = setTimeout(() => settle({ state: 'silent' }), timeoutMs);
+          // The same SUBS again, with the ticket last heard, a renewal as any.
+          const resend = setInterval(() => this.sendSubscribe(subscriber), timeoutMs / RENEW_SENDS);
           const settle = (outcome: SubscribeOutcome) => {
             clearTimeout(timer);
+            clearInterval(resend);
             if (subscriber.settle === settle) subscriber.settle = undefined;
             resolve(outcome);
           };

@@ -523,10 +523,16 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
 
   /** A subscription or an acknowledgement (subscriptions.ts); `address` as the socket wrote it, `source` unmapped. */
   function handlePush(msg: Buffer, length: number, source: string, address: string, port: number, asked?: () => string | undefined): string | undefined {
-    const message = subscriptions === undefined ? undefined : decodePush(msg);
+    if (subscriptions === undefined) {
+      // Not malformed: a client polls once it hears nothing, and tries again a minute later.
+      stats.suppressed++;
+      log?.(joinHostPort(source, port), text(msg), 'no reply: push notices are off (--no-push)');
+      return undefined;
+    }
+    const message = decodePush(msg);
     if (message === undefined || (message.kind !== 'SUBS' && message.kind !== 'ACKN')) {
       stats.malformed++;
-      log?.(joinHostPort(source, port), text(msg), subscriptions === undefined ? 'dropped: push notices are off (--no-push)' : 'dropped: not a valid subscription or acknowledgement');
+      log?.(joinHostPort(source, port), text(msg), 'dropped: not a valid subscription or acknowledgement');
       return undefined;
     }
     const key = keys === undefined ? undefined : verify(message.auth, keys.byId);

@@ -303,7 +303,9 @@ describe('pidwatch by push', () => {
       await sleeper.stop();
       const result = await running;
       assert.equal(result.signal, 'SIGHUP', describeRun(result));
-      assert.match(daemon.log(), /SUBS .*dropped: push notices are off/);
+      assert.match(daemon.log(), /SUBS .*no reply: push notices are off/);
+      await daemon.stop();
+      assert.match(daemon.log(), /stopped: .*\bmalformed 0\b/, 'a subscription to a --no-push daemon was counted as malformed');
     } finally {
       await sleeper.stop();
       await daemon.stop();
