@@ -7,6 +7,7 @@ import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
+import { subscriptionMemory } from './subscriptions.js';
 import { markdownTable, progressLine, type Row } from './table.js';
 import { buildTools, type Tools } from './tools.js';
 
@@ -40,6 +41,7 @@ const FIGURES: Figure[] = [
   { name: 'fan-out', needsTools: false, measure: fanout },
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
   { name: 'push reaction', needsTools: false, measure: pushReaction },
+  { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
 ];
 
 const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);
