@@ -188,9 +188,10 @@ test('the cap in all refuses the next subscriber (it polls), says so in the log 
 
 describe('the client\'s subscriptions', () => {
   /** A daemon of the test's own: answers a subscription, and sends what the test says. */
-  async function fakeDaemon(): Promise<{ port: number; subscribed: Promise<{ text: string; from: dgram.RemoteInfo }>; send(text: string): void; acks: string[]; close(): void }> {
+  async function fakeDaemon(ignoreFirst = 0): Promise<{ port: number; subscribed: Promise<{ text: string; from: dgram.RemoteInfo }>; send(text: string): void; acks: string[]; close(): void }> {
     const socket = dgram.createSocket('udp4');
     const acks: string[] = [];
+    let ignored = 0;
     let got!: (value: { text: string; from: dgram.RemoteInfo }) => void;
     const subscribed = new Promise<{ text: string; from: dgram.RemoteInfo }>((resolve) => (got = resolve));
     let client: dgram.RemoteInfo | undefined;
@@ -198,7 +199,7 @@ describe('the client\'s subscriptions', () => {
       const text = msg.toString('latin1').trimEnd();
       const [kind, pid, host] = text.split(' ');
       if (kind === 'ACKN') return acks.push(text);
-      if (kind !== 'SUBS') return;
+      if (kind !== 'SUBS' || ignored++ < ignoreFirst) return;
       client = from;
       socket.send(`SUBR ${pid} ${host} 1 30`, from.port, from.address);
       got({ text, from });
@@ -240,6 +241,19 @@ describe('the client\'s subscriptions', () => {
       await sleep(300);
       assert.equal(later, 0, 'a replayed notice was believed by a later subscription');
       again.close();
+    } finally {
+      await client.close();
+      daemon.close();
+    }
+  });
+
+  test('a subscription whose first SUBS is lost is made within the same wait: the SUBS is sent again', async () => {
+    const daemon = await fakeDaemon(1);
+    const client = new PidStatClient({ port: daemon.port, local: false });
+    try {
+      const subscription = client.subscribe({ host: '127.0.0.1', pid: 4242, start: '1000' }, () => {});
+      assert.deepEqual(await subscription.renew(900), { state: 'subscribed', leaseMs: 30_000 }, 'one lost SUBS cost the subscription');
+      subscription.close();
     } finally {
       await client.close();
       daemon.close();
