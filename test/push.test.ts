@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, describe, test, type TestContext } from 'node:test';
 import { PidStatClient } from '../src/client.js';
 import { loadUdpBatch } from '../src/native.js';
 import { readStartToken } from '../src/probe.js';
@@ -349,48 +349,47 @@ describe('pidwatch by push', () => {
   const daemonOn = (port: number) => startDaemon(['--bind', '127.0.0.1', '--port', String(port), '--debug']);
   const subscribedIn = (log: () => string, pid: number) => waitFor(() => new RegExp(`answered SUBR ${pid} \\S+ 1 30`).test(log()), 8000);
 
-  test('a daemon that restarts loses the subscription: the next renewal subscribes again, and the death is pushed', async () => {
+  /**
+   * pidwatch --no-local watching a sleeper through a daemon on a port of the
+   * test's, once subscribed; the test may replace `daemon` (a restart), and
+   * whichever runs at the end is stopped, with the sleeper.
+   */
+  async function subscribedWatch(t: TestContext) {
     const port = await freePort();
-    let daemon = await daemonOn(port);
-    const sleeper = startSleeper();
-    try {
-      // --dead-after 6000: renewals every 2 s (a third of it), and a restart of a second or so is no death.
-      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(sleeper.pid), '--dead-after', '6000', '--interval', '500', 'sleep', '60'], { timeoutMs: 30_000 });
-      assert.ok(await subscribedIn(() => daemon.log(), sleeper.pid), `pidwatch did not subscribe: ${daemon.log()}`);
-      await daemon.stop();
-      daemon = await daemonOn(port);
-      assert.ok(await subscribedIn(() => daemon.log(), sleeper.pid), `pidwatch did not subscribe again to the new daemon: ${daemon.log()}`);
-      const killedAt = performance.now();
-      await sleeper.stop();
-      const result = await running;
-      const ms = performance.now() - killedAt;
-      assert.equal(result.signal, 'SIGHUP', describeRun(result));
-      assert.ok(ms < 1500, `the job ended ${Math.round(ms)} ms after the death`);
-      await daemon.stop();
-      assert.match(daemon.log(), /stopped: .*\bnotified 1\b/, `the new daemon told of no death: ${daemon.log()}`);
-    } finally {
-      await sleeper.stop();
-      await daemon.stop();
-    }
+    const watch = { port, daemon: await daemonOn(port), sleeper: startSleeper(), running: undefined as unknown as Promise<RunResult> };
+    t.after(async () => {
+      await watch.sleeper.stop();
+      await watch.daemon.stop();
+    });
+    // --dead-after 6000: renewals every 2 s (a third of it), and a restart of a second or so is no death.
+    watch.running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(watch.sleeper.pid), '--dead-after', '6000', '--interval', '500', 'sleep', '60'], { timeoutMs: 30_000 });
+    assert.ok(await subscribedIn(() => watch.daemon.log(), watch.sleeper.pid), `pidwatch did not subscribe: ${watch.daemon.log()}`);
+    return watch;
+  }
+
+  test('a daemon that restarts loses the subscription: the next renewal subscribes again, and the death is pushed', async (t) => {
+    const watch = await subscribedWatch(t);
+    await watch.daemon.stop();
+    watch.daemon = await daemonOn(watch.port);
+    assert.ok(await subscribedIn(() => watch.daemon.log(), watch.sleeper.pid), `pidwatch did not subscribe again to the new daemon: ${watch.daemon.log()}`);
+    const killedAt = performance.now();
+    await watch.sleeper.stop();
+    const result = await watch.running;
+    const ms = performance.now() - killedAt;
+    assert.equal(result.signal, 'SIGHUP', describeRun(result));
+    assert.ok(ms < 1500, `the job ended ${Math.round(ms)} ms after the death`);
+    await watch.daemon.stop();
+    assert.match(watch.daemon.log(), /stopped: .*\bnotified 1\b/, `the new daemon told of no death: ${watch.daemon.log()}`);
   });
 
-  test('a death while the daemon is down is still told: the new daemon finds the start token gone', async () => {
-    const port = await freePort();
-    let daemon = await daemonOn(port);
-    const sleeper = startSleeper();
-    try {
-      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(sleeper.pid), '--dead-after', '6000', '--interval', '500', 'sleep', '60'], { timeoutMs: 30_000 });
-      assert.ok(await subscribedIn(() => daemon.log(), sleeper.pid), `pidwatch did not subscribe: ${daemon.log()}`);
-      await daemon.stop();
-      await sleeper.stop();
-      daemon = await daemonOn(port);
-      const result = await running;
-      assert.equal(result.signal, 'SIGHUP', describeRun(result));
-      assert.match(daemon.log(), new RegExp(`answered (SUBR ${sleeper.pid} \\S+ 0 0|EXIS ${sleeper.pid} 0 )`), `the new daemon did not tell of the death: ${daemon.log()}`);
-    } finally {
-      await sleeper.stop();
-      await daemon.stop();
-    }
+  test('a death while the daemon is down is still told: the new daemon finds the start token gone', async (t) => {
+    const watch = await subscribedWatch(t);
+    await watch.daemon.stop();
+    await watch.sleeper.stop();
+    watch.daemon = await daemonOn(watch.port);
+    const result = await watch.running;
+    assert.equal(result.signal, 'SIGHUP', describeRun(result));
+    assert.match(watch.daemon.log(), new RegExp(`answered (SUBR ${watch.sleeper.pid} \\S+ 0 0|EXIS ${watch.sleeper.pid} 0 )`), `the new daemon did not tell of the death: ${watch.daemon.log()}`);
   });
 });
 
