@@ -13,7 +13,7 @@ import {
   kernelDrops,
   makeTruth,
   ownHostOf,
-  pinnedHeapEnv,
+  pinnedHeap,
   readToken,
   rssKb,
   stopCounters,
@@ -82,7 +82,7 @@ describe(`${COUNT} fuzzed datagrams against pidstatd --foreground --rate 0 (V8 h
   before(async () => {
     sleeper = startSleeper();
     const reaped = [await deadPid(), await deadPid()];
-    daemon = await startDaemon(['--rate', '0', '--bind', '127.0.0.1'], pinnedHeapEnv());
+    daemon = await startDaemon(['--rate', '0', '--bind', '127.0.0.1'], {}, pinnedHeap);
     const truth = makeTruth(await ownHostOf(daemon.port), [sleeper.pid, 1, process.pid], reaped);
     report = await fuzz({
       port: daemon.port,

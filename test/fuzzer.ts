@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import { existsSync, readFileSync } from 'node:fs';
 import { ask, childrenOf } from './helpers.js';
+import { DAEMON_HEAP_OPTION } from '../src/heap.js';
 
 export { childrenOf };
 
@@ -745,18 +746,28 @@ export function failuresOf(report: FuzzReport, ...types: Failure['type'][]): num
 // Processes, through /proc
 
 /**
- * V8's heap sizing, pinned for a daemon under the fuzzer: as shipped, its
- * young generation grows in steps to 3 x 16 MB under load (VmRSS ~55 MB to
- * ~113 MB over the first ~550 000 datagrams, then flat: see test/soak/run.ts),
+ * V8's heap sizing, pinned for a daemon under the fuzzer: its young
+ * generation grows in steps under load (to 3 x 16 MB as Node ships it, VmRSS
+ * ~55 MB to ~113 MB over the first ~550 000 datagrams, then flat: see
+ * test/soak/run.ts; to 3 x 4 MB with the daemon's own cap, src/heap.ts),
  * which would hide a leak or fake one. With a small young generation and a
  * capped old one, VmRSS shows what the daemon keeps, and a leak that outgrows
  * the cap crashes it, which the restart checks see. Its logic is unchanged.
  */
 export const HEAP_FLAGS = '--max-semi-space-size=1 --max-old-space-size=20';
 
-/** NODE_OPTIONS for a daemon with HEAP_FLAGS. */
+/**
+ * NODE_OPTIONS with HEAP_FLAGS, for a daemon whose command line a test does
+ * not write (a detached one): its old space is capped, but its semi-space is
+ * the daemon's own, as its command line wins over NODE_OPTIONS.
+ */
 export function pinnedHeapEnv(): NodeJS.ProcessEnv {
   return { NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} ${HEAP_FLAGS}`.trim() };
+}
+
+/** startDaemon()'s wrap for a daemon with HEAP_FLAGS in place of the bin's own heap option (src/heap.ts). */
+export function pinnedHeap(command: string, args: string[]): [string, string[]] {
+  return [command, args.flatMap((word) => (word === DAEMON_HEAP_OPTION ? HEAP_FLAGS.split(' ') : [word]))];
 }
 
 /** VmRSS of a live process, in kB. */

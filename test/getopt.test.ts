@@ -9,7 +9,7 @@ import { SPEC as PIDSTAT } from '../src/cli/pidstat.js';
 import { SPEC as PIDSTATD } from '../src/cli/pidstatd.js';
 import { SPEC as PIDWATCH } from '../src/cli/pidwatch.js';
 import { stopDetached } from './detached.js';
-import { ask, deadPid, freePort, runBin, startDaemon, startSleeper, type RunResult } from './helpers.js';
+import { ask, BIN, deadPid, freePort, runBin, startDaemon, startSleeper, type RunResult } from './helpers.js';
 
 /**
  * Command lines written for IPC::Locker's tools, which read them with Perl's
@@ -102,7 +102,7 @@ describe('command lines written for IPC::Locker, with the real bins', () => {
       const dir = mkdtempSync(join(tmpdir(), 'getopt-'));
       const pidfile = join(dir, 'pidstatd.pid');
       // The daemon's command line word for word, not startDaemon's own --foreground --port 0.
-      const daemon = startDaemon([], {}, (command, [bin]) => [command, [bin!, ...argv, '-port', String(port), '-bind', '127.0.0.1', '--pidfile', pidfile]]);
+      const daemon = startDaemon([], {}, (command, words) => [command, [...words.slice(0, words.indexOf(BIN.pidstatd) + 1), ...argv, '-port', String(port), '-bind', '127.0.0.1', '--pidfile', pidfile]]);
       t.after(async () => {
         await (await daemon.catch(() => undefined))?.stop();
         await stopDetached(pidfile);
