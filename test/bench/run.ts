@@ -7,6 +7,7 @@ import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
+import { startupMachinery } from './startup.js';
 import { subscriptionMemory } from './subscriptions.js';
 import { markdownTable, progressLine, type Row } from './table.js';
 import { buildTools, type Tools } from './tools.js';
@@ -38,6 +39,7 @@ const FIGURES: Figure[] = [
   { name: 'idle daemon and pidwatch cost', needsTools: false, measure: idleCosts },
   { name: 'pidstat start-to-answer', needsTools: false, measure: startToAnswer },
   { name: 'pidstat start-to-answer with a key file', needsTools: false, measure: keyedStartToAnswer },
+  { name: 'start-up machinery', needsTools: false, measure: startupMachinery },
   { name: 'fan-out', needsTools: false, measure: fanout },
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
   { name: 'push reaction', needsTools: false, measure: pushReaction },

@@ -1,0 +1,159 @@
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import Module from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readPlainly, respellGetopt, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
+import { SPEC } from '../../src/cli/pidstat.js';
+import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
+import { binEnv, ROOT, run, startDaemon, startSleeper } from '../helpers.js';
+import { median } from './lib.js';
+import { metOrNot, type Row } from './table.js';
+
+/**
+ * What each piece of pidstat's start-up machinery saves of its
+ * start-to-answer (`pidstat --no-local --port P 127.0.0.1 PID`, answered by
+ * a daemon): the run with every piece is timed in the same rounds as a run
+ * without each one, and a piece's saving is the median over the rounds of
+ * (without - with). The order of the runs is reversed every other round, so
+ * neither side always runs first. A piece stays only where it saves 1 ms or
+ * more (the machinery's top comments quote this figure). No piece needs a
+ * switch in the code:
+ *
+ * - the compiled-code cache: on Node 20 the bundle's V8 code cache made at
+ *   build (src/cli/start.ts, scripts/code-cache.mjs), left out of a copy of
+ *   the package; on Node 22+ Node's own compile cache, off where
+ *   XDG_CACHE_HOME is a folder anyone may write to (start.ts refuses it);
+ * - the plain reader of command lines (readPlainly(), src/cli/args.ts):
+ *   `--local=false` says what `--no-local` says, but a boolean given a value
+ *   is left to yargs-parser, which is then imported;
+ * - lazy imports (src/cli/lazy.ts): without them, chalk, ora, yargs-parser
+ *   and yargs would load at every start, as node's --import loads them here.
+ *
+ * Every run is of a copy of the package made at the start, so a build by
+ * someone else meanwhile changes nothing measured; its node_modules and
+ * prebuilt addon are the package's own, linked.
+ */
+
+/** Rounds: at some 2 ms of noise a run on these shared machines, enough that a 1 ms saving shows. */
+const ROUNDS = 40;
+
+/** What every Node start pays where these are set (see client.ts): both sides run without them. */
+const CLEAN = { NODE_EXTRA_CA_CERTS: undefined, NODE_OPTIONS: undefined };
+
+/** Node 22+ caches compiled code itself: the hand-made cache is Node 20's. */
+const NODE_CACHE = typeof (Module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
+
+/** The modules src/cli/lazy.ts imports only when a command needs them. */
+const LAZY_MODULES = ['chalk', 'ora', 'yargs-parser', 'yargs'];
+
+interface Variant {
+  /** The copy of the package it runs. */
+  dir: string;
+  nodeOptions: readonly string[];
+  /** What comes before `--port P 127.0.0.1 PID`. */
+  args: readonly string[];
+  env: NodeJS.ProcessEnv;
+}
+
+interface Piece {
+  name: string;
+  without: Variant;
+}
+
+/** bin/, dist/bundle/ (its code caches too if `caches`) and package.json; node_modules, prebuilds/ and dist/native/ linked. */
+function copyOfPackage(into: string, caches: boolean): string {
+  mkdirSync(join(into, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'bin'), join(into, 'bin'), { recursive: true });
+  cpSync(join(ROOT, 'dist', 'bundle'), join(into, 'dist', 'bundle'), { recursive: true, filter: (file) => caches || !file.endsWith('.cache') });
+  cpSync(join(ROOT, 'package.json'), join(into, 'package.json'));
+  for (const path of ['node_modules', 'prebuilds', join('dist', 'native')]) {
+    if (existsSync(join(ROOT, path))) symlinkSync(join(ROOT, path), join(into, path));
+  }
+  if (caches && !NODE_CACHE) {
+    // A build that ran while this copied: its bundle and cache may not match.
+    const bundle = readFileSync(join(into, 'dist', 'bundle', 'pidstat.cjs'), 'latin1');
+    const cache = readFileSync(join(into, 'dist', 'bundle', 'pidstat.cache')).subarray(0, 33).toString('latin1');
+    if (!bundle.startsWith(`// build ${cache}`)) throw new Error('the bundle changed while it was copied (a build ran): run the figure again');
+  }
+  return into;
+}
+
+/** One pidstat run that must print `127.0.0.1:PID exists`; its wall time. */
+async function timed(variant: Variant, port: number, pid: number): Promise<number> {
+  const args = [...variant.nodeOptions, INSPECT_PORT_OPTION, join(variant.dir, 'bin', 'pidstat.cjs'), ...variant.args, '--port', String(port), '127.0.0.1', String(pid)];
+  const result = await run(process.execPath, args, { cwd: variant.dir, env: binEnv({ ...CLEAN, ...variant.env }) });
+  const expected = `127.0.0.1:${pid} exists\n`;
+  if (result.code !== 0 || result.stdout !== expected || result.stderr !== '') {
+    throw new Error(`pidstat ${args.join(' ')} exited ${result.code} with ${JSON.stringify(result.stdout + result.stderr)}`);
+  }
+  return result.ms;
+}
+
+/** The value below which a share `p` of `values` lies. */
+function quantile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.round((sorted.length - 1) * p)]!;
+}
+
+/** The plain reader reads `plain` and leaves `other` to yargs-parser: else the argv row would time nothing. */
+function checkReaders(plain: readonly string[], other: readonly string[]): void {
+  const spec = SPEC as CommandSpec<OptionTable>;
+  const read = (argv: readonly string[]) => readPlainly(spec, respellGetopt(spec, argv));
+  if (read(plain) === undefined || read(other) !== undefined) {
+    throw new Error(`readPlainly() no longer reads ${plain.join(' ')} alone, or reads ${other.join(' ')} too: the argv row would time nothing`);
+  }
+}
+
+export async function startupMachinery(): Promise<Row[]> {
+  const temp = mkdtempSync(join(tmpdir(), 'pidstat-bench-startup-'));
+  const daemon = await startDaemon(['--bind', '127.0.0.1']);
+  const sleeper = startSleeper();
+  try {
+    const cached = copyOfPackage(join(temp, 'cached'), true);
+    // Node 22+: the cache lives where XDG_CACHE_HOME says, if it is the user's alone.
+    const ownCache = join(temp, 'cache');
+    const sharedCache = join(temp, 'shared');
+    mkdirSync(ownCache, { mode: 0o700 });
+    mkdirSync(sharedCache);
+    chmodSync(sharedCache, 0o1777);
+    const plain = ['--no-local'];
+    const yargsParsed = ['--local=false'];
+    checkReaders(plain, yargsParsed);
+    const withAll: Variant = { dir: cached, nodeOptions: [], args: plain, env: { XDG_CACHE_HOME: ownCache } };
+    const pieces: Piece[] = [
+      NODE_CACHE
+        ? { name: "Node's compile cache (Node 22+, module.enableCompileCache)", without: { ...withAll, env: { XDG_CACHE_HOME: sharedCache } } }
+        : { name: 'V8 code cache (Node 20, dist/bundle/*.cache)', without: { ...withAll, dir: copyOfPackage(join(temp, 'uncached'), false) } },
+      { name: 'plain argv reader (readPlainly) vs yargs-parser', without: { ...withAll, args: yargsParsed } },
+      { name: 'lazy imports (lazy.ts) vs chalk, ora, yargs-parser and yargs loaded at start', without: { ...withAll, nodeOptions: LAZY_MODULES.map((name) => `--import=${name}`) } },
+    ];
+    const variants = [withAll, ...pieces.map((piece) => piece.without)];
+    // One untimed run of each first: a cold file cache, and Node 22's compile cache, filled.
+    for (const variant of variants) await timed(variant, daemon.port, sleeper.pid);
+    const times = variants.map((): number[] => []);
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = variants.map((_, i) => i);
+      if (round % 2 === 1) order.reverse();
+      for (const i of order) times[i]!.push(await timed(variants[i]!, daemon.port, sleeper.pid));
+    }
+    const withTimes = times[0]!;
+    return pieces.map((piece, p) => {
+      const withoutTimes = times[p + 1]!;
+      const saved = withoutTimes.map((t, round) => t - withTimes[round]!);
+      const savedMs = median(saved);
+      const slower = saved.filter((d) => d > 0).length;
+      return {
+        figure: `start-up machinery: ${piece.name}, ms saved (median of ${ROUNDS} alternated rounds)`,
+        ours: `${savedMs.toFixed(1)} ms (quartiles ${quantile(saved, 0.25).toFixed(1)} to ${quantile(saved, 0.75).toFixed(1)}; slower without in ${slower}/${ROUNDS})`,
+        reference: `${median(withoutTimes).toFixed(1)} ms without, ${median(withTimes).toFixed(1)} ms with`,
+        ratio: median(withTimes) / median(withoutTimes),
+        goal: '>= 1 ms saved',
+        met: metOrNot(savedMs >= 1),
+      };
+    });
+  } finally {
+    await sleeper.stop();
+    await daemon.stop();
+    rmSync(temp, { recursive: true, force: true });
+  }
+}
