@@ -1,9 +1,10 @@
-// Builds native/udpbatch.c, the commands' batched datagram I/O, a Node-API
-// addon: one build serves Node 20, 22 and 24 (NAPI_VERSION 8).
+// Builds native/linux.c, the Linux system calls of the suite (batched UDP,
+// Unix datagram sockets, pidfd exit watches, HMAC), into pidstat_linux.node,
+// a Node-API addon: one build serves Node 20, 22 and 24 (NAPI_VERSION 8).
 //
 //   node scripts/build-native.mjs --prebuild [--strict]
 //     (npm run build; npm run prebuilds and prepack with --strict) builds
-//     prebuilds/linux-x64/udpbatch.node and prebuilds/linux-arm64/, the
+//     prebuilds/linux-x64/pidstat_linux.node and prebuilds/linux-arm64/, the
 //     layout of prebuildify and node-gyp-build, which the package carries:
 //     this machine's with `cc` (or CC), the other with Debian's cross
 //     compiler (gcc-aarch64-linux-gnu or gcc-x86-64-linux-gnu). Without
@@ -11,7 +12,7 @@
 //     script fails, so no package is packed without both.
 //   node scripts/build-native.mjs
 //     (at install) nothing where the prebuilt addon loads; else builds
-//     dist/native/udpbatch.node from the source with the user's compiler.
+//     dist/native/pidstat_linux.node from the source with the user's compiler.
 //     It never fails the install: where it cannot build (no compiler, no
 //     headers, not Linux), it says why and the commands read their sockets
 //     through Node's dgram, answering the same, slower.
@@ -24,9 +25,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const source = join(root, 'native', 'udpbatch.c');
-const prebuilt = (arch) => join(root, 'prebuilds', `linux-${arch}`, 'udpbatch.node');
-const built = join(root, 'dist', 'native', 'udpbatch.node');
+/** The addon's name, as a file and as the module name Node-API registers (a C identifier). */
+const NAME = 'pidstat_linux';
+const source = join(root, 'native', 'linux.c');
+const prebuilt = (arch) => join(root, 'prebuilds', `linux-${arch}`, `${NAME}.node`);
+const built = join(root, 'dist', 'native', `${NAME}.node`);
 
 /** The targets, with Debian's name for their cross compiler and ELF's for their machine. */
 const TARGETS = {
@@ -68,8 +71,8 @@ function elfMachine(file) {
 function compile(cc, arch, target, extra) {
   const include = nodeHeaders();
   mkdirSync(dirname(target), { recursive: true });
-  const partial = join(dirname(target), `udpbatch-${process.pid}.node`);
-  const args = ['-O2', '-Wall', '-shared', '-fPIC', ...extra, '-DNAPI_VERSION=8', '-DNODE_GYP_MODULE_NAME=udpbatch', `-I${include}`, '-o', partial, source];
+  const partial = join(dirname(target), `${NAME}-${process.pid}.node`);
+  const args = ['-O2', '-Wall', '-shared', '-fPIC', ...extra, '-DNAPI_VERSION=8', `-DNODE_GYP_MODULE_NAME=${NAME}`, `-I${include}`, '-o', partial, source];
   const result = spawnSync(cc, args, { encoding: 'utf8' });
   try {
     if (result.error !== undefined) throw new Error(`${cc}: ${result.error.message}`);

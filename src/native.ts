@@ -4,16 +4,22 @@ import { getSystemErrorName } from 'node:util';
 import { packageRoot } from './paths.js';
 
 /**
- * The optional addon native/udpbatch.c: UDP sockets read in batches
- * (recvmmsg; the daemon answers with sendmmsg), shipped prebuilt for
- * linux-x64 and linux-arm64, else built at install time where a C compiler
- * and Node's headers are found (scripts/build-native.mjs). The
- * daemon reads its socket through it, and so does the client, which then
- * never loads dgram (whose first bind loads Node's cluster module: a
- * twentieth of a pidstat run). Without it both use Node's dgram, and answer
- * the same, more slowly.
+ * The optional addon native/linux.c, built as pidstat_linux.node: the Linux
+ * system calls the suite needs and Node does not offer, grouped as in its
+ * source. It only moves bytes and makes calls; every decision is taken in
+ * the TypeScript that calls it. Shipped prebuilt for linux-x64 and
+ * linux-arm64, else built at install time where a C compiler and Node's
+ * headers are found (scripts/build-native.mjs). Where it does not load,
+ * every command still works: sockets are read through Node's dgram (the
+ * same answers, more slowly), MACs computed with node:crypto, a process's
+ * end found by polling; pidstatd(8), FILES, says what the daemon then
+ * goes without.
  */
-export interface UdpBatch {
+export interface LinuxCalls {
+  // UDP batches: the daemon reads its socket through them, and so does the
+  // client, which then never loads dgram (whose first bind loads Node's
+  // cluster module: a twentieth of a pidstat run).
+
   /** Datagrams a batch holds, and the size of each one's slots. */
   readonly BATCH: number;
   readonly IN_SLOT: number;
@@ -33,7 +39,7 @@ export interface UdpBatch {
   address(fd: number): [string, 4 | 6, number];
   setRecvBufferSize(fd: number, bytes: number): void;
   /**
-   * Reads fd until stop(); see native/udpbatch.c for the buffers' layout.
+   * Reads fd until stop(); see native/linux.c, UDP batches, for the buffers' layout.
    * onBatch(count, 0, 0): count datagrams are in the buffers; (0, errno, 0):
    * a receive error; (0, errno, unsent): unsent replies of the last batch
    * were refused, errno the last reason. With `destinations`, meta also holds
@@ -50,14 +56,14 @@ export interface UdpBatch {
   ): unknown;
   /** Stops reading and closes fd, then calls closed(). */
   stop(handle: unknown, closed: () => void): void;
+
+  // Unix datagram sockets (src/syslog.ts, src/notify.ts).
+
   /** One datagram to a Unix datagram socket ('@name' abstract): 0, or a negative errno; never blocks. Absent from older builds. */
   unixSend?(path: string, datagram: Buffer): number;
-  /**
-   * An HMAC-SHA256 context keyed with `key`, and the MAC with it of
-   * data[0, length), into out[0, 32): the OpenSSL of the Node process, found
-   * at load time; both absent where there is none (and from older builds).
-   */
-  hmacKey?(key: Uint8Array): unknown;
+
+  // pidfd exit watches (src/watch.ts, src/subscriptions.ts).
+
   /**
    * Calls onExit once when process `pid` has ended (a zombie included),
    * through a pidfd the event loop polls: a handle, or a negative errno
@@ -66,8 +72,20 @@ export interface UdpBatch {
   watchExit?(pid: number, onExit: () => void): unknown;
   /** Stops a watchExit before it has called back; never after. */
   unwatchExit?(handle: unknown): void;
+
+  // HMAC (src/keys.ts).
+
+  /**
+   * An HMAC-SHA256 context keyed with `key`, and the MAC with it of
+   * data[0, length), into out[0, 32): the OpenSSL of the Node process, found
+   * at load time; both absent where there is none (and from older builds).
+   */
+  hmacKey?(key: Uint8Array): unknown;
   hmacSha256?(context: unknown, data: Uint8Array, length: number, out: Uint8Array): void;
 }
+
+/** The addon's former name, kept while other modules still import it. */
+export type UdpBatch = LinuxCalls;
 
 /**
  * Where the addon is looked for, first to last: the one prebuilt for this
@@ -75,18 +93,18 @@ export interface UdpBatch {
  * is these few lines: the package would cost more than it gives); then one
  * built at install from the source where none fits (musl, another arch).
  */
-export const ADDON_PATHS = [join('prebuilds', `${process.platform}-${process.arch}`, 'udpbatch.node'), join('dist', 'native', 'udpbatch.node')];
+export const ADDON_PATHS = [join('prebuilds', `${process.platform}-${process.arch}`, 'pidstat_linux.node'), join('dist', 'native', 'pidstat_linux.node')];
 
-let loaded: { addon?: UdpBatch; why?: string } | undefined;
+let loaded: { addon?: LinuxCalls; why?: string } | undefined;
 
 /** The addon, or why it cannot be had (none for this platform, or none that loads). */
-export function loadUdpBatch(): { addon?: UdpBatch; why?: string } {
+export function loadLinuxCalls(): { addon?: LinuxCalls; why?: string } {
   if (loaded !== undefined) return loaded;
   const why: string[] = [];
   for (const path of ADDON_PATHS) {
     const file = join(packageRoot(), path);
     try {
-      loaded = { addon: createRequire(import.meta.url)(file) as UdpBatch };
+      loaded = { addon: createRequire(import.meta.url)(file) as LinuxCalls };
       return loaded;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -97,13 +115,16 @@ export function loadUdpBatch(): { addon?: UdpBatch; why?: string } {
   return loaded;
 }
 
+/** loadLinuxCalls under the addon's former name, kept while other modules still import it. */
+export { loadLinuxCalls as loadUdpBatch };
+
 /** How sockets are read: 'batch' (the addon), 'dgram', or 'auto': batch where the addon was built. */
 export type SocketIo = 'auto' | 'batch' | 'dgram';
 
 /** The addon when `io` asks for batches and it was built; undefined for dgram; throws for 'batch' where it was not built. */
-export function batchAddon(io: SocketIo): UdpBatch | undefined {
+export function batchAddon(io: SocketIo): LinuxCalls | undefined {
   if (io === 'dgram') return undefined;
-  const { addon, why } = loadUdpBatch();
+  const { addon, why } = loadLinuxCalls();
   if (addon === undefined && io === 'batch') throw new Error(`batched I/O is not available: ${why}`);
   return addon;
 }

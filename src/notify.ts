@@ -7,7 +7,7 @@ import { loadUdpBatch } from './native.js';
  * systemd's `Type=notify` waits for READY=1, shows STATUS= in `systemctl
  * status`, and with `WatchdogSec=` restarts a service whose WATCHDOG=1 pings
  * stop. Node has no Unix datagram sockets: the addon sends (unixSend in
- * native/udpbatch.c), and what is sent, and when, is decided here. A state
+ * native/linux.c), and what is sent, and when, is decided here. A state
  * the socket does not take is dropped, as sd_notify does: notifying never
  * blocks or stops the daemon.
  * @see https://www.freedesktop.org/software/systemd/man/latest/sd_notify.html

@@ -5,7 +5,7 @@ import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.j
 
 /**
  * The client's UDP sockets, in one of two ways that behave alike: through the
- * addon (native/udpbatch.c), which reads a batch of replies per system call
+ * addon (native/linux.c), which reads a batch of replies per system call
  * and spares loading dgram, whose first bind loads Node's cluster module (a
  * twentieth of a pidstat run); or through Node's dgram, where the addon was
  * not built. Sockets are unref'd: pending questions keep the process alive

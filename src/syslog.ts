@@ -5,7 +5,7 @@ import { loadUdpBatch } from './native.js';
  * Log lines to the local syslog daemon, as syslog(3) sends them: one
  * datagram per line, `<PRI>TAG[PID]: message`, to the Unix datagram socket
  * /dev/log (RFC 3164's form; the daemon adds the time and host). Node has no
- * Unix datagram sockets: the addon sends (native/udpbatch.c, unixSend), and
+ * Unix datagram sockets: the addon sends (native/linux.c, unixSend), and
  * everything else is decided here. A line the socket does not take (no
  * daemon listening, its queue full) is dropped: logging never blocks or
  * stops the caller.

@@ -5,7 +5,7 @@ import { loadUdpBatch } from '../src/native.js';
 import { ROOT, run, runBin, startDaemon, startSleeper } from './helpers.js';
 
 /**
- * The commands read their sockets through the addon native/udpbatch.c where
+ * The commands read their sockets through the addon native/linux.c where
  * it was built, and through Node's dgram where not. The other test files run
  * the first way (here, where cc is); this one runs the daemon's and the
  * client's tests again the second way, with PIDSTAT_IO=dgram, and checks

@@ -167,12 +167,12 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
       'man/pidstat.1', 'man/pidwatch.1', 'man/pidstatd.8', 'doc/protocol.md',
       'contrib/systemd/pidstatd.service', 'contrib/systemd/pidstatd.socket',
       'dist/bundle/start.cjs',
-      'native/udpbatch.c', 'scripts/build-native.mjs', 'scripts/code-cache.mjs',
-      `prebuilds/linux-${ARCH}/udpbatch.node`,
+      'native/linux.c', 'scripts/build-native.mjs', 'scripts/code-cache.mjs',
+      `prebuilds/linux-${ARCH}/pidstat_linux.node`,
     ];
     for (const file of expected) assert.ok(files.includes(file), `${file} is missing from the tarball`);
     for (const file of files) {
-      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|doc\/|contrib\/|native\/udpbatch\.c$|prebuilds\/linux-(x64|arm64)\/udpbatch\.node$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
+      assert.match(file, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md|bin\/|dist\/bundle\/|dist\/src\/|man\/|doc\/|contrib\/|native\/linux\.c$|prebuilds\/linux-(x64|arm64)\/pidstat_linux\.node$|scripts\/(build-native|code-cache)\.mjs$)/, `${file} does not belong in the tarball`);
       assert.doesNotMatch(file, /(^|\/)test(s)?\/|\.test\.|\.spec\./, `${file}: tests do not belong in the tarball`);
       assert.ok(!file.endsWith('.ts') || file.endsWith('.d.ts'), `${file}: TypeScript sources do not belong in the tarball`);
       assert.doesNotMatch(file, /\.(map|tgz|tsbuildinfo)$/, `${file} does not belong in the tarball`);
@@ -200,13 +200,13 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
 
   await t.test('the tarball carries the addon prebuilt for linux-x64 and linux-arm64, naming no path of this machine', async (t) => {
     const listed = (await run('tar', ['-tzf', tarball])).stdout;
-    if (!listed.includes(`package/prebuilds/linux-${OTHER.arch}/udpbatch.node`) && !has(OTHER.gcc)) {
+    if (!listed.includes(`package/prebuilds/linux-${OTHER.arch}/pidstat_linux.node`) && !has(OTHER.gcc)) {
       return skip(t, `no prebuilt addon for linux-${OTHER.arch}: ${OTHER.gcc} is not installed (.ci/run installs it; npm pack refuses to pack without it)`);
     }
     const dir = join(tmp, 'prebuilds-unpacked');
     mkdirSync(dir);
     for (const arch of ['x64', 'arm64']) {
-      const file = `package/prebuilds/linux-${arch}/udpbatch.node`;
+      const file = `package/prebuilds/linux-${arch}/pidstat_linux.node`;
       assert.equal((await run('tar', ['-xzf', tarball, '-C', dir, file])).code, 0, `${file} is not in the tarball`);
       const data = readFileSync(join(dir, file));
       assert.equal(data.readUInt16LE(18), arch === 'x64' ? 62 : 183, `${file} is an ELF file for ${arch}`);
@@ -326,7 +326,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     if (!has(OTHER.qemu)) return skip(t, `${OTHER.qemu} is not installed (Debian package qemu-user)`);
     if (!existsSync(join(OTHER.sysroot, 'lib'))) return skip(t, `no ${OTHER.arch} C library under ${OTHER.sysroot} (Debian package libc6-${OTHER.arch === 'arm64' ? 'arm64' : 'amd64'}-cross)`);
     if (!existsSync(OTHER_NODE)) return skip(t, `no Node for ${OTHER.arch} at ${OTHER_NODE} (.ci/run installs it from the registry)`);
-    const addon = join(installedRoot, 'prebuilds', `linux-${OTHER.arch}`, 'udpbatch.node');
+    const addon = join(installedRoot, 'prebuilds', `linux-${OTHER.arch}`, 'pidstat_linux.node');
     const script = `const a = require(${JSON.stringify(addon)}); const fd = a.open('127.0.0.1', 0, false); console.log(process.arch, typeof a.unixSend, a.address(fd).join(' '))`;
     const loaded = await run(OTHER.qemu, ['-L', OTHER.sysroot, OTHER_NODE, '-e', script], { timeoutMs: 60_000 });
     assert.equal(loaded.code, 0, loaded.stderr);

@@ -146,7 +146,7 @@ test('without the addon (no C compiler at install), the commands answer through 
   const sleeper = startSleeper();
   const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug'], { NOTIFY_SOCKET: '@pidstatd-no-addon' }, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
   try {
-    const said = /reading datagrams through Node's dgram \(.*udpbatch\.node was not built\)/;
+    const said = /reading datagrams through Node's dgram \(.*pidstat_linux\.node was not built\)/;
     // Under systemd's Type=notify the start would time out: the log says so, once.
     const notify = /warning: NOTIFY_SOCKET is set, but the daemon cannot notify the service manager \(a Type=notify start times out; use Type=simple\): .*was not built/;
     // Each line is a write of its own, which this end of the pipe may read apart.
@@ -201,12 +201,12 @@ test('the install builds the addon where the prebuilt one does not load, with th
   const dir = copyOfSources(true);
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   // What a prebuilt addon is on a system it does not fit (musl, an old glibc): a file dlopen refuses.
-  writeFileSync(join(dir, 'prebuilds', `linux-${process.arch}`, 'udpbatch.node'), 'not an ELF file');
+  writeFileSync(join(dir, 'prebuilds', `linux-${process.arch}`, 'pidstat_linux.node'), 'not an ELF file');
   const result = await run(process.execPath, [join(dir, 'scripts', 'build-native.mjs')], { env: binEnv() });
   if (/no-such|ENOENT/.test(result.stderr)) return t.skip(`no C compiler here: ${result.stderr.trim()}`);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stderr, '');
-  const loaded = await run(process.execPath, ['-e', `console.log(typeof require(${JSON.stringify(join(dir, 'dist', 'native', 'udpbatch.node'))}).start)`]);
+  const loaded = await run(process.execPath, ['-e', `console.log(typeof require(${JSON.stringify(join(dir, 'dist', 'native', 'pidstat_linux.node'))}).start)`]);
   assert.equal(loaded.stdout, 'function\n', loaded.stderr);
 });
 
@@ -231,5 +231,5 @@ test('the addon build never fails an install: without a prebuilt addon or a comp
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stderr, /batched socket I\/O not available: no prebuilt addon for linux-\w+, and none built: no-such-compiler: .*ENOENT/);
   assert.match(result.stderr, /through Node's dgram, which answers the same/);
-  assert.throws(() => readFileSync(join(dir, 'dist', 'native', 'udpbatch.node')), { code: 'ENOENT' });
+  assert.throws(() => readFileSync(join(dir, 'dist', 'native', 'pidstat_linux.node')), { code: 'ENOENT' });
 });

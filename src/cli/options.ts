@@ -12,7 +12,7 @@ import type { OptionSpec } from './args.js';
  */
 
 export const ENV_PORT = 'PIDSTAT_PORT';
-/** How sockets are read: auto, batch (the addon native/udpbatch.c) or dgram (Node's); for testing and trouble. */
+/** How sockets are read: auto, batch (the addon native/linux.c) or dgram (Node's); for testing and trouble. */
 export const ENV_IO = 'PIDSTAT_IO';
 
 export const ENV_KEY_FILE = 'PIDSTAT_KEY_FILE';

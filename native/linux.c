@@ -1,15 +1,117 @@
 /*
- * udpbatch: batched datagram I/O for pidstat's commands, as a Node-API addon.
+ * pidstat_linux: the Linux system calls that pidstat's commands need and
+ * Node does not offer, in one Node-API addon for the whole suite. It is
+ * named for that, not for any one of its uses: it reads and writes UDP in
+ * batches, sends to Unix datagram sockets, watches processes end through
+ * pidfds and computes HMACs. The source is linux.c, as the calls are Linux's
+ * (recvmmsg, sendmmsg, pidfd_open); the built file is pidstat_linux.node, a
+ * name that says whose it is where it shows among a process's libraries or
+ * in an error message. scripts/build-native.mjs builds it; src/native.ts
+ * loads it and types what it exports.
  *
- * Node's dgram costs, per datagram, an epoll_wait, a recvmsg, a second
- * recvmsg that finds the queue empty, a call into JavaScript and a sendmsg.
- * Here one wake-up reads up to BATCH datagrams with one recvmmsg(2), hands
- * them to JavaScript in one call, and sends the replies with one sendmmsg(2).
- * The daemon's logic (allow list, rate limit, decoding, probing, encoding)
- * stays in TypeScript (src/server.ts); this file only moves bytes. The
- * client (src/sockets.ts) reads its replies the same way, and sends with
- * send(); it then never loads dgram, whose first bind loads Node's cluster
- * module, a twentieth of a pidstat run.
+ * Its sections, in this order, each saying what it offers:
+ *   UDP batches             recvmmsg(2) and sendmmsg(2), for the daemon and
+ *                           the client;
+ *   Unix datagram sockets   one datagram to syslog's or systemd's socket;
+ *   pidfd exit watches      a process's end, polled by the event loop;
+ *   HMAC                    HMAC-SHA256 with the OpenSSL Node carries.
+ * This file only moves bytes and makes calls. Every decision (what to send,
+ * to whom, what a datagram, an error or an end means) stays in TypeScript,
+ * in the modules each section names, and every command works where the
+ * addon cannot load (README.md; pidstatd(8), FILES, says what the daemon
+ * then does without).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <uv.h>
+
+/* ==== Shared: arguments, errors, calls into JavaScript ====================
+ *
+ * What every section below uses to read its arguments, throw Node's kind of
+ * Error and call back into JavaScript.
+ */
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_error(env, NULL, "pidstat_linux: " #call " failed");          \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+/* Throws an Error like Node's: "bind EADDRINUSE 0.0.0.0:1752", with code,
+ * errno and syscall. */
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *where) {
+  char text[512];
+  const char *code = uv_err_name(-err);
+  if (where != NULL) snprintf(text, sizeof text, "%s %s %s", syscall, code, where);
+  else snprintf(text, sizeof text, "%s %s", syscall, code);
+  napi_value message, error, value;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &error);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, error, "code", value);
+  napi_create_int32(env, -err, &value);
+  napi_set_named_property(env, error, "errno", value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, error, "syscall", value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "pidstat_linux: too few arguments");
+    return 0;
+  }
+  return 1;
+}
+
+/* Calls the function `ref` holds with argc int32 arguments, in its own
+ * scope; an exception it throws is reported as uncaught, as from any other
+ * event. */
+static void call_back(napi_env env, napi_async_context context, napi_ref ref, int argc, const int *args) {
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, receiver, argv[3], result;
+  napi_get_reference_value(env, ref, &callback);
+  napi_get_global(env, &receiver);
+  for (int i = 0; i < argc && i < 3; i++) napi_create_int32(env, args[i], &argv[i]);
+  if (napi_make_callback(env, context, receiver, callback, (size_t)argc, argv, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* ==== UDP batches =========================================================
+ *
+ * open, connect, send, address, setRecvBufferSize, setSendBufferSize, start,
+ * stop, ref: UDP sockets read and answered in batches. Node's dgram costs,
+ * per datagram, an epoll_wait, a recvmsg, a second recvmsg that finds the
+ * queue empty, a call into JavaScript and a sendmsg. Here one wake-up reads
+ * up to BATCH datagrams with one recvmmsg(2), hands them to JavaScript in
+ * one call, and sends the replies with one sendmmsg(2). The daemon's logic
+ * (allow list, rate limit, decoding, probing, encoding) stays in TypeScript
+ * (src/server.ts); this section only moves bytes. The client
+ * (src/sockets.ts) reads its replies the same way, and sends with send(); it
+ * then never loads dgram, whose first bind loads Node's cluster module, a
+ * twentieth of a pidstat run.
  *
  * Shared memory with JavaScript, one slot per datagram of a batch:
  *   input   BATCH x IN_SLOT bytes: the datagram (truncated to IN_SLOT);
@@ -31,20 +133,6 @@
  * libuv's); or count is 0 and unsent replies of the last batch could not be
  * sent, errno being the last one's reason.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <net/if.h>
-#include <netinet/in.h>
-#include <node_api.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-#include <uv.h>
-
 #define BATCH 64
 #define IN_SLOT 1040
 #define OUT_SLOT 1100
@@ -91,43 +179,6 @@ typedef struct {
   unsigned dst_ifindex[BATCH];
 } batch_t;
 
-#define CHECK(call)                                                            \
-  do {                                                                         \
-    if ((call) != napi_ok) {                                                   \
-      napi_throw_error(env, NULL, "udpbatch: " #call " failed");               \
-      return NULL;                                                             \
-    }                                                                          \
-  } while (0)
-
-/* Throws an Error like Node's: "bind EADDRINUSE 0.0.0.0:1752", with code,
- * errno and syscall. */
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *where) {
-  char text[512];
-  const char *code = uv_err_name(-err);
-  if (where != NULL) snprintf(text, sizeof text, "%s %s %s", syscall, code, where);
-  else snprintf(text, sizeof text, "%s %s", syscall, code);
-  napi_value message, error, value;
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, NULL, message, &error);
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &value);
-  napi_set_named_property(env, error, "code", value);
-  napi_create_int32(env, -err, &value);
-  napi_set_named_property(env, error, "errno", value);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value);
-  napi_set_named_property(env, error, "syscall", value);
-  napi_throw(env, error);
-  return NULL;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, NULL, "udpbatch: too few arguments");
-    return 0;
-  }
-  return 1;
-}
-
 /* Reads an IP address and port into storage; 0 if address is not one. */
 static socklen_t socket_address(const char *address, int port, struct sockaddr_storage *storage) {
   memset(storage, 0, sizeof *storage);
@@ -169,12 +220,12 @@ static socklen_t address_args(napi_env env, napi_value *argv, struct sockaddr_st
   int32_t port;
   if (napi_get_value_string_utf8(env, argv[0], address, sizeof address, &length) != napi_ok ||
       napi_get_value_int32(env, argv[1], &port) != napi_ok) {
-    napi_throw_type_error(env, NULL, "udpbatch: expected an address and a port");
+    napi_throw_type_error(env, NULL, "pidstat_linux: expected an address and a port");
     return 0;
   }
   /* A longer text was cut to fit: it is no address. */
   socklen_t size = length + 1 < sizeof address ? socket_address(address, port, storage) : 0;
-  if (size == 0) napi_throw_type_error(env, NULL, "udpbatch: not an IP address");
+  if (size == 0) napi_throw_type_error(env, NULL, "pidstat_linux: not an IP address");
   snprintf(where, where_size, "%s:%d", address, port);
   return size;
 }
@@ -185,7 +236,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   size_t argc = 4;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
-    napi_throw_type_error(env, NULL, "udpbatch: too few arguments");
+    napi_throw_type_error(env, NULL, "pidstat_linux: too few arguments");
     return NULL;
   }
   struct sockaddr_storage storage;
@@ -335,24 +386,6 @@ static napi_value js_set_recv_buffer(napi_env env, napi_callback_info info) {
 
 static napi_value js_set_send_buffer(napi_env env, napi_callback_info info) {
   return set_buffer(env, info, SO_SNDBUF);
-}
-
-/* Calls the function `ref` holds with argc int32 arguments, in its own
- * scope; an exception it throws is reported as uncaught, as from any other
- * event. */
-static void call_back(napi_env env, napi_async_context context, napi_ref ref, int argc, const int *args) {
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, receiver, argv[3], result;
-  napi_get_reference_value(env, ref, &callback);
-  napi_get_global(env, &receiver);
-  for (int i = 0; i < argc && i < 3; i++) napi_create_int32(env, args[i], &argv[i]);
-  if (napi_make_callback(env, context, receiver, callback, (size_t)argc, argv, &result) == napi_pending_exception) {
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_fatal_exception(env, error);
-  }
-  napi_close_handle_scope(env, scope);
 }
 
 /* Calls callback(count, err, unsent). */
@@ -557,7 +590,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   size_t argc = 7;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) {
-    napi_throw_type_error(env, NULL, "udpbatch: too few arguments");
+    napi_throw_type_error(env, NULL, "pidstat_linux: too few arguments");
     return NULL;
   }
   int32_t fd;
@@ -566,7 +599,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   if (argc > 6) CHECK(napi_get_value_bool(env, argv[6], &destinations));
   batch_t *b = calloc(1, sizeof *b);
   if (b == NULL) {
-    napi_throw_error(env, NULL, "udpbatch: out of memory");
+    napi_throw_error(env, NULL, "pidstat_linux: out of memory");
     return NULL;
   }
   b->env = env;
@@ -586,7 +619,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   b->output = buffer_data(env, argv[5], (size_t)BATCH * OUT_SLOT);
   if (b->input == NULL || b->meta == NULL || b->address == NULL || b->output == NULL) {
     free(b);
-    napi_throw_type_error(env, NULL, "udpbatch: a buffer is missing or too small");
+    napi_throw_type_error(env, NULL, "pidstat_linux: a buffer is missing or too small");
     return NULL;
   }
   int flags = fcntl(fd, F_GETFL);
@@ -606,7 +639,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   b->poll.data = b;
   CHECK(napi_create_reference(env, argv[1], 1, &b->callback));
   for (int i = 0; i < 4; i++) CHECK(napi_create_reference(env, argv[2 + i], 1, &b->buffers[i]));
-  CHECK(napi_create_string_utf8(env, "pidstatd:udpbatch", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_string_utf8(env, "pidstat.udpbatch", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_async_init(env, NULL, name, &b->context));
   napi_value handle;
   CHECK(napi_create_external(env, b, NULL, NULL, &handle));
@@ -649,57 +682,16 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value js_unix_send(napi_env env, napi_callback_info info);
-static napi_value js_watch_exit(napi_env env, napi_callback_info info);
-static napi_value js_unwatch_exit(napi_env env, napi_callback_info info);
-static napi_value js_hmac_key(napi_env env, napi_callback_info info);
-static napi_value js_hmac_sha256(napi_env env, napi_callback_info info);
-static bool find_hmac(void);
-
-static napi_value init(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-    {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
-    {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
-    {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
-    {"setSendBufferSize", NULL, js_set_send_buffer, NULL, NULL, NULL, napi_default, NULL},
-    {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
-    {"address", NULL, js_address, NULL, NULL, NULL, napi_default, NULL},
-    {"setRecvBufferSize", NULL, js_set_recv_buffer, NULL, NULL, NULL, napi_default, NULL},
-    {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
-    {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
-    {"unixSend", NULL, js_unix_send, NULL, NULL, NULL, napi_default, NULL},
-    {"watchExit", NULL, js_watch_exit, NULL, NULL, NULL, napi_default, NULL},
-    {"unwatchExit", NULL, js_unwatch_exit, NULL, NULL, NULL, napi_default, NULL},
-  };
-  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
-  if (find_hmac()) {
-    napi_property_descriptor hmac[] = {
-      {"hmacKey", NULL, js_hmac_key, NULL, NULL, NULL, napi_default, NULL},
-      {"hmacSha256", NULL, js_hmac_sha256, NULL, NULL, NULL, napi_default, NULL},
-    };
-    CHECK(napi_define_properties(env, exports, 2, hmac));
-  }
-  const char *names[] = {"BATCH", "IN_SLOT", "OUT_SLOT", "ADDRESS_SLOT", "META"};
-  const int values[] = {BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META};
-  for (int i = 0; i < 5; i++) {
-    napi_value value;
-    CHECK(napi_create_int32(env, values[i], &value));
-    CHECK(napi_set_named_property(env, exports, names[i], value));
-  }
-  return exports;
-}
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
-
-/* unixSend(path, datagram): sends one datagram to an AF_UNIX SOCK_DGRAM
- * socket (a syslog socket such as /dev/log) from a socket made for it and
- * closed at once, which Node cannot do. A path starting with '@' names an
- * abstract socket. Returns 0 or a negative errno; never blocks: a receiver
- * whose queue is full gives -EAGAIN. What to send, and what a failure means,
- * is decided in TypeScript (src/syslog.ts). */
-#include <stddef.h>
-#include <sys/un.h>
-
+/* ==== Unix datagram sockets ===============================================
+ *
+ * unixSend(path, datagram): sends one datagram to an AF_UNIX SOCK_DGRAM
+ * socket (a syslog socket such as /dev/log, or systemd's notify socket) from
+ * a socket made for it and closed at once, which Node cannot do. A path
+ * starting with '@' names an abstract socket. Returns 0 or a negative errno;
+ * never blocks: a receiver whose queue is full gives -EAGAIN. What to send,
+ * and what a failure means, is decided in TypeScript (src/syslog.ts,
+ * src/notify.ts).
+ */
 static napi_value js_unix_send(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
@@ -711,7 +703,7 @@ static napi_value js_unix_send(napi_env env, napi_callback_info info) {
   bool is_buffer;
   CHECK(napi_is_buffer(env, argv[1], &is_buffer));
   if (!is_buffer) {
-    napi_throw_type_error(env, NULL, "udpbatch: unixSend needs a path and a Buffer");
+    napi_throw_type_error(env, NULL, "pidstat_linux: unixSend needs a path and a Buffer");
     return NULL;
   }
   void *data;
@@ -742,116 +734,18 @@ static napi_value js_unix_send(napi_env env, napi_callback_info info) {
   return value;
 }
 
-/* hmacKey(key) and hmacSha256(context, data, length, out): HMAC-SHA256
- * keyed with the bytes of `key`, over the first `length` bytes of `data`,
- * written to the first 32 bytes of `out`. They call the HMAC of the OpenSSL
- * that Node itself carries, found with dlsym (nothing is linked at build
- * time); both properties are absent where the process has none, and
- * src/keys.ts then uses node:crypto. hmacKey prepares a context once per key
- * (OpenSSL keeps the padded key's hash states in it), so each MAC then costs
- * two short hashes: a keyed daemon computes two per request, where a
- * node:crypto Hmac object would cost more than the rest of the request.
- * Which key, which bytes, and what a digest proves stay in TypeScript. */
-#include <dlfcn.h>
-
-typedef struct hmac_ctx_st hmac_ctx;
-static struct {
-  const void *(*sha256)(void);
-  hmac_ctx *(*ctx_new)(void);
-  void (*ctx_free)(hmac_ctx *);
-  int (*init)(hmac_ctx *, const void *key, int key_length, const void *md, void *engine);
-  int (*update)(hmac_ctx *, const unsigned char *data, size_t length);
-  int (*final)(hmac_ctx *, unsigned char *out, unsigned int *out_length);
-} ssl;
-
-static bool find_hmac(void) {
-  if (ssl.final != NULL) return true;
-  const char *names[] = {"EVP_sha256", "HMAC_CTX_new", "HMAC_CTX_free", "HMAC_Init_ex", "HMAC_Update", "HMAC_Final"};
-  void *found[6];
-  for (int i = 0; i < 6; i++) {
-    found[i] = dlsym(RTLD_DEFAULT, names[i]);
-    if (found[i] == NULL) return false;
-  }
-  memcpy(&ssl.sha256, &found[0], sizeof found[0]);
-  memcpy(&ssl.ctx_new, &found[1], sizeof found[1]);
-  memcpy(&ssl.ctx_free, &found[2], sizeof found[2]);
-  memcpy(&ssl.init, &found[3], sizeof found[3]);
-  memcpy(&ssl.update, &found[4], sizeof found[4]);
-  memcpy(&ssl.final, &found[5], sizeof found[5]);
-  return true;
-}
-
-static bool get_bytes(napi_env env, napi_value value, void **data, size_t *size) {
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  bool is_typed;
-  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) return false;
-  if (napi_get_typedarray_info(env, value, &type, size, data, &buffer, &offset) != napi_ok) return false;
-  return type == napi_uint8_array;
-}
-
-static void free_hmac(napi_env env, void *data, void *hint) {
-  ssl.ctx_free((hmac_ctx *)data);
-}
-
-static napi_value js_hmac_key(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  void *key;
-  size_t key_size;
-  if (!get_bytes(env, argv[0], &key, &key_size) || key_size > 1024) {
-    napi_throw_type_error(env, NULL, "udpbatch: hmacKey needs the key's bytes");
-    return NULL;
-  }
-  hmac_ctx *ctx = ssl.ctx_new();
-  if (ctx == NULL || !ssl.init(ctx, key, (int)key_size, ssl.sha256(), NULL)) {
-    if (ctx != NULL) ssl.ctx_free(ctx);
-    napi_throw_error(env, NULL, "udpbatch: HMAC_Init_ex failed");
-    return NULL;
-  }
-  napi_value context;
-  if (napi_create_external(env, ctx, free_hmac, NULL, &context) != napi_ok) {
-    ssl.ctx_free(ctx);
-    napi_throw_error(env, NULL, "udpbatch: napi_create_external failed");
-    return NULL;
-  }
-  return context;
-}
-
-static napi_value js_hmac_sha256(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
-  hmac_ctx *ctx;
-  void *data, *out;
-  size_t data_size, out_size;
-  uint32_t length;
-  if (napi_get_value_external(env, argv[0], (void **)&ctx) != napi_ok || !get_bytes(env, argv[1], &data, &data_size) ||
-      napi_get_value_uint32(env, argv[2], &length) != napi_ok || !get_bytes(env, argv[3], &out, &out_size) ||
-      length > data_size || out_size < 32) {
-    napi_throw_type_error(env, NULL, "udpbatch: hmacSha256 needs a context, bytes, a length within them and 32 bytes out");
-    return NULL;
-  }
-  unsigned int out_length = 0;
-  /* A NULL key starts again from the key the context was made with. */
-  if (!ssl.init(ctx, NULL, 0, NULL, NULL) || !ssl.update(ctx, data, length) || !ssl.final(ctx, out, &out_length) ||
-      out_length != 32) {
-    napi_throw_error(env, NULL, "udpbatch: HMAC failed");
-    return NULL;
-  }
-  return NULL;
-}
-
-/* watchExit(pid, onExit): a pidfd of the process (pidfd_open(2), Linux 5.3)
+/* ==== pidfd exit watches ==================================================
+ *
+ * watchExit(pid, onExit): a pidfd of the process (pidfd_open(2), Linux 5.3)
  * polled by the event loop; onExit() is called once, when the process has
  * ended (a zombie included), and the pidfd is closed. Returns a handle, or a
  * negative errno (-ENOSYS on an older kernel). unwatchExit(handle) stops
  * watching, onExit uncalled; it must not be called once onExit has been.
  * This is how pidwatch's detached watcher learns that the job's root ended,
- * without being its parent and without waking up to look; which process,
- * and what its end means, is decided in TypeScript (src/watch.ts). */
-#include <sys/syscall.h>
-
+ * and the daemon that a subscribed process died, without being its parent
+ * and without waking up to look. Which process, and what its end means, is
+ * decided in TypeScript (src/watch.ts, src/subscriptions.ts).
+ */
 typedef struct {
   uv_poll_t poll;
   napi_env env;
@@ -942,3 +836,149 @@ static napi_value js_unwatch_exit(napi_env env, napi_callback_info info) {
   uv_close((uv_handle_t *)&w->poll, on_exit_closed);
   return NULL;
 }
+
+/* ==== HMAC ================================================================
+ *
+ * hmacKey(key) and hmacSha256(context, data, length, out): HMAC-SHA256
+ * keyed with the bytes of `key`, over the first `length` bytes of `data`,
+ * written to the first 32 bytes of `out`. They call the HMAC of the OpenSSL
+ * that Node itself carries, found with dlsym (nothing is linked at build
+ * time); both properties are absent where the process has none, and
+ * src/keys.ts then uses node:crypto. hmacKey prepares a context once per key
+ * (OpenSSL keeps the padded key's hash states in it), so each MAC then costs
+ * two short hashes: a keyed daemon computes two per request, where a
+ * node:crypto Hmac object would cost more than the rest of the request.
+ * Which key, which bytes, and what a digest proves stay in TypeScript.
+ */
+typedef struct hmac_ctx_st hmac_ctx;
+static struct {
+  const void *(*sha256)(void);
+  hmac_ctx *(*ctx_new)(void);
+  void (*ctx_free)(hmac_ctx *);
+  int (*init)(hmac_ctx *, const void *key, int key_length, const void *md, void *engine);
+  int (*update)(hmac_ctx *, const unsigned char *data, size_t length);
+  int (*final)(hmac_ctx *, unsigned char *out, unsigned int *out_length);
+} ssl;
+
+static bool find_hmac(void) {
+  if (ssl.final != NULL) return true;
+  const char *names[] = {"EVP_sha256", "HMAC_CTX_new", "HMAC_CTX_free", "HMAC_Init_ex", "HMAC_Update", "HMAC_Final"};
+  void *found[6];
+  for (int i = 0; i < 6; i++) {
+    found[i] = dlsym(RTLD_DEFAULT, names[i]);
+    if (found[i] == NULL) return false;
+  }
+  memcpy(&ssl.sha256, &found[0], sizeof found[0]);
+  memcpy(&ssl.ctx_new, &found[1], sizeof found[1]);
+  memcpy(&ssl.ctx_free, &found[2], sizeof found[2]);
+  memcpy(&ssl.init, &found[3], sizeof found[3]);
+  memcpy(&ssl.update, &found[4], sizeof found[4]);
+  memcpy(&ssl.final, &found[5], sizeof found[5]);
+  return true;
+}
+
+static bool get_bytes(napi_env env, napi_value value, void **data, size_t *size) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  bool is_typed;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) return false;
+  if (napi_get_typedarray_info(env, value, &type, size, data, &buffer, &offset) != napi_ok) return false;
+  return type == napi_uint8_array;
+}
+
+static void free_hmac(napi_env env, void *data, void *hint) {
+  ssl.ctx_free((hmac_ctx *)data);
+}
+
+static napi_value js_hmac_key(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  void *key;
+  size_t key_size;
+  if (!get_bytes(env, argv[0], &key, &key_size) || key_size > 1024) {
+    napi_throw_type_error(env, NULL, "pidstat_linux: hmacKey needs the key's bytes");
+    return NULL;
+  }
+  hmac_ctx *ctx = ssl.ctx_new();
+  if (ctx == NULL || !ssl.init(ctx, key, (int)key_size, ssl.sha256(), NULL)) {
+    if (ctx != NULL) ssl.ctx_free(ctx);
+    napi_throw_error(env, NULL, "pidstat_linux: HMAC_Init_ex failed");
+    return NULL;
+  }
+  napi_value context;
+  if (napi_create_external(env, ctx, free_hmac, NULL, &context) != napi_ok) {
+    ssl.ctx_free(ctx);
+    napi_throw_error(env, NULL, "pidstat_linux: napi_create_external failed");
+    return NULL;
+  }
+  return context;
+}
+
+static napi_value js_hmac_sha256(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  hmac_ctx *ctx;
+  void *data, *out;
+  size_t data_size, out_size;
+  uint32_t length;
+  if (napi_get_value_external(env, argv[0], (void **)&ctx) != napi_ok || !get_bytes(env, argv[1], &data, &data_size) ||
+      napi_get_value_uint32(env, argv[2], &length) != napi_ok || !get_bytes(env, argv[3], &out, &out_size) ||
+      length > data_size || out_size < 32) {
+    napi_throw_type_error(env, NULL, "pidstat_linux: hmacSha256 needs a context, bytes, a length within them and 32 bytes out");
+    return NULL;
+  }
+  unsigned int out_length = 0;
+  /* A NULL key starts again from the key the context was made with. */
+  if (!ssl.init(ctx, NULL, 0, NULL, NULL) || !ssl.update(ctx, data, length) || !ssl.final(ctx, out, &out_length) ||
+      out_length != 32) {
+    napi_throw_error(env, NULL, "pidstat_linux: HMAC failed");
+    return NULL;
+  }
+  return NULL;
+}
+
+/* ==== The module ==========================================================
+ *
+ * What each section offers, as properties of the exports; the HMAC's only
+ * where the process has an OpenSSL to call.
+ */
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    /* UDP batches */
+    {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+    {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
+    {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+    {"setSendBufferSize", NULL, js_set_send_buffer, NULL, NULL, NULL, napi_default, NULL},
+    {"ref", NULL, js_ref, NULL, NULL, NULL, napi_default, NULL},
+    {"address", NULL, js_address, NULL, NULL, NULL, napi_default, NULL},
+    {"setRecvBufferSize", NULL, js_set_recv_buffer, NULL, NULL, NULL, napi_default, NULL},
+    {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
+    {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+    /* Unix datagram sockets */
+    {"unixSend", NULL, js_unix_send, NULL, NULL, NULL, napi_default, NULL},
+    /* pidfd exit watches */
+    {"watchExit", NULL, js_watch_exit, NULL, NULL, NULL, napi_default, NULL},
+    {"unwatchExit", NULL, js_unwatch_exit, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  /* HMAC */
+  if (find_hmac()) {
+    napi_property_descriptor hmac[] = {
+      {"hmacKey", NULL, js_hmac_key, NULL, NULL, NULL, napi_default, NULL},
+      {"hmacSha256", NULL, js_hmac_sha256, NULL, NULL, NULL, napi_default, NULL},
+    };
+    CHECK(napi_define_properties(env, exports, 2, hmac));
+  }
+  /* The sizes of a UDP batch's slots. */
+  const char *names[] = {"BATCH", "IN_SLOT", "OUT_SLOT", "ADDRESS_SLOT", "META"};
+  const int values[] = {BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META};
+  for (int i = 0; i < 5; i++) {
+    napi_value value;
+    CHECK(napi_create_int32(env, values[i], &value));
+    CHECK(napi_set_named_property(env, exports, names[i], value));
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
