@@ -2,14 +2,19 @@
 // Unix datagram sockets, pidfd exit watches, HMAC), into pidstat_linux.node,
 // a Node-API addon: one build serves Node 20, 22 and 24 (NAPI_VERSION 8).
 //
-//   node scripts/build-native.mjs --prebuild [--strict]
-//     (npm run build; npm run prebuilds and prepack with --strict) builds
-//     prebuilds/linux-x64/pidstat_linux.node and prebuilds/linux-arm64/, the
-//     layout of prebuildify and node-gyp-build, which the package carries:
-//     this machine's with `cc` (or CC), the other with Debian's cross
-//     compiler (gcc-aarch64-linux-gnu or gcc-x86-64-linux-gnu). Without
-//     --strict, one that cannot be built is said and skipped; with it, the
-//     script fails, so no package is packed without both.
+//   node scripts/build-native.mjs --prebuild [--pack | --strict]
+//     builds prebuilds/linux-x64/pidstat_linux.node and
+//     prebuilds/linux-arm64/, the layout of prebuildify and node-gyp-build,
+//     which the package carries: this machine's with `cc` (or CC), the other
+//     with Debian's cross compiler (gcc-aarch64-linux-gnu or
+//     gcc-x86-64-linux-gnu).
+//     Alone (npm run build), one that cannot be built is said and skipped.
+//     With --pack (prepack: npm pack), this machine's must build; the other
+//     is built where its cross compiler is on PATH, and else skipped with a
+//     one-line warning, so that npm pack needs only this machine's compiler.
+//     With --strict (npm run prebuilds, and prepublishOnly: npm publish),
+//     both must build, or the script fails: no package is published without
+//     both.
 //   node scripts/build-native.mjs
 //     (at install) nothing where the prebuilt addon loads; else builds
 //     dist/native/pidstat_linux.node from the source with the user's compiler.
@@ -19,7 +24,7 @@
 //
 // src/native.ts looks for the prebuilt addon first, then the built one.
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -92,31 +97,64 @@ function compile(cc, arch, target, extra) {
   }
 }
 
-/** Builds the prebuilt addons that are older than the source or this script. */
-function prebuild(strict) {
+/** Whether `program` (a bare name) is an executable file in a folder of PATH. */
+function onPath(program) {
+  return (process.env.PATH ?? '').split(':').some((dir) => {
+    try {
+      accessSync(join(dir || '.', program), constants.X_OK);
+      return statSync(join(dir || '.', program)).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Builds the prebuilt addons that are older than the source or this script.
+ * `mode` is 'build' (say and skip what cannot be built), 'pack' (this
+ * machine's must build; another without its cross compiler is skipped with a
+ * warning) or 'strict' (both must build).
+ */
+function prebuild(mode) {
   if (process.platform !== 'linux') {
     console.error('pidstat: no prebuilt addons: they are built on Linux, where recvmmsg and sendmmsg are.');
-    process.exit(strict ? 1 : 0);
+    process.exit(mode === 'build' ? 0 : 1);
   }
-  let failed = false;
+  const failed = [];
   for (const arch of Object.keys(TARGETS)) {
     const target = prebuilt(arch);
     if (newer(target, [source, fileURLToPath(import.meta.url)])) continue;
-    const cc = arch === process.arch ? process.env.CC || 'cc' : TARGETS[arch].gcc;
+    const own = arch === process.arch;
+    const cc = own ? process.env.CC || 'cc' : TARGETS[arch].gcc;
+    const hint = own ? '' : ` (Debian: apt-get install ${TARGETS[arch].debian})`;
+    if (!own && !onPath(cc)) {
+      // An addon of an older source must not be packed in its place.
+      rmSync(target, { force: true });
+      if (mode === 'pack') {
+        console.error(`pidstat: warning: packing without the addon for linux-${arch}: ${cc} is not on PATH${hint}; npm publish insists on it.`);
+        continue;
+      }
+      failed.push(arch);
+      console.error(`pidstat: no prebuilt addon for linux-${arch}: ${cc} is not on PATH${hint}.`);
+      continue;
+    }
     try {
       compile(cc, arch, target, ['-s']);
     } catch (err) {
-      failed = true;
+      failed.push(arch);
       rmSync(target, { force: true });
-      const hint = arch === process.arch ? '' : ` (Debian: apt-get install ${TARGETS[arch].debian})`;
       console.error(`pidstat: no prebuilt addon for linux-${arch}: ${err.message}${hint}.`);
-      if (arch === process.arch && !strict) console.error(NOT_BUILT);
+      if (own && mode === 'build') console.error(NOT_BUILT);
     }
   }
-  if (failed && strict) {
-    console.error('pidstat: the package must carry the addon for both linux-x64 and linux-arm64: not packed.');
-    process.exit(1);
+  if (failed.length === 0 || mode === 'build') return;
+  const which = failed.map((arch) => `linux-${arch}`).join(' and ');
+  if (mode === 'strict') {
+    console.error(`pidstat: npm publish needs the addon prebuilt for both linux-x64 and linux-arm64, and ${which} has none (see above).`);
+  } else {
+    console.error(`pidstat: the addon for ${which} did not build: not packed.`);
   }
+  process.exit(1);
 }
 
 /** At install: the prebuilt addon where it loads, else one built here, else a reason. */
@@ -152,7 +190,7 @@ function say(why) {
 const args = process.argv.slice(2);
 if (!args.includes('--prebuild')) install();
 else {
-  prebuild(args.includes('--strict'));
+  prebuild(args.includes('--strict') ? 'strict' : args.includes('--pack') ? 'pack' : 'build');
   // A machine no prebuilt addon is for (ppc64le...) builds its own.
   if (TARGETS[process.arch] === undefined) install();
 }

@@ -12,8 +12,9 @@ import { binEnv, deadPid, freePort, ROOT, run, type RunResult } from './helpers.
  * install into a temporary prefix by an npm that finds no C compiler, the
  * installed commands with the prebuilt addon, manual pages and systemd
  * units, the other architecture's prebuilt addon under qemu, and the library
- * type-checked and run from a fresh project. Every process started here is
- * stopped by its pid.
+ * type-checked and run from a fresh project; and `npm pack` on a machine
+ * with only its own compiler. Every process started here is stopped by its
+ * pid.
  */
 
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
@@ -61,8 +62,8 @@ function npmEnvWithoutCompiler(dir: string): NodeJS.ProcessEnv {
 /** This machine's architecture and the other one the package carries an addon for, as Node and Debian name them. */
 const ARCH = process.arch;
 const OTHER = ARCH === 'arm64'
-  ? { arch: 'x64', qemu: 'qemu-x86_64', sysroot: '/usr/x86_64-linux-gnu', gcc: 'x86_64-linux-gnu-gcc' }
-  : { arch: 'arm64', qemu: 'qemu-aarch64', sysroot: '/usr/aarch64-linux-gnu', gcc: 'aarch64-linux-gnu-gcc' };
+  ? { arch: 'x64', qemu: 'qemu-x86_64', sysroot: '/usr/x86_64-linux-gnu', gcc: 'x86_64-linux-gnu-gcc', debian: 'gcc-x86-64-linux-gnu' }
+  : { arch: 'arm64', qemu: 'qemu-aarch64', sysroot: '/usr/aarch64-linux-gnu', gcc: 'aarch64-linux-gnu-gcc', debian: 'gcc-aarch64-linux-gnu' };
 /** The other architecture's Node, where .ci/run installed it (the registry's node-linux-ARCH package). */
 const OTHER_NODE = join(ROOT, '.ci', 'node24', OTHER.arch, 'node_modules', `node-linux-${OTHER.arch}`, 'bin', 'node');
 
@@ -201,7 +202,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
   await t.test('the tarball carries the addon prebuilt for linux-x64 and linux-arm64, naming no path of this machine', async (t) => {
     const listed = (await run('tar', ['-tzf', tarball])).stdout;
     if (!listed.includes(`package/prebuilds/linux-${OTHER.arch}/pidstat_linux.node`) && !has(OTHER.gcc)) {
-      return skip(t, `no prebuilt addon for linux-${OTHER.arch}: ${OTHER.gcc} is not installed (.ci/run installs it; npm pack refuses to pack without it)`);
+      return skip(t, `no prebuilt addon for linux-${OTHER.arch}: ${OTHER.gcc} is not installed (.ci/run installs it; npm pack packs without it, npm publish refuses)`);
     }
     const dir = join(tmp, 'prebuilds-unpacked');
     mkdirSync(dir);
@@ -374,4 +375,58 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     assert.equal(ran.code, 0, ran.stderr);
     assert.deepEqual(JSON.parse(ran.stdout), { states: ['exists', 'dead'], local: true, answered: 2 });
   });
+});
+
+/**
+ * A PATH with every program of this one but those whose name starts with
+ * `left`: a folder of links, this node first.
+ */
+function pathWithout(dir: string, left: string): string {
+  mkdirSync(dir);
+  symlinkSync(process.execPath, join(dir, 'node'));
+  const linked = new Set(['node']);
+  for (const from of (process.env['PATH'] ?? '/usr/bin:/bin').split(':')) {
+    let names: string[];
+    try {
+      names = readdirSync(from || '.');
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      if (linked.has(name) || name.startsWith(left)) continue;
+      linked.add(name);
+      symlinkSync(join(from || '.', name), join(dir, name));
+    }
+  }
+  return dir;
+}
+
+test('npm pack needs only this machine\'s compiler: without the other architecture\'s it packs, warning in one line; npm publish refuses', { timeout: 120_000 }, async (t) => {
+  if (process.platform !== 'linux' || (ARCH !== 'x64' && ARCH !== 'arm64')) return skip(t, `the package is prebuilt on linux-x64 and linux-arm64, not on ${process.platform}-${ARCH}`);
+  if (!has(process.env['CC'] || 'cc')) return skip(t, 'no C compiler (cc) on PATH');
+  const tmp = mkdtempSync(join(tmpdir(), 'pidstat-pack-'));
+  t.after(() => rmSync(tmp, { recursive: true, force: true }));
+  // The package before its build: the addon's source and script, and no prebuilt addon yet.
+  const pkg = join(tmp, 'pidstat');
+  for (const file of ['native', 'scripts/build-native.mjs', 'bin', 'README.md', 'LICENSE']) cpSync(join(ROOT, file), join(pkg, file), { recursive: true });
+  const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  // The TypeScript build wants the dev dependencies, and is tested above: here npm pack runs prepack alone.
+  delete manifest.scripts['prepare'];
+  writeFileSync(join(pkg, 'package.json'), JSON.stringify(manifest, null, 2));
+  const env = { ...npmEnv(), PATH: pathWithout(join(tmp, 'path'), OTHER.gcc) };
+  assert.notEqual(spawnSync('/bin/sh', ['-c', `command -v ${OTHER.gcc}`], { env }).status, 0, `${OTHER.gcc} is on the PATH made without it`);
+
+  const packed = await npm(['pack', '--json', '--pack-destination', tmp], pkg, env);
+  assert.equal(packed.code, 0, packed.stderr);
+  const ours = packed.stderr.split('\n').filter((line) => line.startsWith('pidstat:'));
+  assert.deepEqual(ours, [`pidstat: warning: packing without the addon for linux-${OTHER.arch}: ${OTHER.gcc} is not on PATH (Debian: apt-get install ${OTHER.debian}); npm publish insists on it.`]);
+  const [{ filename }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as [{ filename: string }];
+  const listed = await run('tar', ['-tzf', join(tmp, filename)]);
+  const prebuilt = listed.stdout.split('\n').filter((line) => line.startsWith('package/prebuilds/'));
+  assert.deepEqual(prebuilt, [`package/prebuilds/linux-${ARCH}/pidstat_linux.node`]);
+
+  const published = await npm(['run', 'prepublishOnly'], pkg, env);
+  assert.notEqual(published.code, 0, 'prepublishOnly passes without the other architecture\'s addon');
+  assert.match(published.stderr, new RegExp(`^pidstat: no prebuilt addon for linux-${OTHER.arch}: ${OTHER.gcc} is not on PATH \\(Debian: apt-get install ${OTHER.debian}\\)\\.$`, 'm'));
+  assert.match(published.stderr, new RegExp(`^pidstat: npm publish needs the addon prebuilt for both linux-x64 and linux-arm64, and linux-${OTHER.arch} has none \\(see above\\)\\.$`, 'm'));
 });
