@@ -10,6 +10,7 @@ import {
   hasIPv6Loopback,
   run,
   runBin,
+  shellQuote,
   startDaemon,
   startSleeper,
   type Daemon,
@@ -58,10 +59,6 @@ function assertUsageError(r: RunResult, needle: string | RegExp, code = 64): voi
   assert.doesNotMatch(r.stderr, /\n\s+at |internal error|Error:/, `no stack trace\n${describeRun(r)}`);
   if (typeof needle === 'string') assert.ok(r.stderr.includes(needle), `names ${needle}\n${describeRun(r)}`);
   else assert.match(r.stderr, needle, describeRun(r));
-}
-
-function shellQuote(word: string): string {
-  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /**

@@ -278,6 +278,11 @@ export function expectedExit(states: readonly string[]): number {
   return 0;
 }
 
+/** `word` as one word of sh(1) code, whatever it holds: in single quotes, each ' written '\''. */
+export function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
 /**
  * Runs `node --require PRELOAD BIN ARGS` through `sh -c`, its stdout and
  * stderr sent as `redirect` says; the preload writes process.moduleLoadList
@@ -295,8 +300,7 @@ export async function modulesLoadedBy(
     const preload = join(dir, 'modules.cjs');
     const list = join(dir, 'modules.txt');
     writeFileSync(preload, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));\n`);
-    const quote = (word: string) => `'${word.replace(/'/g, `'\\''`)}'`;
-    const command = [process.execPath, '--require', preload, BIN[name], ...args].map(quote).join(' ');
+    const command = [process.execPath, '--require', preload, BIN[name], ...args].map(shellQuote).join(' ');
     const result = await run('sh', ['-c', `${command} ${redirect}; echo $?`], { env: binEnv(env) });
     const loaded = readFileSync(list, 'utf8').split('\n');
     if (!loaded.includes('NativeModule fs')) throw new Error(`the preload wrote no module list: ${result.stderr}`);

@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { BIN, IS_ROOT, binEnv, deadPid, freePort, isRunning, run, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
+import { BIN, IS_ROOT, binEnv, deadPid, freePort, isRunning, run, shellQuote, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
 import { commandRuns, descendants, pidnsUnavailable, exitWithin as exitWithinJob, start, watchersOf, type Exit, type Started } from './jobs.js';
 import { createHostPair, descendantsOf, innerPid, netnsUnavailable, pidInUse, REMOTE_HOST_SCRIPT, runScriptInPidNamespace, spawnInPidNamespace, type HostPair, type NsTree } from './netns.js';
 
@@ -103,10 +103,6 @@ function sleeperFor(t: TestContext): ReturnType<typeof startSleeper> {
 /** Resolves with the exit, or rejects after `timeoutMs`. */
 function exitWithin(watch: Watch, timeoutMs: number, what: string): Promise<Exit> {
   return exitWithinJob(watch, timeoutMs, what);
-}
-
-function shellQuote(word: string): string {
-  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /** A job that traps `sig` (INT, TERM, ...), says so and exits `code`, and otherwise loops. */
