@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { START_FIELD, statFields } from './probe.js';
+import { sleep } from './sleep.js';
 
 /**
  * A job's processes on this host, found through /proc (Linux), and signalled
@@ -183,7 +184,7 @@ export async function signalJob(
     }
     // Told as soon as the job has the signal, not after the later rounds.
     if (round === 0) onFirstRound?.(sent);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
   return sent;
 }

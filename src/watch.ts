@@ -5,6 +5,7 @@ import { isLocalHost } from './host.js';
 import { localPidExists, pidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
 import { loadUdpBatch, type SocketIo } from './native.js';
+import { sleep } from './sleep.js';
 import { monotonicMs } from './time.js';
 import { findJob, readStat, signalJob, signalProcess, stillRunning, type JobSpec, type ProcessStat } from './tree.js';
 
@@ -155,7 +156,7 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
       // Subscribe at once, without waiting out the interval, once the token is known.
       if (start !== undefined && !reach.failing() && now >= pushAt) continue;
       const rest = opts.intervalMs - (now - began);
-      if (rest > 0) await delay(rest, signal);
+      if (rest > 0) await sleep(rest, signal);
     }
     return undefined;
   } finally {
@@ -187,7 +188,7 @@ async function watchByPush(client: PidStatClient, opts: WatchOptions, start: str
       answered();
       let every = Math.max(opts.intervalMs, outcome.leaseMs / RENEWALS_PER_LEASE);
       if (opts.deadAfterMs !== undefined) every = Math.max(opts.intervalMs, Math.min(every, opts.deadAfterMs / RENEWALS_PER_DEAD_AFTER));
-      const next = await Promise.race([death, delay(every, signal).then(() => 'renew' as const)]);
+      const next = await Promise.race([death, sleep(every, signal).then(() => 'renew' as const)]);
       if (next === 'dead') return 'dead';
     }
     return 'aborted';
@@ -228,7 +229,7 @@ async function waitForLocalDeath(opts: WatchOptions, signal: AbortSignal): Promi
   if (watched !== undefined) return (await watched) ? { cause: 'dead' } : undefined;
   while (!signal.aborted) {
     if (localPidExists(opts.pid, start) === false) return { cause: 'dead' };
-    await delay(opts.intervalMs, signal);
+    await sleep(opts.intervalMs, signal);
   }
   return undefined;
 }
@@ -265,18 +266,6 @@ function watchLocalExit(pid: number, start: string | undefined, signal: AbortSig
     settle(true);
   }
   return outcome;
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done);
-  });
 }
 
 /**
@@ -427,7 +416,7 @@ function count(n: number): string {
  */
 async function killAfter(w: JobWatch, first: readonly ProcessStat[]): Promise<void> {
   if (w.killAfterMs === undefined) return;
-  await delay(w.killAfterMs);
+  await sleep(w.killAfterMs);
   // The remembered ones first, then the job as found now; the notice counts each process once.
   const sent = new Set(stillRunning(first).filter((p) => signalProcess(p, 'SIGKILL')).map((p) => `${p.pid}/${p.start}`));
   await signalJob(w.job, 'SIGKILL', (more) => {

@@ -6,12 +6,13 @@ import { CommandError } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
 import { closeInheritedDescriptors, openLineWriter } from '../descriptors.js';
+import { sleep } from '../sleep.js';
 import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, parseDuration, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
-import { checkHost, unbracket } from './targets.js';
+import { checkHost, checkPid, unbracket } from './targets.js';
 import { writeErr } from './stdio.js';
 
 const USAGE = `Usage:
@@ -47,13 +48,6 @@ export const SPEC = {
     debug: { type: 'boolean', description: 'Show the datagrams, on stderr' },
   },
 } as const satisfies CommandSpec<OptionTable>;
-
-function checkPid(text: string | undefined, option: string): number {
-  if (text === undefined) throw new CommandError(`${option} is required: the pid to watch`);
-  const pid = parsePid(text);
-  if (pid === undefined) throw new CommandError(`${option} '${text}' is not a pid (a decimal number from 1 to 2147483647)`);
-  return pid;
-}
 
 const VALUE_OPTIONS = valueOptions(SPEC);
 
@@ -105,7 +99,8 @@ export async function main(argv: string[]): Promise<number> {
   const args = await parseArgs(SPEC, joinSignalValue(argv));
   if (args === undefined) return 0;
   const { words } = args;
-  const pid = checkPid(args.pid, '--pid');
+  if (args.pid === undefined) throw new CommandError('--pid is required: the pid to watch');
+  const pid = checkPid(args.pid, '--pid ');
   // [::1] as for pidstat's targets; an IPv4-mapped address is asked over IPv4 (client.ts).
   const host = checkHost(unbracket(args.host ?? 'localhost'), args.host ?? 'localhost');
   const signal = parseSignal(args.signal ?? 'HUP');
@@ -132,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
 
   if (args.foreground !== undefined) {
     if (words.length > 0) throw new CommandError(`--foreground runs no command, but '${words.join(' ')}' was given`);
-    const fgpid = checkPid(args.foreground, '--foreground');
+    const fgpid = checkPid(args.foreground, '--foreground ');
     const fg = readStat(fgpid);
     // FGPID gone already: there is nothing to watch over.
     if (fg !== undefined && fg.state !== 'Z') {
@@ -246,10 +241,6 @@ function startWatcher(config: WatcherConfig, keepStderr: boolean): number {
   child.on('error', () => {});
   child.unref();
   return child.pid;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** The watcher: watches until the pid dies or the job's root ends, acts, and exits 0. */

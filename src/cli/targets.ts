@@ -18,13 +18,13 @@ export function parseTargets(words: readonly string[], defaultHost: string): Tar
   let hostWithoutPid: string | undefined;
   for (const word of words) {
     if (/^[0-9]+$/.test(word) || LOOKS_NUMERIC.test(word)) {
-      targets.push({ host: current, pid: checkPid(word, word) });
+      targets.push({ host: current, pid: checkPid(word) });
       hostWithoutPid = undefined;
       continue;
     }
     const split = splitHostPid(word);
     if (split !== undefined) {
-      targets.push({ host: checkHost(split.host, word), pid: checkPid(split.pid, word) });
+      targets.push({ host: checkHost(split.host, word), pid: checkPid(split.pid, `'${word}': `) });
       continue;
     }
     if (hostWithoutPid !== undefined) throw noPidAfter(hostWithoutPid, word);
@@ -54,12 +54,10 @@ export function unbracket(word: string): string {
   return /^\[.*\]$/.test(word) ? word.slice(1, -1) : word;
 }
 
-function checkPid(text: string, word: string): number {
+/** A pid word as a request can carry it, or a CommandError that says where it was (`where`: an option, the word it is part of) and what a pid is. */
+export function checkPid(text: string, where = ''): number {
   const pid = parsePid(text);
-  if (pid === undefined) {
-    const where = text === word ? '' : `'${word}': `;
-    throw new CommandError(`${where}'${text}' is not a pid (a decimal number from 1 to 2147483647)`);
-  }
+  if (pid === undefined) throw new CommandError(`${where}'${text}' is not a pid (a decimal number from 1 to 2147483647)`);
   return pid;
 }
 
