@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { defaultPort, dnsModule, ipFamily, isLocalHost, joinHostPort, mappedIPv4 } from './host.js';
 import type { SocketIo } from './native.js';
 import { COOKIE_LENGTH, withCookie } from './cookie.js';
+import type { Failure } from './failures.js';
 import { decodePush, isPushMessage, NO_TICKET, pushLine, type PushMessage } from './pushwire.js';
 import { daemonIdentity, readKeyFile, signLine, verify, type Key } from './keys.js';
 import { printable } from './printable.js';
@@ -87,8 +88,8 @@ export interface Result {
   ms: number;
   /** Start token of the live process, where known. */
   start?: string;
-  /** Why there is no answer, for `no_reply`. */
-  error?: string;
+  /** Why there is no answer, for `no_reply`; describeFailure() says it in words. */
+  failure?: Failure;
 }
 
 export const DEFAULT_TIMEOUT_MS = 1000;
@@ -174,7 +175,7 @@ export type SubscribeOutcome =
   /** The daemon keeps no subscription for it (a cap, or it cannot tell): poll instead. */
   | { state: 'refused' }
   /** No answer in time: a daemon that does not know subscriptions (IPC::Locker's), or silence. */
-  | { state: 'silent'; error?: string };
+  | { state: 'silent'; failure?: Failure };
 
 /** A subscription to the death of one process (PidStatClient.subscribe). */
 export interface PushSubscription {
@@ -217,6 +218,12 @@ function descriptorBudget(): number {
   } catch {
     return 1024 - RESERVED_FDS;
   }
+}
+
+/** Why no endpoint of `host` could be had: its name did not resolve, or no socket could be opened toward it. */
+function hostFailure(host: string, err: NodeJS.ErrnoException): Failure {
+  const why = err.code ?? err.message;
+  return err.syscall === 'getaddrinfo' ? { kind: 'unresolvable', host, why } : { kind: 'unreachable', host, why };
 }
 
 function keyOf(pid: number, host: string): string {
@@ -343,9 +350,7 @@ export class PidStatClient {
     try {
       pending.endpoints = await this.endpointsFor(host);
     } catch (err) {
-      const { code, message, syscall } = err as NodeJS.ErrnoException;
-      const what = syscall === 'getaddrinfo' ? `cannot resolve ${host}` : `cannot reach ${host}`;
-      this.finish(pending, { state: 'no_reply', error: `${what}: ${code ?? message}` });
+      this.finish(pending, { state: 'no_reply', failure: hostFailure(host, err as NodeJS.ErrnoException) });
       return answered;
     }
     if (this.pending.get(key) === pending) this.sendTry(pending);
@@ -372,10 +377,10 @@ export class PidStatClient {
           try {
             subscriber.endpoints = await this.endpointsFor(target.host);
           } catch (err) {
-            return { state: 'silent', error: (err as Error).message };
+            return { state: 'silent', failure: hostFailure(target.host, err as NodeJS.ErrnoException) };
           }
         }
-        if (this.subscribers.get(key) !== subscriber) return { state: 'silent', error: 'closed' };
+        if (this.subscribers.get(key) !== subscriber) return { state: 'silent', failure: { kind: 'closed' } };
         subscriber.settle?.({ state: 'silent' });
         return new Promise<SubscribeOutcome>((resolve) => {
           const timer = setTimeout(() => settle({ state: 'silent' }), timeoutMs);
@@ -394,7 +399,7 @@ export class PidStatClient {
       },
       close: () => {
         if (this.subscribers.get(key) === subscriber) this.subscribers.delete(key);
-        subscriber.settle?.({ state: 'silent', error: 'closed' });
+        subscriber.settle?.({ state: 'silent', failure: { kind: 'closed' } });
       },
     };
   }
@@ -464,8 +469,8 @@ export class PidStatClient {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.sendTimer);
-    for (const pending of [...this.pending.values()]) this.finish(pending, { state: 'no_reply', error: 'client closed' });
-    for (const subscriber of this.subscribers.values()) subscriber.settle?.({ state: 'silent', error: 'client closed' });
+    for (const pending of [...this.pending.values()]) this.finish(pending, { state: 'no_reply', failure: { kind: 'closed' } });
+    for (const subscriber of this.subscribers.values()) subscriber.settle?.({ state: 'silent', failure: { kind: 'closed' } });
     this.subscribers.clear();
     await Promise.allSettled([...this.endpoints.values(), ...this.shared.values()]);
     await Promise.all(this.sockets.map((socket) => socket.close()));
@@ -636,8 +641,7 @@ export class PidStatClient {
     for (const endpoint of pending.endpoints) if (endpoint.connected) this.useShared(endpoint);
     this.leaveEndpoints(pending);
     if (pending.tries >= this.tries) {
-      const error = pending.unauthenticated ? 'reply not authenticated' : `no reply after ${pending.tries} ${pending.tries === 1 ? 'try' : 'tries'}`;
-      this.finish(pending, { state: 'no_reply', error });
+      this.finish(pending, { state: 'no_reply', failure: pending.unauthenticated ? { kind: 'unauthenticated' } : { kind: 'timeout', tries: pending.tries } });
     } else {
       this.sendTry(pending);
     }
@@ -668,7 +672,7 @@ export class PidStatClient {
       clearTimeout(pending.timer);
       this.leaveEndpoints(pending);
       if (pending.tries >= this.tries) {
-        this.finish(pending, { state: 'no_reply', error: 'no daemon listening' });
+        this.finish(pending, { state: 'no_reply', failure: { kind: 'no-daemon' } });
       } else {
         pending.timer = setTimeout(() => this.sendTry(pending), REFUSED_RETRY_MS);
       }
@@ -719,17 +723,15 @@ export class PidStatClient {
     this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))}${pending === undefined ? ' ignored: no such question' : ''}`);
     if (pending === undefined) return;
     const { host } = pending.target;
-    const error = this.signingKey === undefined
-      ? `the daemon at ${host} requires a key (see --key-file)`
-      : `the daemon at ${host} refused our key: it has not key ${this.signingKey.id} of our key file`;
-    this.finish(pending, { state: 'no_reply', error });
+    const failure: Failure = this.signingKey === undefined ? { kind: 'key-required', host } : { kind: 'key-refused', host, keyId: this.signingKey.id };
+    this.finish(pending, { state: 'no_reply', failure });
   }
 
   private leaveEndpoints(pending: Pending): void {
     for (const endpoint of pending.endpoints) endpoint.waiting.delete(pending);
   }
 
-  private finish(pending: Pending, outcome: Pick<Result, 'state' | 'start' | 'error'>): void {
+  private finish(pending: Pending, outcome: Pick<Result, 'state' | 'start' | 'failure'>): void {
     clearTimeout(pending.timer);
     this.leaveEndpoints(pending);
     this.pending.delete(pending.key);
@@ -737,7 +739,7 @@ export class PidStatClient {
     const { host, pid } = pending.target;
     const result: Result = { host, pid, state: outcome.state, tries: pending.tries, ms: monotonicMs() - pending.startedAt };
     if (outcome.start !== undefined) result.start = outcome.start;
-    if (outcome.error !== undefined) result.error = outcome.error;
+    if (outcome.failure !== undefined) result.failure = outcome.failure;
     for (const settle of pending.settle) settle(result);
   }
 }

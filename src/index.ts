@@ -5,6 +5,8 @@
  */
 export { PidStatClient, DEFAULT_TIMEOUT_MS, DEFAULT_TRIES } from './client.js';
 export type { ClientOptions, Result, Target } from './client.js';
+export { describeFailure } from './failures.js';
+export type { Failure } from './failures.js';
 export { localPidExists, readStartToken } from './probe.js';
 export { deaths, deathSignal, waitForExit, PidEndedError, DEFAULT_INTERVAL_MS } from './wait.js';
 export type { PidEnd, WaitOptions, WaitTarget } from './wait.js';

@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import type { Failure } from './failures.js';
 import type { SocketIo } from './native.js';
 import { readKeyFile } from './keys.js';
 import { monotonicMs } from './time.js';
@@ -42,10 +43,11 @@ export interface WaitOptions {
   local?: boolean;
   /**
    * Called when a target cannot be watched (no daemon listening, a name that
-   * does not resolve, no answer to several questions), with the reason, and
-   * with undefined when it can again. Called on changes only.
+   * does not resolve, no answer to several questions), with the reason
+   * (describeFailure() says it in words), and with undefined when it can
+   * again. Called on changes only.
    */
-  onReach?: (target: WaitTarget, problem: string | undefined) => void;
+  onReach?: (target: WaitTarget, problem: Failure | undefined) => void;
   /** Each datagram, as `--debug` shows it. */
   onDebug?: (line: string) => void;
   /** How the client's sockets are read (ClientOptions.io). */

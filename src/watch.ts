@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { PidStatClient, type Result } from './client.js';
+import type { Failure } from './failures.js';
 import { isLocalHost } from './host.js';
 import { localPidExists, pidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
@@ -35,7 +36,7 @@ export interface WatchOptions {
    * listening, a name that does not resolve, no answer) and, with undefined,
    * when it works again. Called on changes only.
    */
-  onReach?: (problem: string | undefined) => void;
+  onReach?: (problem: Failure | undefined) => void;
   /** How the client's sockets are read (ClientOptions.io). */
   io?: SocketIo;
   /** Authenticate questions and answers with this key file (ClientOptions.keyFile). */
@@ -140,14 +141,15 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
       // A live pid asked with flags 2 gets no reply: silence to such a
       // question is the expected answer, and only a refusal or a failure to
       // send says the host is not there.
-      if (result.state !== 'no_reply' || (!wantAnswer && !isFailure(result))) {
+      if (result.state !== 'no_reply' || (!wantAnswer && failureOf(result) === undefined)) {
         answeredAt = now;
         reach.answered();
       } else {
         reach.silent(result);
         // A client resolves a name once: one that failed to resolve or to
         // open a socket gets a new client, which tries again.
-        if (/^cannot (resolve|reach) /.test(result.error ?? '')) {
+        const kind = result.failure?.kind;
+        if (kind === 'unresolvable' || kind === 'unreachable') {
           await client.close();
           client = newClient();
         }
@@ -198,14 +200,14 @@ async function watchByPush(client: PidStatClient, opts: WatchOptions, start: str
   }
 }
 
-/** A no_reply that is more than a lost datagram: nothing listens, or the host cannot be resolved or reached. */
-function isFailure(result: Result): boolean {
-  return result.error !== undefined && !result.error.startsWith('no reply after');
+/** The failure of a no_reply that is more than a lost datagram (nothing listens, the host cannot be resolved or reached, a key is refused); undefined for a plain timeout. */
+function failureOf(result: Result): Failure | undefined {
+  return result.failure?.kind === 'timeout' ? undefined : result.failure;
 }
 
 /** Tells onReach of changes: a failure at once, plain silence after a few questions. */
 function reachTracker(onReach: WatchOptions['onReach']) {
-  let problem: string | undefined;
+  let problem: Failure | undefined;
   let silent = 0;
   return {
     failing: () => problem !== undefined,
@@ -216,8 +218,9 @@ function reachTracker(onReach: WatchOptions['onReach']) {
     },
     silent(result: Result) {
       silent++;
-      if (problem !== undefined || (!isFailure(result) && silent < SILENT_TRIES_TO_WARN)) return;
-      problem = isFailure(result) ? result.error! : `no answer to ${silent} questions`;
+      const failure = failureOf(result);
+      if (problem !== undefined || (failure === undefined && silent < SILENT_TRIES_TO_WARN)) return;
+      problem = failure ?? { kind: 'silence', questions: silent };
       onReach?.(problem);
     },
   };

@@ -158,7 +158,7 @@ test('a port with no daemon gives no_reply, "no daemon listening", in about a se
     const ms = performance.now() - started;
     for (const r of [a!, b!]) {
       assert.equal(r.state, 'no_reply');
-      assert.equal(r.error, 'no daemon listening');
+      assert.deepEqual(r.failure, { kind: 'no-daemon' });
       assert.equal(r.tries, 5);
     }
     // Five tries, each refused at once and followed 200 ms later by the next.
@@ -178,7 +178,7 @@ test('a silent port gives no_reply within tries x timeout plus a small margin', 
     const result = await client.query({ host: '127.0.0.1', pid: 1 });
     const ms = performance.now() - started;
     assert.equal(result.state, 'no_reply');
-    assert.equal(result.error, 'no reply after 3 tries');
+    assert.deepEqual(result.failure, { kind: 'timeout', tries: 3 });
     assert.equal(received, 3);
     assert.ok(ms >= 880 && ms < 1300, `${ms} ms`);
   } finally {

@@ -280,7 +280,7 @@ describe('many targets and many hosts', () => {
         if (r.pid !== pid || r.host !== '127.0.0.1') { wrong.push(pid + ': result for ' + r.host + ':' + r.pid); return; }
         if (after[pid] !== before[pid] || window(pid)) { unstable++; return; }
         const truth = before[pid] ? 'exists' : 'dead';
-        if (r.state !== truth) wrong.push(pid + ': ' + r.state + ' (' + (r.error ?? '') + '), truth ' + truth);
+        if (r.state !== truth) wrong.push(pid + ': ' + r.state + ' (' + (r.failure?.kind ?? '') + '), truth ' + truth);
       });
       process.stdout.write(JSON.stringify({ ms, count: results.length, states, tries, unstable, wrongCount: wrong.length, wrong: wrong.slice(0, 20), drops, maxRssKb: process.resourceUsage().maxRSS }));
     `;
@@ -380,7 +380,7 @@ describe('the daemon under a churning process table', () => {
         earlyStates[r.state] = (earlyStates[r.state] ?? 0) + 1;
         triesSeen[r.tries] = (triesSeen[r.tries] ?? 0) + 1;
         if (r.state === 'exists' && r.start === undefined) earlyNoToken++;
-        if (r.state === 'no_reply' || r.state === 'unknown') silent.push(`early ${pid}: ${r.state} ${r.error ?? ''}`);
+        if (r.state === 'no_reply' || r.state === 'unknown') silent.push(`early ${pid}: ${r.state} ${r.failure?.kind ?? ''}`);
       }));
       await new Promise<void>((resolve) => child.on('exit', () => resolve()));
       // 'exit' comes after the wait: the pid is free from here on, until reused.
@@ -388,7 +388,7 @@ describe('the daemon under a churning process table', () => {
       questions.push(late.query({ host: '127.0.0.1', pid }).then((r) => {
         lateStates[r.state] = (lateStates[r.state] ?? 0) + 1;
         triesSeen[r.tries] = (triesSeen[r.tries] ?? 0) + 1;
-        if (r.state === 'no_reply' || r.state === 'unknown') silent.push(`late ${pid}: ${r.state} ${r.error ?? ''}`);
+        if (r.state === 'no_reply' || r.state === 'unknown') silent.push(`late ${pid}: ${r.state} ${r.failure?.kind ?? ''}`);
         // Reused only if the kernel handed the pid out again between the reap and the answer.
         if (r.state === 'exists') suspicious.push({ pid, reused: allocatedBetween(pid, lastAtReap, lastPid()) || pidInUse(pid) });
       }));

@@ -1,5 +1,6 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
 import { CommandError, ExitCode, isUsageExit } from '../errors.js';
+import { describeFailure } from '../failures.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
@@ -106,7 +107,7 @@ export function exitCodeFor(results: readonly Result[]): number {
 function toJson(r: Result): Record<string, unknown> {
   const out: Record<string, unknown> = { host: r.host, pid: r.pid, state: r.state, tries: r.tries, ms: Math.round(r.ms * 10) / 10 };
   if (r.start !== undefined) out['start'] = r.start;
-  if (r.error !== undefined) out['error'] = r.error;
+  if (r.failure !== undefined) out['error'] = describeFailure(r.failure);
   return out;
 }
 
@@ -131,7 +132,7 @@ export async function main(argv: string[]): Promise<number> {
       return `waiting for ${missing} ${missing === 1 ? 'answer' : 'answers'} (try ${tryNo} of ${client.tries})`;
     });
     for (const r of results) {
-      if (r.error !== undefined) output.warn(`pidstat: ${joinHostPort(r.host, r.pid)}: ${r.error}`);
+      if (r.failure !== undefined) output.warn(`pidstat: ${joinHostPort(r.host, r.pid)}: ${describeFailure(r.failure)}`);
     }
     if (args.json) output.json(results.map(toJson));
     else output.results(results);
@@ -190,7 +191,7 @@ async function waitForTargets(argv: string[]): Promise<number> {
     if (problem === undefined || warned.has(target.host)) return;
     warned.add(target.host);
     const until = opts.deadAfterMs === undefined ? 'still waiting' : `giving up after ${opts.deadAfterMs / 1000} s of silence (--dead-after)`;
-    output.warn(`pidstat: ${target.host} is not answering (${problem}): ${until}`);
+    output.warn(`pidstat: ${target.host} is not answering (${describeFailure(problem)}): ${until}`);
   };
   const timer = new AbortController();
   opts.signal = timer.signal;
@@ -264,8 +265,9 @@ async function ping(argv: string[]): Promise<number> {
     const result = await client.query({ host, pid: 1, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
     if (result.state === 'no_reply') {
       // A name that does not resolve says so: silence would send the admin to the wrong host.
-      const unreachable = result.error !== undefined && /^cannot (resolve|reach) /.test(result.error);
-      const text = unreachable ? `C${result.error!.slice(1)}` : `No response from pidstatd on ${where}`;
+      const { failure } = result;
+      const named = failure?.kind === 'unresolvable' || failure?.kind === 'unreachable';
+      const text = named ? capitalized(describeFailure(failure)) : `No response from pidstatd on ${where}`;
       output.line(pluginLine(SERVICE, 'CRITICAL', text));
       return PLUGIN_EXIT.CRITICAL;
     }
@@ -276,6 +278,10 @@ async function ping(argv: string[]): Promise<number> {
   } finally {
     await client.close();
   }
+}
+
+function capitalized(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 /**

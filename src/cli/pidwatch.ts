@@ -6,6 +6,7 @@ import { CommandError } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
 import { closeInheritedDescriptors, openLineWriter } from '../descriptors.js';
+import { describeFailure } from '../failures.js';
 import { sleep } from '../sleep.js';
 import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
@@ -271,7 +272,7 @@ async function watcher(text: string): Promise<number> {
     onReach: (problem) => {
       say(problem === undefined
         ? `${watch.host} answers: pid ${watch.pid} is watched now`
-        : `cannot watch pid ${watch.pid} on ${watch.host}: ${problem}; trying again every ${watch.intervalMs} ms (the job is not protected meanwhile)`);
+        : `cannot watch pid ${watch.pid} on ${watch.host}: ${describeFailure(problem)}; trying again every ${watch.intervalMs} ms (the job is not protected meanwhile)`);
     },
   };
   if (config.debug) options.onDebug = say;
