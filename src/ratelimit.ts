@@ -1,4 +1,5 @@
 import { randomFillSync } from 'node:crypto';
+import { refill } from './pacing.js';
 
 /**
  * The daemon's `--rate`: a token bucket per source address (`rate` requests a
@@ -7,7 +8,8 @@ import { randomFillSync } from 'node:crypto';
  * forged addresses costs no allocation, no sweep and no growth. The key is
  * drawn at random for each limiter: nobody can choose addresses that land in
  * a victim's bucket. To starve a client by filling every bucket, a forger
- * must send `rate` x 2^16 requests a second.
+ * must send `rate` x 2^16 requests a second. The arithmetic is the client's
+ * bucket's (pacing.ts), on two arrays rather than one object per bucket.
  */
 
 export const BUCKETS = 1 << 16;
@@ -30,7 +32,7 @@ export class RateLimiter {
   take(source: string): boolean {
     const i = halfSipHash13(source, this.key[0]!, this.key[1]!) & (BUCKETS - 1);
     const now = this.now();
-    const tokens = Math.min(this.rate, this.tokens[i]! + ((now - this.filledAt[i]!) * this.rate) / 1000);
+    const tokens = refill(this.tokens[i]!, this.filledAt[i]!, now, this.rate, this.rate);
     this.filledAt[i] = now;
     if (tokens < 1) {
       this.tokens[i] = tokens;

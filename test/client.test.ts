@@ -3,8 +3,9 @@ import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 import { PidStatClient, type Result } from '../src/client.js';
 import { readStartToken } from '../src/probe.js';
+import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../src/protocol.js';
 import { startServer, type Server } from '../src/server.js';
-import { deadPid, freePort, sleep, startSleeper } from './helpers.js';
+import { deadPid, freePort, sleep, startDaemon, startSleeper, type Daemon } from './helpers.js';
 
 /**
  * The client of pidstat(1) against real sockets on loopback: a real
@@ -144,6 +145,67 @@ describe('client against a real server', () => {
       await assert.rejects(client.query({ host: 'h'.repeat(256), pid: 1 }), RangeError);
       assert.throws(() => new PidStatClient({ port: 0 }), RangeError);
       assert.throws(() => new PidStatClient({ tries: 0 }), RangeError);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('the same pid asked twice at once, of a real pidstatd', () => {
+  // A question is joined only by one that asks the very same (questions.ts):
+  // one answered for another would bring a live pid's start token to a
+  // question that asked for none, or "exists" to one that asked to hear only
+  // of death.
+  let daemon: Daemon;
+  let sleeper: ReturnType<typeof startSleeper>;
+  let dead: number;
+  before(async () => {
+    daemon = await startDaemon();
+    sleeper = startSleeper();
+    dead = await deadPid();
+  });
+  after(async () => {
+    await sleeper?.stop();
+    await daemon?.stop();
+  });
+
+  test('with different flags: each its own answer', async () => {
+    const client = new PidStatClient({ port: daemon.port, local: false, tries: 2, timeoutMs: 300 });
+    try {
+      const live = { host: '127.0.0.1', pid: sleeper.pid };
+      const gone = { host: '127.0.0.1', pid: dead };
+      const [all, existsOnly, deathOnly, deadAll, deadExistsOnly] = await Promise.all([
+        client.query(live),
+        client.query({ ...live, flags: FLAG_EXISTS }),
+        client.query({ ...live, flags: FLAG_DEAD }),
+        client.query(gone),
+        client.query({ ...gone, flags: FLAG_EXISTS | FLAG_START }),
+      ]);
+      assert.deepEqual([all!.state, all!.start, all!.tries], ['exists', readStartToken(sleeper.pid), 1]);
+      assert.deepEqual([existsOnly!.state, existsOnly!.start, existsOnly!.tries], ['exists', undefined, 1], 'flags 1 asked for no start token');
+      // Flags 2, of a live pid: the daemon keeps silent, try after try.
+      assert.deepEqual([deathOnly!.state, deathOnly!.failure], ['no_reply', { kind: 'timeout', tries: 2 }]);
+      assert.deepEqual([deadAll!.state, deadAll!.tries], ['dead', 1]);
+      assert.deepEqual([deadExistsOnly!.state, deadExistsOnly!.failure], ['no_reply', { kind: 'timeout', tries: 2 }]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('with different start tokens: each its own answer', async () => {
+    const client = new PidStatClient({ port: daemon.port, local: false, tries: 2, timeoutMs: 300 });
+    const token = readStartToken(sleeper.pid)!;
+    const other = String(BigInt(token) + 7n);
+    try {
+      const live = { host: '127.0.0.1', pid: sleeper.pid };
+      const results = await Promise.all([
+        client.query({ ...live, start: token }),
+        client.query({ ...live, start: other }),
+        client.query({ ...live, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_START, start: other }),
+        client.query({ ...live, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_START, start: token }),
+      ]);
+      assert.deepEqual(results.map((r) => [r.state, r.tries]), [['exists', 1], ['dead', 1], ['dead', 1], ['exists', 1]]);
+      assert.equal(results[0]!.start, token);
     } finally {
       await client.close();
     }
