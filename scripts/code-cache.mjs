@@ -1,17 +1,17 @@
 // Writes dist/bundle/NAME.cache, V8's code for each command's bundle, by
 // running each once as a user would with PIDSTAT_WRITE_CODE_CACHE=1 (see
 // src/cli/start.ts): pidstat asks a responder of this script's own on
-// loopback, the others print their version. Runs at `npm run build` and at
-// install, so the cache is made by the Node that will read it. It never
-// fails the install: without a cache the commands compile as usual. Node 22
-// and later keep a compile cache of their own, which start.ts turns on:
-// nothing to do there. The caches are left out of the package (package.json
-// "files"): each holds the path of the bundle it was made from, the build
-// machine's, and serves only the V8 that made it.
+// loopback, the others print their version. Each runs through its bin, with
+// the options the bin's first lines give node: V8 refuses a cache made
+// under other V8 flags (pidstatd's --max-semi-space-size, src/heap.ts).
+// Runs at `npm run build` and at install, so the cache is made by the Node
+// that will read it. It never fails the install: without a cache the
+// commands compile as usual. The caches are left out of the package
+// (package.json "files"): each holds the path of the bundle it was made
+// from, the build machine's, and serves only the V8 that made it.
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync, rmSync } from 'node:fs';
-import Module from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,15 +28,17 @@ async function responder() {
   return socket;
 }
 
-/** Runs a bin without blocking this process's event loop, which answers it. */
+/**
+ * Runs a bin as sh(1) reads it, with this Node first on PATH, without
+ * blocking this process's event loop, which answers it.
+ */
 function runBin(name, args) {
-  const options = { env: { ...process.env, PIDSTAT_WRITE_CODE_CACHE: '1' }, timeout: 10_000 };
+  const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`, PIDSTAT_WRITE_CODE_CACHE: '1' };
   return new Promise((resolve) => {
-    execFile(process.execPath, [join(root, 'bin', `${name}.cjs`), ...args], options, (err, stdout, stderr) => resolve({ err, stderr }));
+    execFile('/bin/sh', [join(root, 'bin', `${name}.cjs`), ...args], { env, timeout: 10_000 }, (err, stdout, stderr) => resolve({ err, stderr }));
   });
 }
 
-if (Module.enableCompileCache !== undefined) process.exit(0);
 // In a fresh clone, npm's install step comes before the build (prepare),
 // which makes the caches itself: nothing to do yet.
 if (!existsSync(join(root, 'dist', 'bundle', 'start.cjs'))) process.exit(0);

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import Module from 'node:module';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { binEnv, deadPid, freePort, ROOT, run, type RunResult } from './helpers.js';
@@ -227,13 +226,11 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
   const env = binEnv({ PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}` });
   const installedRoot = join(prefix, 'lib', 'node_modules', PKG.name);
 
-  await t.test('the install, without a compiler, built nothing, and on Node 20 cached the compiled code', () => {
+  await t.test('the install, without a compiler, built nothing, and cached the compiled code', () => {
     assert.ok(!existsSync(join(installedRoot, 'dist', 'native')), 'the prebuilt addon is used as it is');
     assert.doesNotMatch(installed.stderr, /batched socket I\/O not available/, installed.stderr);
     const built = readdirSync(join(installedRoot, 'dist', 'bundle'));
-    // Node 22+ keeps its own compile cache, in the user's cache folder (src/cli/start.ts).
-    const handMade = typeof (Module as { enableCompileCache?: unknown }).enableCompileCache !== 'function';
-    for (const name of ['pidstat', 'pidstatd', 'pidwatch']) assert.equal(built.includes(`${name}.cache`), handMade, `${name}.cache in ${built.join(' ')}`);
+    for (const name of ['pidstat', 'pidstatd', 'pidwatch']) assert.ok(built.includes(`${name}.cache`), `${name}.cache in ${built.join(' ')}`);
   });
 
   await t.test('the installed commands print the version of package.json', async () => {

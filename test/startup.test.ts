@@ -1,26 +1,21 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import Module from 'node:module';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { binEnv, isRunning, ROOT, run, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
+import { pathToFileURL } from 'node:url';
+import { BIN, binEnv, isRunning, ROOT, run, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
 import { commandStarted, descendants, start } from './jobs.js';
 
 /**
- * The bins run each command's bundle with its compiled code cached
- * (src/cli/start.ts): on Node 20 from V8's code cache beside it, made by the
- * build; on Node 22+ by Node's own compile cache, in the user's cache folder.
- * A cache must never change what a command does: a missing one, one made
- * from another build, one V8 refuses, and one that cannot be written all run
- * the command as usual. Each case runs on a copy of the package's run-time
- * files, so the build the other tests use is never touched.
+ * The bins run each command's bundle from V8's code cache beside it, made by
+ * the build or the install (src/cli/start.ts). A cache must never change what
+ * a command does: a missing one, one made from another build, one V8
+ * refuses, and one that cannot be written all run the command as usual. Each
+ * case runs on a copy of the package's run-time files, so the build the
+ * other tests use is never touched.
  */
-
-/** Node 22+ caches compiled code itself: the hand-made cache is Node 20's alone. */
-const NODE_CACHE = typeof (Module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
-const HAND_MADE = { skip: NODE_CACHE && `Node ${process.version} keeps its own compile cache: the hand-made one is for Node 20` };
 
 /** bin/, dist/bundle/, package.json and node_modules (a link), in a temp dir: the package without the addon. */
 function copyOfPackage(): string {
@@ -54,7 +49,7 @@ async function outputs(dir: string, env: NodeJS.ProcessEnv = {}): Promise<string
 
 const buildLine = (text: string) => /^\/\/ build ([0-9a-f]+)\n/.exec(text)?.[1];
 
-test('the build writes a code cache for each command, headed by its bundle\'s build id', HAND_MADE, () => {
+test('the build writes a code cache for each command, headed by its bundle\'s build id', () => {
   for (const name of ['pidstat', 'pidstatd', 'pidwatch']) {
     const id = buildLine(readFileSync(join(ROOT, 'dist', 'bundle', `${name}.cjs`), 'utf8'));
     assert.match(id ?? '', /^[0-9a-f]{32}$/, `${name}.cjs names its build`);
@@ -64,7 +59,7 @@ test('the build writes a code cache for each command, headed by its bundle\'s bu
   }
 });
 
-test('a command runs the same with its cache, without it, with another build\'s, and with one V8 refuses', HAND_MADE, async (t) => {
+test('a command runs the same with its cache, without it, with another build\'s, and with one V8 refuses', async (t) => {
   const dir = copyOfPackage();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const cacheOf = (name: string) => join(dir, 'dist', 'bundle', `${name}.cache`);
@@ -91,7 +86,43 @@ test('a command runs the same with its cache, without it, with another build\'s,
   assert.deepEqual(await outputs(dir), expected);
 });
 
-test('a rebuilt bundle never runs with the code cached from the one before, though V8 would take it', HAND_MADE, async (t) => {
+/** The options a bin's second line gives node: `exec node '--opt' ... "$0" "$@"`. */
+function binNodeOptions(dir: string, name: string): string[] {
+  const line = readFileSync(join(dir, 'bin', `${name}.cjs`), 'utf8').split('\n')[1]!;
+  const options = line.slice(line.indexOf('exec node ') + 'exec node '.length, line.indexOf('"$0"'));
+  return [...options.matchAll(/'([^']*)'/g)].map((match) => match[1]!);
+}
+
+test("each command's cache is one V8 takes when node runs with the options of the command's bin", async () => {
+  const start = pathToFileURL(join(ROOT, 'dist', 'src', 'cli', 'start.js')).href;
+  for (const name of ['pidstat', 'pidstatd', 'pidwatch']) {
+    const bundle = join(ROOT, 'dist', 'bundle', `${name}.cjs`);
+    const check = `import { bundleScript } from ${JSON.stringify(start)};
+      import { readFileSync } from 'node:fs';
+      const script = bundleScript(${JSON.stringify(bundle)}, readFileSync(${JSON.stringify(bundle)}, 'utf8'), readFileSync(${JSON.stringify(bundle.replace(/cjs$/, 'cache'))}).subarray(33));
+      process.stdout.write(String(script.cachedDataRejected));`;
+    const options = binNodeOptions(ROOT, name);
+    const result = await run(process.execPath, [...options, '--input-type=module', '-e', check], { env: binEnv() });
+    assert.equal(result.stdout, 'false', `V8 refused ${name}.cache under ${options.join(' ')}: ${result.stderr}`);
+  }
+});
+
+test('a plain pidstat command line needs none of the packages imported lazily; one left to yargs-parser needs it', async (t) => {
+  const dir = copyOfPackage();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // No yargs, yargs-parser, chalk or ora (src/cli/lazy.ts).
+  rmSync(join(dir, 'node_modules'));
+  mkdirSync(join(dir, 'node_modules'));
+  const pidstat = (...args: string[]) => run(process.execPath, [join(dir, 'bin', 'pidstat.cjs'), ...args], { env: binEnv() });
+  const plain = await pidstat('--no-color', '--timeout', '2s', String(process.pid));
+  assert.equal(plain.stdout, `localhost:${process.pid} exists\n`, plain.stderr);
+  // `--color=false` says the same, but a boolean given a value is yargs-parser's to read (readPlainly()).
+  const other = await pidstat('--color=false', '--timeout', '2s', String(process.pid));
+  assert.notEqual(other.code, 0);
+  assert.match(other.stderr, /yargs-parser/);
+});
+
+test('a rebuilt bundle never runs with the code cached from the one before, though V8 would take it', async (t) => {
   const dir = copyOfPackage();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bundle = join(dir, 'dist', 'bundle', 'pidstat.cjs');
@@ -107,44 +138,15 @@ test('a rebuilt bundle never runs with the code cached from the one before, thou
   assert.match(result.stdout, /^pidstat=\d+\.\d+\.\d+\n$/, `the rebuilt code ran: ${result.stdout}${result.stderr}`);
 });
 
-test('Node 22+ caches compiled code in the user\'s cache folder, never in the package nor where others can write', { skip: !NODE_CACHE && `Node ${process.version} has no module.enableCompileCache()` }, async (t) => {
-  const dir = copyOfPackage();
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const home = join(dir, 'home');
-  mkdirSync(home);
-  const cached = (base: string) => (existsSync(join(base, 'pidstat')) ? readdirSync(join(base, 'pidstat'), { recursive: true }) : []);
-  const bundleFiles = readdirSync(join(dir, 'dist', 'bundle')).sort();
-  const expected = await outputs(dir, { HOME: home, XDG_CACHE_HOME: undefined, NODE_COMPILE_CACHE: undefined });
-  assert.ok(cached(join(home, '.cache')).length >= 2, `no compile cache under ${home}/.cache/pidstat`);
-  assert.deepEqual(readdirSync(join(dir, 'dist', 'bundle')).sort(), bundleFiles, 'nothing written beside the bundles');
-  assert.deepEqual(await outputs(dir, { HOME: home, XDG_CACHE_HOME: undefined, NODE_COMPILE_CACHE: undefined }), expected, 'the same from the cache');
-
-  // A folder anyone may write to, or another user's: a cache there could be
-  // someone else's code. The commands run as usual, without one, silently.
-  const shared = join(dir, 'shared');
-  mkdirSync(shared);
-  chmodSync(shared, 0o1777);
-  assert.deepEqual(await outputs(dir, { XDG_CACHE_HOME: shared, NODE_COMPILE_CACHE: undefined }), expected);
-  assert.deepEqual(cached(shared), [], `a cache in ${shared}, which anyone may write to`);
-  if (process.getuid?.() === 0) {
-    const others = join(dir, 'others');
-    mkdirSync(others, 0o755);
-    chownSync(others, 65534, 65534);
-    assert.deepEqual(await outputs(dir, { XDG_CACHE_HOME: others, NODE_COMPILE_CACHE: undefined }), expected);
-    assert.deepEqual(cached(others), [], `a cache in ${others}, uid 65534's`);
-  }
-  // A folder that cannot be made (its parent is a file): no cache, no word.
-  const file = join(dir, 'file');
-  writeFileSync(file, '');
-  assert.deepEqual(await outputs(dir, { XDG_CACHE_HOME: join(file, 'cache'), NODE_COMPILE_CACHE: undefined }), expected);
-});
-
 test('without the addon (no C compiler at install), the commands answer through dgram; PIDSTAT_IO=batch says what is missing', async (t) => {
   const dir = copyOfPackage();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bin = (name: string) => join(dir, 'bin', `${name}.cjs`);
+  // The daemon's command line with the copy's bin in place of the package's, its node options kept.
+  const fromCopy = (command: string, args: string[]): [string, string[]] => [command, args.map((arg) => (arg === BIN.pidstatd ? bin('pidstatd') : arg))];
   const sleeper = startSleeper();
-  const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug'], { NOTIFY_SOCKET: '@pidstatd-no-addon' }, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
+  t.after(() => sleeper.stop());
+  const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug'], { NOTIFY_SOCKET: '@pidstatd-no-addon' }, fromCopy);
   try {
     const said = /reading datagrams through Node's dgram \(.*pidstat_linux\.node was not built\)/;
     // Under systemd's Type=notify the start would time out: the log says so, once.
@@ -162,13 +164,12 @@ test('without the addon (no C compiler at install), the commands answer through 
   // Keys without the addon: the MACs come from node:crypto, on both sides.
   const keys = join(dir, 'keys');
   writeFileSync(keys, `3 ${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-  const keyed = await startDaemon(['--bind', '127.0.0.1', '--key-file', keys], {}, (command, args) => [command, [bin('pidstatd'), ...args.slice(1)]]);
+  const keyed = await startDaemon(['--bind', '127.0.0.1', '--key-file', keys], {}, fromCopy);
   try {
     const asked = await run(process.execPath, [bin('pidstat'), '--key-file', keys, '--no-local', '--port', String(keyed.port), '127.0.0.1', String(sleeper.pid)], { env: binEnv() });
     assert.equal(asked.stdout, `127.0.0.1:${sleeper.pid} exists\n`, asked.stderr + keyed.log());
   } finally {
     await keyed.stop();
-    await sleeper.stop();
   }
   for (const [name, args] of [['pidstat', ['--no-local', '127.0.0.1', '1']], ['pidwatch', ['--pid', '1', 'true']], ['pidstatd', ['--foreground', '--port', '0']]] as const) {
     const result = await run(process.execPath, [bin(name), ...args], { env: binEnv({ PIDSTAT_IO: 'batch' }) });

@@ -1,5 +1,4 @@
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import Module from 'node:module';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readPlainly, respellGetopt, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
@@ -19,10 +18,8 @@ import { metOrNot, type Row } from './table.js';
  * more (the machinery's top comments quote this figure). No piece needs a
  * switch in the code:
  *
- * - the compiled-code cache: on Node 20 the bundle's V8 code cache made at
- *   build (src/cli/start.ts, scripts/code-cache.mjs), left out of a copy of
- *   the package; on Node 22+ Node's own compile cache, off where
- *   XDG_CACHE_HOME is a folder anyone may write to (start.ts refuses it);
+ * - the bundle's V8 code cache made at build (src/cli/start.ts,
+ *   scripts/code-cache.mjs), left out of a copy of the package;
  * - the plain reader of command lines (readPlainly(), src/cli/args.ts):
  *   `--local=false` says what `--no-local` says, but a boolean given a value
  *   is left to yargs-parser, which is then imported;
@@ -40,9 +37,6 @@ const ROUNDS = 40;
 /** What every Node start pays where these are set (see client.ts): both sides run without them. */
 const CLEAN = { NODE_EXTRA_CA_CERTS: undefined, NODE_OPTIONS: undefined };
 
-/** Node 22+ caches compiled code itself: the hand-made cache is Node 20's. */
-const NODE_CACHE = typeof (Module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
-
 /** The modules src/cli/lazy.ts imports only when a command needs them. */
 const LAZY_MODULES = ['chalk', 'ora', 'yargs-parser', 'yargs'];
 
@@ -52,7 +46,6 @@ interface Variant {
   nodeOptions: readonly string[];
   /** What comes before `--port P 127.0.0.1 PID`. */
   args: readonly string[];
-  env: NodeJS.ProcessEnv;
 }
 
 interface Piece {
@@ -69,7 +62,7 @@ function copyOfPackage(into: string, caches: boolean): string {
   for (const path of ['node_modules', 'prebuilds', join('dist', 'native')]) {
     if (existsSync(join(ROOT, path))) symlinkSync(join(ROOT, path), join(into, path));
   }
-  if (caches && !NODE_CACHE) {
+  if (caches) {
     // A build that ran while this copied: its bundle and cache may not match.
     const bundle = readFileSync(join(into, 'dist', 'bundle', 'pidstat.cjs'), 'latin1');
     const cache = readFileSync(join(into, 'dist', 'bundle', 'pidstat.cache')).subarray(0, 33).toString('latin1');
@@ -81,7 +74,7 @@ function copyOfPackage(into: string, caches: boolean): string {
 /** One pidstat run that must print `127.0.0.1:PID exists`; its wall time. */
 async function timed(variant: Variant, port: number, pid: number): Promise<number> {
   const args = [...variant.nodeOptions, INSPECT_PORT_OPTION, join(variant.dir, 'bin', 'pidstat.cjs'), ...variant.args, '--port', String(port), '127.0.0.1', String(pid)];
-  const result = await run(process.execPath, args, { cwd: variant.dir, env: binEnv({ ...CLEAN, ...variant.env }) });
+  const result = await run(process.execPath, args, { cwd: variant.dir, env: binEnv(CLEAN) });
   const expected = `127.0.0.1:${pid} exists\n`;
   if (result.code !== 0 || result.stdout !== expected || result.stderr !== '') {
     throw new Error(`pidstat ${args.join(' ')} exited ${result.code} with ${JSON.stringify(result.stdout + result.stderr)}`);
@@ -109,26 +102,17 @@ export async function startupMachinery(): Promise<Row[]> {
   const daemon = await startDaemon(['--bind', '127.0.0.1']);
   const sleeper = startSleeper();
   try {
-    const cached = copyOfPackage(join(temp, 'cached'), true);
-    // Node 22+: the cache lives where XDG_CACHE_HOME says, if it is the user's alone.
-    const ownCache = join(temp, 'cache');
-    const sharedCache = join(temp, 'shared');
-    mkdirSync(ownCache, { mode: 0o700 });
-    mkdirSync(sharedCache);
-    chmodSync(sharedCache, 0o1777);
     const plain = ['--no-local'];
     const yargsParsed = ['--local=false'];
     checkReaders(plain, yargsParsed);
-    const withAll: Variant = { dir: cached, nodeOptions: [], args: plain, env: { XDG_CACHE_HOME: ownCache } };
+    const withAll: Variant = { dir: copyOfPackage(join(temp, 'cached'), true), nodeOptions: [], args: plain };
     const pieces: Piece[] = [
-      NODE_CACHE
-        ? { name: "Node's compile cache (Node 22+, module.enableCompileCache)", without: { ...withAll, env: { XDG_CACHE_HOME: sharedCache } } }
-        : { name: 'V8 code cache (Node 20, dist/bundle/*.cache)', without: { ...withAll, dir: copyOfPackage(join(temp, 'uncached'), false) } },
+      { name: 'V8 code cache (dist/bundle/*.cache)', without: { ...withAll, dir: copyOfPackage(join(temp, 'uncached'), false) } },
       { name: 'plain argv reader (readPlainly) vs yargs-parser', without: { ...withAll, args: yargsParsed } },
       { name: 'lazy imports (lazy.ts) vs chalk, ora, yargs-parser and yargs loaded at start', without: { ...withAll, nodeOptions: LAZY_MODULES.map((name) => `--import=${name}`) } },
     ];
     const variants = [withAll, ...pieces.map((piece) => piece.without)];
-    // One untimed run of each first: a cold file cache, and Node 22's compile cache, filled.
+    // One untimed run of each first, so none pays for a cold file cache.
     for (const variant of variants) await timed(variant, daemon.port, sleeper.pid);
     const times = variants.map((): number[] => []);
     for (let round = 0; round < ROUNDS; round++) {
