@@ -115,6 +115,19 @@ interface Subscriber {
 const RENEW_SENDS = 3;
 /** Challenges (SUBC) answered in one renew() before it gives up: a fresh ticket needs one per send at most. */
 const MAX_CHALLENGES = 2 * RENEW_SENDS;
+/**
+ * ACKN copies sent at once for each notice copy heard: the subscriber may
+ * leave the moment it knows (`pidstat wait` exits), so no later copy of the
+ * notice may find it to acknowledge; three copies are all lost on a link
+ * losing 30 % in about 3 cases of 100, not 30.
+ */
+const ACK_COPIES = 3;
+/**
+ * How long a subscription closed after its death still acknowledges the
+ * notice's later copies, while the client lives: the daemon's resends span
+ * 2.5 s (doc/protocol.md, Death notices).
+ */
+const ACK_AFTER_DEATH_MS = 3000;
 
 export class PidStatClient {
   readonly port: number;
@@ -124,6 +137,8 @@ export class PidStatClient {
   private readonly debug: ((line: string) => void) | undefined;
   private readonly questions = new Questions();
   private readonly subscribers = new Map<string, Subscriber>();
+  /** Subscriptions closed after their death, by the same key, still acknowledging its notice for ACK_AFTER_DEATH_MS. */
+  private readonly mourned = new Map<string, { subscriber: Subscriber; timer: NodeJS.Timeout }>();
   private readonly signingKey: Key | undefined;
   private readonly replyKeys: ReadonlyMap<number, Key> | undefined;
   private readonly pool: EndpointPool<Question>;
@@ -254,10 +269,21 @@ export class PidStatClient {
         });
       },
       close: () => {
-        if (this.subscribers.get(key) === subscriber) this.subscribers.delete(key);
+        if (this.subscribers.get(key) === subscriber) {
+          this.subscribers.delete(key);
+          if (subscriber.dead && !this.closed) this.mourn(key, subscriber);
+        }
         subscriber.settle?.({ state: 'silent', failure: { kind: 'closed' } });
       },
     };
+  }
+
+  /** Keeps a dead subscription's key for its notice's later copies, to acknowledge them. */
+  private mourn(key: string, subscriber: Subscriber): void {
+    clearTimeout(this.mourned.get(key)?.timer);
+    const timer = setTimeout(() => this.mourned.delete(key), ACK_AFTER_DEATH_MS);
+    timer.unref();
+    this.mourned.set(key, { subscriber, timer });
   }
 
   /** A SUBS to each of the host's addresses, from the unconnected socket, which hears a notice from any address. */
@@ -279,7 +305,8 @@ export class PidStatClient {
   /** A daemon's answer about a subscription, or a notice. */
   private onPush(msg: Buffer, address: string, port: number): void {
     const message = decodePush(msg);
-    const subscriber = message === undefined ? undefined : this.subscribers.get(pidHostKey(message.pid, message.host));
+    const key = message === undefined ? undefined : pidHostKey(message.pid, message.host);
+    const subscriber = key === undefined ? undefined : this.subscribers.get(key) ?? (message?.kind === 'NOTE' ? this.mourned.get(key)?.subscriber : undefined);
     const authentic = subscriber !== undefined && message !== undefined && (message.kind === 'SUBC' || this.pushAuthentic(message, subscriber));
     this.debug?.(`< ${joinHostPort(address, port)} ${printable(msg.toString('latin1'))}${
       message === undefined ? ' ignored: not a valid message' : subscriber === undefined ? ' ignored: no such subscription' : authentic ? '' : ' ignored: not authenticated by our key'}`);
@@ -297,8 +324,10 @@ export class PidStatClient {
         return;
       case 'NOTE':
         if (message.start !== subscriber.target.start) return;
-        // Acknowledged each time: an acknowledgement may be lost, and the daemon sends again.
-        this.sendPush(subscriber, { kind: 'ACKN', pid: message.pid, host: message.host, seq: message.seq }, { address, port });
+        // Each copy acknowledged, ACK_COPIES times: an acknowledgement may be lost, and the daemon sends again.
+        for (let copy = 0; copy < ACK_COPIES; copy++) {
+          this.sendPush(subscriber, { kind: 'ACKN', pid: message.pid, host: message.host, seq: message.seq }, { address, port });
+        }
         this.tellDeath(subscriber);
         return;
       default:
@@ -328,6 +357,8 @@ export class PidStatClient {
     for (const question of this.questions.all()) this.finish(question, { state: 'no_reply', failure: { kind: 'closed' } });
     for (const subscriber of this.subscribers.values()) subscriber.settle?.({ state: 'silent', failure: { kind: 'closed' } });
     this.subscribers.clear();
+    for (const { timer } of this.mourned.values()) clearTimeout(timer);
+    this.mourned.clear();
     await this.pool.close();
   }
 

@@ -177,15 +177,20 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
  */
 async function watchByPush(client: PidStatClient, opts: WatchOptions, start: string, signal: AbortSignal, answered: () => void): Promise<'dead' | 'unsupported' | 'lapsed' | 'aborted'> {
   let died!: () => void;
+  let told = false;
   const death = new Promise<'dead'>((resolve) => (died = () => resolve('dead')));
-  const subscription = client.subscribe({ host: opts.host, pid: opts.pid, start }, () => died());
+  const subscription = client.subscribe({ host: opts.host, pid: opts.pid, start }, () => {
+    told = true;
+    died();
+  });
   const onAbort = () => subscription.close();
   signal.addEventListener('abort', onAbort);
   try {
     for (let first = true; !signal.aborted; first = false) {
       const outcome = await subscription.renew(opts.intervalMs);
       if (signal.aborted) return 'aborted';
-      if (outcome.state === 'dead') return 'dead';
+      // A notice heard while the renewal waited counts, whatever the renewal got.
+      if (outcome.state === 'dead' || told) return 'dead';
       if (outcome.state !== 'subscribed') return first || outcome.state === 'refused' ? 'unsupported' : 'lapsed';
       answered();
       let every = Math.max(opts.intervalMs, outcome.leaseMs / RENEWALS_PER_LEASE);

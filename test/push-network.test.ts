@@ -270,16 +270,10 @@ describe('push notices over a lossy link (namespaces A and B, relay in A)', () =
     }
   });
 
-  // A known fault, kept as a TODO (it fails, without failing the run): the client acknowledges the
-  // first copy it hears, then closes the subscription (watch.ts, watchByPush) and pidwatch's watcher
-  // or `pidstat wait` exits; later copies find no subscription and are never acknowledged. So one
-  // lost ACKN (30 % here) costs the rest of the schedule (up to 7 copies over 2.5 s) and counts the
-  // delivered notice as notify_unacknowledged, though doc/protocol.md says "The client acknowledges
-  // each copy it gets" and client.ts "an acknowledgement may be lost, and the daemon sends again".
-  test('a notice that got through is acknowledged, even when the first ACKN is lost', {
-    skip: netUnavailable ?? false,
-    todo: 'the client stops acknowledging once it has heard the death: a lost ACKN makes the daemon resend the whole schedule',
-  }, (t) => {
+  // The client acknowledges each copy it hears three times at once, and a subscription closed on
+  // its death still acknowledges later copies while the client lives (client.ts, ACK_COPIES and
+  // mourn()): a lost ACKN costs a copy or two, not the rest of the schedule (up to 7 copies over 2.5 s).
+  test('a notice that got through is acknowledged, even when the first ACKN is lost', { skip: netUnavailable ?? false }, (t) => {
     if (observed === undefined) return t.skip('the lossy-link test did not get as far as the relay\'s log');
     const delivered = observed.filter((o) => o.notes.includes('o'));
     const unacknowledged = delivered.filter((o) => !o.acks.includes('o'));

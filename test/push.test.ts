@@ -8,8 +8,10 @@ import { after, describe, test, type TestContext } from 'node:test';
 import { PidStatClient } from '../src/client.js';
 import { loadUdpBatch } from '../src/native.js';
 import { readStartToken } from '../src/probe.js';
+import { decodeRequest, encodeReply } from '../src/protocol.js';
 import { NO_TICKET } from '../src/pushwire.js';
 import { startServer, type Server } from '../src/server.js';
+import { waitForDeath } from '../src/watch.js';
 import { freePort, runBin, sleep, startDaemon, startSleeper, waitFor, type RunResult } from './helpers.js';
 import { startPerlDaemon } from './perl-daemon.js';
 
@@ -244,6 +246,63 @@ describe('the client\'s subscriptions', () => {
     } finally {
       await client.close();
       daemon.close();
+    }
+  });
+
+  test('every copy of a notice is acknowledged three times, copies that come after the subscription closed on the death included', async () => {
+    const daemon = await fakeDaemon();
+    const client = new PidStatClient({ port: daemon.port, local: false });
+    try {
+      let deaths = 0;
+      const subscription = client.subscribe({ host: '127.0.0.1', pid: 4242, start: '1000' }, () => deaths++);
+      assert.equal((await subscription.renew(1000)).state, 'subscribed');
+      const host = (await daemon.subscribed).text.split(' ')[2]!;
+      const ack = `ACKN 4242 ${host} 7`;
+      daemon.send(`NOTE 4242 ${host} 1000 7`);
+      assert.ok(await waitFor(() => deaths === 1, 1000), 'the notice was not heard');
+      // The watcher closes its subscription the moment it hears: the daemon's next copy must still be acknowledged.
+      subscription.close();
+      assert.ok(await waitFor(() => daemon.acks.length >= 3, 1000), `the first copy got ${daemon.acks.length} acknowledgements, not 3`);
+      daemon.send(`NOTE 4242 ${host} 1000 7`);
+      assert.ok(await waitFor(() => daemon.acks.length >= 6, 1000), `a copy after the close got no acknowledgement: ${JSON.stringify(daemon.acks)}`);
+      assert.deepEqual(daemon.acks, Array(6).fill(ack));
+      assert.equal(deaths, 1, 'the death was told twice');
+    } finally {
+      await client.close();
+      daemon.close();
+    }
+  });
+
+  test('a notice heard while a renewal waits in vain ends the watch: the renewal\'s silence does not lose it', async () => {
+    // A daemon that answers the first question and the first subscription (with a 1 s lease,
+    // so the renewal comes in 0.4 s), then answers the renewal with the notice alone, and
+    // from then on nothing: only the notice can end the watch.
+    const socket = dgram.createSocket('udp4');
+    let subscriptions = 0;
+    socket.on('message', (msg, from) => {
+      const text = msg.toString('latin1').trimEnd();
+      const [kind, pid, host] = text.split(' ');
+      const reply = (line: string | Buffer) => socket.send(line, from.port, from.address);
+      if (kind === 'SUBS') {
+        subscriptions++;
+        if (subscriptions === 1) reply(`SUBR ${pid} ${host} 1 1`);
+        else if (subscriptions === 2) reply(`NOTE ${pid} ${host} 1000 1`);
+        return;
+      }
+      if (kind === 'ACKN' || subscriptions > 0) return;
+      const request = decodeRequest(msg);
+      reply(encodeReply({ pid: request.pid, host: request.host!, state: 'exists', start: '1000' }));
+    });
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 4000);
+    try {
+      const death = await waitForDeath({ host: '127.0.0.1', pid: 4242, intervalMs: 300, port: socket.address().port, local: false }, abort.signal);
+      assert.deepEqual(death, { cause: 'dead' }, 'the notice heard during the renewal was lost: the watch went on for 4 s');
+      assert.ok(subscriptions >= 2, `only ${subscriptions} subscription requests`);
+    } finally {
+      clearTimeout(timer);
+      socket.close();
     }
   });
 
