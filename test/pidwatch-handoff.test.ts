@@ -80,6 +80,22 @@ describe('pidwatch --cd DIR enters exactly DIR', () => {
     assert.equal(root.stdout, '/\n', describeRun(root));
   });
 
+  test('bytes that are not UTF-8 reach --cd and the command unchanged, in both spellings of --cd', async (t) => {
+    const sleeper = sleeperFor(t);
+    const here = freshDir('latin1');
+    // caf\351 (Latin-1) is the DIR; caf U+FFFD is where a UTF-8 reading of it would lead.
+    mkdirSync(Buffer.from(`${here}/caf\xe9`, 'latin1'));
+    mkdirSync(join(here, 'caf\uFFFD'));
+    const expected = Buffer.from(`\xff\x78${here}/caf\xe9\n`, 'latin1').toString('hex');
+    for (const spelling of ['--cd "$D"', '--cd="$D"']) {
+      // The shell makes the bytes: Node's spawn would write its strings as UTF-8.
+      const script = String.raw`D=$(printf 'caf\351'); W=$(printf 'printf %%s \377x | od -An -tx1; pwd | od -An -tx1'); exec "$0" ` + spelling + ' --pid "$1" "$W"';
+      const result = await run('/bin/sh', ['-c', script, BIN.pidwatch, String(sleeper.pid)], { cwd: here, env: binEnv(), timeoutMs: 15_000 });
+      assert.equal(result.code, 0, `${spelling}: ${describeRun(result)}`);
+      assert.equal(result.stdout.replace(/\s+/g, ''), expected, `${spelling}: the command's byte or the directory entered was not the one given: ${describeRun(result)}`);
+    }
+  });
+
   test('a missing DIR: exit 126, one line naming it, and the command never runs', async (t) => {
     const sleeper = sleeperFor(t);
     const here = freshDir('missing');

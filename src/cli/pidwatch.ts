@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, realpathSync, statSync, writeSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { randomHex64 } from '../cookie.js';
 import { CommandError } from '../errors.js';
@@ -150,7 +150,7 @@ export async function main(argv: string[]): Promise<number> {
   const skip = argv.length - words.length;
   if (skip < 0 || words.some((word, i) => word !== argv[skip + i])) throw new CommandError('cannot tell where the command begins on the command line', 70);
   checkCommandLength(words);
-  const cd = args.cd === undefined ? undefined : checkCd(args.cd);
+  const cd = args.cd === undefined ? undefined : checkCd(args.cd, givenBytes(args.cd, argv, skip));
   const marker = randomHex64();
   const stat = readStat(root);
   const watcher = startWatcher(
@@ -163,9 +163,7 @@ export async function main(argv: string[]): Promise<number> {
     true,
   );
   if (args.debug) writeErr(`pidwatch: the command runs as pid ${root} (job marker ${marker}); watcher pid ${watcher}\n`);
-  // A slash after the directory: the script's $(...) cuts the newlines that
-  // end what it reads, and a name may end in one (`cd -P //` is /).
-  writeCode(`run ${skip} ${marker}${cd === undefined ? '' : `\n${cd}/`}`);
+  writeCode(`run ${skip} ${marker}`, cd);
   return 0;
 }
 
@@ -190,14 +188,16 @@ function checkCommandLength(words: readonly string[]): void {
  * no CDPATH, no `-` for OLDPWD, nothing printed, and the directory entered
  * is the one checked here. A missing DIR, or one the user may not enter,
  * ends pidwatch with 126, the shell's "cannot run", before anything starts:
- * a job is never run elsewhere (pidwatch(1), --cd).
+ * a job is never run elsewhere (pidwatch(1), --cd). `path` is DIR's bytes
+ * (givenBytes()); `dir` names it in messages.
  */
-function checkCd(dir: string): string {
-  let path: string;
+function checkCd(dir: string, path: string | Buffer): Buffer {
+  let absolute: Buffer;
   try {
-    path = realpathSync(dir);
-    if (!statSync(path).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
-    accessSync(path, fsConstants.X_OK);
+    // The native realpath(3): the JavaScript one decodes a Buffer path as UTF-8.
+    absolute = realpathSync.native(path, { encoding: 'buffer' });
+    if (!statSync(absolute).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    accessSync(absolute, fsConstants.X_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
@@ -205,7 +205,37 @@ function checkCd(dir: string): string {
       : (err as Error).message;
     throw new CommandError(`--cd ${dir}: ${why}: the command is not run`, 126);
   }
-  return path;
+  return absolute;
+}
+
+/**
+ * An option's value as the bytes the user gave. Node reads its arguments as
+ * UTF-8 and turns the bytes that are not into U+FFFD, so a Latin-1 `--cd`
+ * would name another directory; /proc/self/cmdline still holds the bytes,
+ * this launcher's arguments last. The value is looked for among the first
+ * `before` arguments (the options), as a word of its own after an option or
+ * after the `=` of one; bytes that differ between two such places cannot be
+ * told apart, and end pidwatch with 64.
+ */
+function givenBytes(value: string, argv: readonly string[], before: number): string | Buffer {
+  if (!value.includes('\uFFFD')) return value;
+  let raw: Buffer[];
+  try {
+    raw = readFileSync('/proc/self/cmdline').subarray(0, -1).toString('latin1').split('\0').slice(-argv.length).map((word) => Buffer.from(word, 'latin1'));
+  } catch {
+    return value;
+  }
+  if (raw.length !== argv.length || raw.some((word, i) => word.toString('utf8') !== argv[i])) return value;
+  const found = new Set<string>();
+  for (let i = 0; i < before; i++) {
+    const word = argv[i]!;
+    const equals = word.indexOf('=');
+    if (i > 0 && word === value && argv[i - 1]!.startsWith('-')) found.add(raw[i]!.toString('latin1'));
+    else if (word.startsWith('-') && equals > 0 && word.slice(equals + 1) === value) found.add(raw[i]!.subarray(raw[i]!.indexOf(0x3d) + 1).toString('latin1'));
+  }
+  if (found.size > 1) throw new CommandError(`--cd ${value}: its bytes are not UTF-8, and the command line holds more than one such value: give DIR once, or as UTF-8`);
+  const [bytes] = found;
+  return bytes === undefined ? value : Buffer.from(bytes, 'latin1');
 }
 
 /**
@@ -213,11 +243,14 @@ function checkCd(dir: string): string {
  * it runs. `exit` (nothing to run), or `run SKIP MARKER`: the command is the
  * script's arguments after the first SKIP, joined with spaces, and MARKER
  * joins PIDWATCH_JOBS; with --cd, then a newline and the directory's
- * absolute path followed by a slash. No word of the user's is in it.
+ * absolute path, its bytes as they are, followed by a slash (the script's
+ * $(...) cuts the newlines that end what it reads, and a name may end in
+ * one: `cd -P //` is /). No word of the user's is in it.
  */
-function writeCode(code: string): void {
+function writeCode(code: string, dir?: Buffer): void {
+  const answer = Buffer.concat(dir === undefined ? [Buffer.from(`${code}\n`)] : [Buffer.from(`${code}\n`), dir, Buffer.from('/\n')]);
   try {
-    writeSync(CODE_FD, `${code}\n`);
+    writeSync(CODE_FD, answer);
   } catch (err) {
     throw new CommandError(`cannot hand the command to the pidwatch script (fd ${CODE_FD}): ${(err as Error).message}`, 70);
   }
