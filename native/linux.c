@@ -639,7 +639,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   b->poll.data = b;
   CHECK(napi_create_reference(env, argv[1], 1, &b->callback));
   for (int i = 0; i < 4; i++) CHECK(napi_create_reference(env, argv[2 + i], 1, &b->buffers[i]));
-  CHECK(napi_create_string_utf8(env, "pidstat.udpbatch", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_string_utf8(env, "pidstat.udp_batch", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_async_init(env, NULL, name, &b->context));
   napi_value handle;
   CHECK(napi_create_external(env, b, NULL, NULL, &handle));

@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { canonicalAddress } from './host.js';
-import { loadUdpBatch, type UdpBatch } from './native.js';
+import { loadLinuxCalls, type LinuxCalls } from './native.js';
 
 /**
  * Keys (pidstatd(8), Keys): requests and replies authenticated with
@@ -117,7 +117,7 @@ export function keyFromSecret(id: number, bytes: Uint8Array): Key {
   return addon !== null ? { id, context: addon.hmacKey(bytes) } : { id, secret: cryptoModule().createSecretKey(Buffer.from(bytes)) };
 }
 
-type AddonHmac = Required<Pick<UdpBatch, 'hmacKey' | 'hmacSha256'>>;
+type AddonHmac = Required<Pick<LinuxCalls, 'hmacKey' | 'hmacSha256'>>;
 let addonHmac: AddonHmac | null | undefined;
 /**
  * The addon's HMAC-SHA256: OpenSSL's, as node:crypto's, with a context
@@ -127,7 +127,7 @@ let addonHmac: AddonHmac | null | undefined;
  */
 function hmacOfAddon(): AddonHmac | null {
   if (addonHmac === undefined) {
-    const addon = loadUdpBatch().addon;
+    const addon = loadLinuxCalls().addon;
     addonHmac = addon?.hmacKey !== undefined && addon.hmacSha256 !== undefined ? { hmacKey: addon.hmacKey, hmacSha256: addon.hmacSha256 } : null;
   }
   return addonHmac;

@@ -84,9 +84,6 @@ export interface LinuxCalls {
   hmacSha256?(context: unknown, data: Uint8Array, length: number, out: Uint8Array): void;
 }
 
-/** The addon's former name, kept while other modules still import it. */
-export type UdpBatch = LinuxCalls;
-
 /**
  * Where the addon is looked for, first to last: the one prebuilt for this
  * platform, in the layout of prebuildify and node-gyp-build (whose lookup
@@ -114,9 +111,6 @@ export function loadLinuxCalls(): { addon?: LinuxCalls; why?: string } {
   loaded = { why: why.join('; ') };
   return loaded;
 }
-
-/** loadLinuxCalls under the addon's former name, kept while other modules still import it. */
-export { loadLinuxCalls as loadUdpBatch };
 
 /** How sockets are read: 'batch' (the addon), 'dgram', or 'auto': batch where the addon was built. */
 export type SocketIo = 'auto' | 'batch' | 'dgram';

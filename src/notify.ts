@@ -1,4 +1,4 @@
-import { loadUdpBatch } from './native.js';
+import { loadLinuxCalls } from './native.js';
 
 /**
  * The service manager's notification protocol (sd_notify(3)): newline-
@@ -37,7 +37,7 @@ export function openNotifier(env: NodeJS.ProcessEnv = process.env): Notifier | {
   if (path === undefined || path === '') return undefined;
   // sd_notify(3) takes an absolute path or an abstract name; anything else is no socket of a service manager.
   if (!path.startsWith('/') && !path.startsWith('@')) return { why: `${NOTIFY_ENV}=${path} is neither an absolute path nor an @abstract name` };
-  const { addon, why } = loadUdpBatch();
+  const { addon, why } = loadLinuxCalls();
   if (addon === undefined) return { why: why! };
   const unixSend = addon.unixSend;
   if (unixSend === undefined) return { why: 'the addon was built from an older source (reinstall to rebuild it)' };

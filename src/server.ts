@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
 import { defaultPort, joinHostPort, literalLookup, localFqdn, mappedIPv4 } from './host.js';
-import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
+import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from './native.js';
 import { daemonIdentity, readKeyFile, signLine, verify } from './keys.js';
 import { pidExists, readStartToken } from './probe.js';
 import { RateLimiter } from './ratelimit.js';
@@ -78,9 +78,9 @@ export interface ServerOptions {
   /** Called with what the log should tell that is no error: subscriptions refused by a cap, at most once a minute, with a count. */
   onWarning?: (text: string) => void;
   /**
-   * How datagrams are read: 'batch', many per system call, through the addon
-   * native/udpbatch.c; 'dgram', one per event, through Node's dgram; 'auto',
-   * batch where the addon was built. Both answer the same.
+   * How datagrams are read: 'batch', many per system call, through the
+   * addon (native/linux.c, UDP batches); 'dgram', one per event, through
+   * Node's dgram; 'auto', batch where the addon was built. Both answer the same.
    * @default 'auto'
    */
   io?: SocketIo;
@@ -340,7 +340,7 @@ async function dgramTransport(opts: ServerOptions, port: number, handle: Handler
 
 /**
  * Whether the kernel's facts about a datagram's destination (meta[4..6],
- * native/udpbatch.c) say it was sent to a broadcast or multicast address.
+ * native/linux.c, UDP batches) say it was sent to a broadcast or multicast address.
  * For IPv4 the kernel sets ipi_spec_dst to the destination itself only for
  * a local unicast address, and else to the address it would answer from
  * (fib_compute_spec_dst); 0 where it could not say.
@@ -354,7 +354,7 @@ function sentToGroup(family: number, destination: number, specDst: number): bool
   return specDst !== 0 && specDst !== destination;
 }
 
-/** The address a datagram was sent to, from the kernel's facts (meta[4..10], native/udpbatch.c); undefined where it did not say. */
+/** The address a datagram was sent to, from the kernel's facts (meta[4..10], native/linux.c, UDP batches); undefined where it did not say. */
 function destinationOf(meta: Int32Array, at: number): string | undefined {
   if (meta[at + 4] === 4) {
     const a = meta[at + 5]! >>> 0;
@@ -369,10 +369,10 @@ function destinationOf(meta: Int32Array, at: number): string | undefined {
 
 /**
  * The addon: a batch of datagrams per wake-up, read with one recvmmsg, handed
- * over in one call, answered with one sendmmsg (native/udpbatch.c). It reads
+ * over in one call, answered with one sendmmsg (native/linux.c, UDP batches). It reads
  * each datagram's destination too, to refuse broadcast and multicast ones.
  */
-async function batchTransport(addon: UdpBatch, opts: ServerOptions, port: number, handle: Handler, events: TransportEvents): Promise<Transport> {
+async function batchTransport(addon: LinuxCalls, opts: ServerOptions, port: number, handle: Handler, events: TransportEvents): Promise<Transport> {
   if (opts.fd !== undefined) inheritedSocketType(opts.fd);
   const fd = opts.fd ?? (await bindWhere(opts, (address, ipv6Only) => addon.open(address, port, ipv6Only)));
   const [address, family, boundPort] = addon.address(fd);

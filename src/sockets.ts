@@ -1,7 +1,7 @@
 import type dgram from 'node:dgram';
 import { createRequire } from 'node:module';
 import { literalLookup } from './host.js';
-import { batchAddon, errnoError, type SocketIo, type UdpBatch } from './native.js';
+import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from './native.js';
 
 /**
  * The client's UDP sockets, in one of two ways that behave alike: through the
@@ -99,7 +99,7 @@ async function openDgram(spec: SocketSpec, events: SocketEvents): Promise<Client
 /** One set of batch buffers serves every socket: a batch is handed over whole before another socket is read. */
 let batchBuffers: { input: Buffer; meta: Int32Array; sources: Buffer; output: Buffer } | undefined;
 
-function openBatch(addon: UdpBatch, spec: SocketSpec, events: SocketEvents): ClientSocket {
+function openBatch(addon: LinuxCalls, spec: SocketSpec, events: SocketEvents): ClientSocket {
   const { BATCH, IN_SLOT, OUT_SLOT, ADDRESS_SLOT, META } = addon;
   const buffers = (batchBuffers ??= {
     input: Buffer.alloc(BATCH * IN_SLOT),

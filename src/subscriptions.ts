@@ -1,6 +1,6 @@
 import { randomHex64 } from './cookie.js';
 import { daemonIdentity, keyFromSecret, signLine, type Key } from './keys.js';
-import { loadUdpBatch } from './native.js';
+import { loadLinuxCalls } from './native.js';
 import { pidExists, readStartToken } from './probe.js';
 import { NO_TICKET, pushLine, TICKET_DIGITS, type PushMessage } from './pushwire.js';
 import { ThrottledReport } from './throttle.js';
@@ -162,7 +162,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
     if (existing !== undefined) return existing;
     const entry: Watched = { pid, start, subscribers: new Set(), stop: () => {} };
     watched.set(id, entry);
-    const { watchExit, unwatchExit } = loadUdpBatch().addon ?? {};
+    const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
     const handle = watchExit?.(pid, () => died(entry));
     if (handle !== undefined && typeof handle !== 'number') {
       entry.stop = () => unwatchExit!(handle);

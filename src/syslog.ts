@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { loadUdpBatch } from './native.js';
+import { loadLinuxCalls } from './native.js';
 
 /**
  * Log lines to the local syslog daemon, as syslog(3) sends them: one
@@ -33,7 +33,7 @@ export interface Syslog {
  */
 export function openSyslog(tag: string, path = SYSLOG_SOCKET): { syslog: Syslog } | { why: string } {
   if (!existsSync(path)) return { why: `${path} does not exist` };
-  const { addon, why } = loadUdpBatch();
+  const { addon, why } = loadLinuxCalls();
   if (addon === undefined) return { why: why! };
   if (addon.unixSend === undefined) return { why: 'the addon was built from an older source (reinstall to rebuild it)' };
   return {

@@ -5,7 +5,7 @@ import type { Failure } from './failures.js';
 import { isLocalHost } from './host.js';
 import { localPidExists, pidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
-import { loadUdpBatch, type SocketIo } from './native.js';
+import { loadLinuxCalls, type SocketIo } from './native.js';
 import { sleep } from './sleep.js';
 import { monotonicMs } from './time.js';
 import { findJob, readStat, signalJob, signalProcess, stillRunning, type JobSpec, type ProcessStat } from './tree.js';
@@ -250,7 +250,7 @@ async function waitForLocalDeath(opts: WatchOptions, signal: AbortSignal): Promi
  * now): the caller then looks every interval.
  */
 function watchLocalExit(pid: number, start: string | undefined, signal: AbortSignal): Promise<boolean> | undefined {
-  const { watchExit, unwatchExit } = loadUdpBatch().addon ?? {};
+  const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
   if (watchExit === undefined || unwatchExit === undefined || start === undefined || signal.aborted) return undefined;
   let settle!: (ended: boolean) => void;
   const outcome = new Promise<boolean>((resolve) => (settle = resolve));
@@ -309,7 +309,7 @@ function rootEnds(job: JobSpec, signal: AbortSignal): Promise<void> {
  * runs. False where the addon cannot: the caller then polls.
  */
 function rootEndWatched(job: JobSpec, signal: AbortSignal, ended: () => void): boolean {
-  const { watchExit, unwatchExit } = loadUdpBatch().addon ?? {};
+  const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
   if (watchExit === undefined || unwatchExit === undefined) return false;
   let done = false;
   const finish = () => {

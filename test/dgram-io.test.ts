@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadUdpBatch } from '../src/native.js';
+import { loadLinuxCalls } from '../src/native.js';
 import { ROOT, run, runBin, startDaemon, startSleeper } from './helpers.js';
 
 /**
@@ -16,7 +16,7 @@ const AGAIN = ['daemon', 'daemon-lifecycle', 'client', 'robust'];
 
 test('PIDSTAT_IO picks how pidstatd and pidstat read their sockets', async (t) => {
   const io: Record<string, RegExp> = { dgram: /reading (datagrams|sockets) through Node's dgram/ };
-  const { why } = loadUdpBatch();
+  const { why } = loadLinuxCalls();
   if (why === undefined) io['batch'] = /reading (datagrams|sockets) in batches/;
   else t.diagnostic(`PIDSTAT_IO=batch not tried: ${why} (test/startup.test.ts checks the error it gives)`);
   const sleeper = startSleeper();

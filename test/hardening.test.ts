@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
-import { loadUdpBatch } from '../src/native.js';
+import { loadLinuxCalls } from '../src/native.js';
 import { parseAllow, startServer, type Server } from '../src/server.js';
 import { ask, BIN, binEnv, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, waitFor, type Daemon } from './helpers.js';
 import { HAND_OVER_AS_LISTEN_FD } from './detached.js';
@@ -23,7 +23,7 @@ import { createHostPair, inNetns, netnsUnavailable, runIn, type HostPair } from 
 const TRANSPORTS = ['batch', 'dgram'] as const;
 type Io = (typeof TRANSPORTS)[number];
 
-const addonMissing = loadUdpBatch().why;
+const addonMissing = loadLinuxCalls().why;
 /** Why this transport cannot be tested here, or false. */
 const ioSkip = (io: Io): string | false => (io === 'batch' && addonMissing !== undefined ? `the addon is not built: ${addonMissing}` : false);
 

@@ -23,7 +23,7 @@ import {
 } from './helpers.js';
 import { commandRuns, descendants, killAll, pidnsUnavailable, watchersOf } from './jobs.js';
 import { startPerlDaemon } from './perl-daemon.js';
-import { loadUdpBatch } from '../src/native.js';
+import { loadLinuxCalls } from '../src/native.js';
 
 /**
  * Keys (doc/protocol.md, Keys): with `--key-file` (or PIDSTAT_KEY_FILE) requests
@@ -102,9 +102,9 @@ async function withDaemon<T>(args: readonly string[], env: NodeJS.ProcessEnv, bo
 
 describe('keys', () => {
   test("the addon's HMAC-SHA256 is node:crypto's, for keys of 16 to 64 bytes and every length of message up to 300 bytes", (t) => {
-    const addon = loadUdpBatch().addon;
+    const addon = loadLinuxCalls().addon;
     if (addon?.hmacKey === undefined || addon.hmacSha256 === undefined) {
-      t.skip(`the addon has no HMAC here (${loadUdpBatch().why ?? 'no HMAC found in the Node process'}): the commands use node:crypto`);
+      t.skip(`the addon has no HMAC here (${loadLinuxCalls().why ?? 'no HMAC found in the Node process'}): the commands use node:crypto`);
       return;
     }
     const out = Buffer.alloc(40, 0xaa);
@@ -122,8 +122,8 @@ describe('keys', () => {
   });
 
   test('with the addon, a keyed pidstat asks and checks without node:crypto, which would cost a start some 5 ms', async (t) => {
-    const why = loadUdpBatch().why;
-    if (loadUdpBatch().addon?.hmacKey === undefined) return t.skip(`the addon has no HMAC here (${why ?? 'no HMAC found in the Node process'})`);
+    const why = loadLinuxCalls().why;
+    if (loadLinuxCalls().addon?.hmacKey === undefined) return t.skip(`the addon has no HMAC here (${why ?? 'no HMAC found in the Node process'})`);
     const keys = keyFile(`1 ${secret()}\n`);
     const sleeper = startSleeper();
     try {

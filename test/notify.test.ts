@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
 import { ask, BIN, binEnv, freePort, run, startDaemon, type Daemon } from './helpers.js';
 import { pidIn, python, runningChildrenOf, signal, startDatagramReceiver, stopDetached, type Datagram, type DatagramReceiver } from './detached.js';
-import { loadUdpBatch } from '../src/native.js';
+import { loadLinuxCalls } from '../src/native.js';
 import { watchdogIntervalMs } from '../src/notify.js';
 
 /**
@@ -18,7 +18,7 @@ import { watchdogIntervalMs } from '../src/notify.js';
  */
 
 const py = python();
-const addon = loadUdpBatch();
+const addon = loadLinuxCalls();
 const skip = py === undefined ? 'no python3 to receive the datagrams (Node has no Unix datagram sockets)'
   : addon.addon?.unixSend === undefined ? `the addon cannot send to Unix sockets here: ${addon.why ?? 'built from an older source'}` : false;
 

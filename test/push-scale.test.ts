@@ -3,7 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { fileLimit } from '../src/filelimit.js';
-import { loadUdpBatch } from '../src/native.js';
+import { loadLinuxCalls } from '../src/native.js';
 import { readStartToken } from '../src/probe.js';
 import { BIN, startDaemon, type Daemon } from './helpers.js';
 import { massSubscriber, subscriptionTo, type MassSubscriber } from './subscriber.js';
@@ -46,7 +46,7 @@ sleep 1000 while 1;
 
 function skipReason(): string | undefined {
   if (spawnSync('perl', ['-e', '1']).status !== 0) return 'no perl to fork the processes';
-  const { addon, why } = loadUdpBatch();
+  const { addon, why } = loadLinuxCalls();
   if (addon?.watchExit === undefined) return `the addon (pidfd) is not loaded: ${why ?? 'an older build'}`;
   const limit = fileLimit();
   if (limit === undefined || limit.hard < PROCESSES + 1000) return `open files limited to ${limit?.hard ?? 'unknown'}`;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { PidStatClient } from '../src/client.js';
-import { loadUdpBatch } from '../src/native.js';
+import { loadLinuxCalls } from '../src/native.js';
 import { readStartToken } from '../src/probe.js';
 import { decodeRequest, encodeReply } from '../src/protocol.js';
 import { NO_TICKET } from '../src/pushwire.js';
@@ -453,7 +453,7 @@ describe('pidwatch by push', () => {
 });
 
 describe('pidwatch on this host', () => {
-  const { addon } = loadUdpBatch();
+  const { addon } = loadLinuxCalls();
   const skip = addon?.watchExit === undefined ? 'the addon (pidfd) is not loaded' : false;
 
   test('a local pid is watched through a pidfd: the job ends at once, with no poll for 20 s', { skip }, async () => {

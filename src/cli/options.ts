@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { CommandError } from '../errors.js';
 import { KeyFileError, readKeyFile } from '../keys.js';
-import { loadUdpBatch } from '../native.js';
+import { loadLinuxCalls } from '../native.js';
 import type { OptionSpec } from './args.js';
 
 /**
@@ -48,7 +48,7 @@ export function ioFrom(env: NodeJS.ProcessEnv): 'auto' | 'batch' | 'dgram' | und
   const io = env[ENV_IO];
   if (io === undefined || io === '') return undefined;
   if (io !== 'auto' && io !== 'batch' && io !== 'dgram') throw new CommandError(`${ENV_IO} must be auto, batch or dgram, not '${io}'`);
-  const missing = io === 'batch' ? loadUdpBatch().why : undefined;
+  const missing = io === 'batch' ? loadLinuxCalls().why : undefined;
   if (missing !== undefined) {
     throw new CommandError(`${ENV_IO}=batch, but the addon is not there (${missing}): build it with a C compiler (npm run build), or unset ${ENV_IO}`);
   }

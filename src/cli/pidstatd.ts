@@ -11,7 +11,7 @@ import { describeFileLimit, fileLimit } from '../filelimit.js';
 import { DAEMON_HEAP_OPTION } from '../heap.js';
 import { startMetricsFile, type MetricsFile } from '../metrics.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
-import { loadUdpBatch } from '../native.js';
+import { loadLinuxCalls } from '../native.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../notify.js';
 import { printable } from '../printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
@@ -217,7 +217,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /** Why the addon is not in use, when it was not turned off on purpose. */
 function batchMissing(): string {
-  const why = loadUdpBatch().why;
+  const why = loadLinuxCalls().why;
   return why === undefined ? '' : ` (${why})`;
 }
 

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fanout, keyedStartToAnswer, startToAnswer } from './client.js';
-import { loadUdpBatch } from '../../src/native.js';
+import { loadLinuxCalls } from '../../src/native.js';
 import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput, keyedThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
@@ -71,7 +71,7 @@ async function measure(figure: Figure, tools: Tools | { reason: string }): Promi
 async function main(): Promise<number> {
   const started = performance.now();
   const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  const { why } = loadUdpBatch();
+  const { why } = loadLinuxCalls();
   const io = process.env['PIDSTAT_IO'] ?? (why === undefined ? 'batch (the addon is built)' : `dgram (${why})`);
   console.log(`pidstat bench: ${date}, nproc ${nproc()}, node ${process.version}, CLK_TCK ${CLK_TCK}, socket I/O ${io}`);
   const tools = buildTools();
