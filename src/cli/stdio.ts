@@ -1,5 +1,6 @@
 import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { getSystemErrorMap } from 'node:util';
 import { CommandError, ExitCode } from '../errors.js';
 
 /**
@@ -24,9 +25,9 @@ const closed: Partial<Record<Fd, boolean>> = {};
 let failure: CommandError | undefined;
 let onFailure: ((failure: CommandError) => void) | undefined;
 
-/** `no space left on device (ENOSPC)` from Node's `ENOSPC: no space left on device, write`. */
+/** `no space left on device (ENOSPC)`: the system's words for the error's number, and its code. */
 function describe(err: NodeJS.ErrnoException): string {
-  const reason = /^[A-Z0-9_]+: (.+?)(?:, \w+)?$/.exec(err.message)?.[1];
+  const reason = err.errno === undefined ? undefined : getSystemErrorMap().get(err.errno)?.[1];
   return reason === undefined || err.code === undefined ? err.code ?? err.message : `${reason} (${err.code})`;
 }
 
