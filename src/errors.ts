@@ -16,7 +16,13 @@ export const ExitCode = {
   /** Something failed that is no user's mistake: the daemon cannot listen. */
   FAILURE: 1,
   USAGE: 64,
+  /** A bug, never a user's mistake: sysexits' EX_SOFTWARE. */
+  SOFTWARE: 70,
   OUTPUT_FAILED: 74,
+  /** `pidstat wait -t` ran out first, as timeout(1) and pwait(1). */
+  TIMED_OUT: 124,
+  /** pidwatch's command cannot be run (the shell's 126): --cd refused, too long. */
+  CANNOT_RUN: 126,
   PLUGIN_OK: 0,
   PLUGIN_WARNING: 1,
   PLUGIN_CRITICAL: 2,

@@ -82,9 +82,6 @@ export const WAIT_SPEC = {
   },
 } as const satisfies CommandSpec<OptionTable>;
 
-/** Exit status of `pidstat wait` when -t runs out, as timeout(1) and FreeBSD's pwait(1). */
-export const EXIT_TIMED_OUT = 124;
-
 /** The first word that is neither an option nor an option's value, before argv is parsed. */
 function firstWord(argv: readonly string[]): string | undefined {
   const words = respellGetopt(SPEC, argv, { lenient: true });
@@ -208,7 +205,7 @@ async function waitForTargets(argv: string[]): Promise<number> {
     }
     return ExitCode.EXISTS;
   } catch (err) {
-    if (timer.signal.aborted && err === timer.signal.reason) return EXIT_TIMED_OUT;
+    if (timer.signal.aborted && err === timer.signal.reason) return ExitCode.TIMED_OUT;
     throw err;
   } finally {
     clearTimeout(deadline);

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, readFileSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { randomHex64 } from '../cookie.js';
-import { CommandError } from '../errors.js';
+import { CommandError, ExitCode } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
 import { closeInheritedDescriptors, openLineWriter } from '../descriptors.js';
@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
   // The command's words are the script's last arguments: bin/pidwatch keeps
   // them in its own "$@" and is told only how many words come before them.
   const skip = argv.length - words.length;
-  if (skip < 0 || words.some((word, i) => word !== argv[skip + i])) throw new CommandError('cannot tell where the command begins on the command line', 70);
+  if (skip < 0 || words.some((word, i) => word !== argv[skip + i])) throw new CommandError('cannot tell where the command begins on the command line', ExitCode.SOFTWARE);
   checkCommandLength(words);
   const cd = args.cd === undefined ? undefined : checkCd(args.cd, givenBytes(args.cd, argv, skip));
   const marker = randomHex64();
@@ -178,7 +178,7 @@ const MAX_ARG_BYTES = 128 * 1024;
 function checkCommandLength(words: readonly string[]): void {
   const bytes = words.reduce((sum, word) => sum + Buffer.byteLength(word) + 1, 0);
   if (bytes > MAX_ARG_BYTES) {
-    throw new CommandError(`the command is ${bytes - 1} bytes long, more than the ${MAX_ARG_BYTES - 1} that /bin/sh -c takes in one argument: put it in a script, and run the script`, 126);
+    throw new CommandError(`the command is ${bytes - 1} bytes long, more than the ${MAX_ARG_BYTES - 1} that /bin/sh -c takes in one argument: put it in a script, and run the script`, ExitCode.CANNOT_RUN);
   }
 }
 
@@ -203,7 +203,7 @@ function checkCd(dir: string, path: string | Buffer): Buffer {
     const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
       : code === 'ENOENT' || code === 'ENOTDIR' ? 'no such directory'
       : (err as Error).message;
-    throw new CommandError(`--cd ${dir}: ${why}: the command is not run`, 126);
+    throw new CommandError(`--cd ${dir}: ${why}: the command is not run`, ExitCode.CANNOT_RUN);
   }
   return absolute;
 }
@@ -252,7 +252,7 @@ function writeCode(code: string, dir?: Buffer): void {
   try {
     writeSync(CODE_FD, answer);
   } catch (err) {
-    throw new CommandError(`cannot hand the command to the pidwatch script (fd ${CODE_FD}): ${(err as Error).message}`, 70);
+    throw new CommandError(`cannot hand the command to the pidwatch script (fd ${CODE_FD}): ${(err as Error).message}`, ExitCode.SOFTWARE);
   }
 }
 
@@ -271,7 +271,7 @@ function startWatcher(config: WatcherConfig, keepStderr: boolean): number {
     env,
     stdio: ['ignore', 'ignore', keepStderr ? 'inherit' : 'ignore'],
   });
-  if (child.pid === undefined) throw new CommandError('cannot start the watcher: the command is not run unwatched', 70);
+  if (child.pid === undefined) throw new CommandError('cannot start the watcher: the command is not run unwatched', ExitCode.SOFTWARE);
   child.on('error', () => {});
   child.unref();
   return child.pid;

@@ -1,8 +1,5 @@
-import { CommandError, isUsageExit } from '../errors.js';
+import { CommandError, ExitCode, isUsageExit } from '../errors.js';
 import { whenOutputFails, writeErr } from './stdio.js';
-
-/** Internal software error (sysexits' EX_SOFTWARE): a bug, never a user mistake. */
-const EX_SOFTWARE = 70;
 
 /**
  * Runs a command's main and sets the exit code, letting the event loop drain
@@ -30,7 +27,7 @@ export function runCli(name: string, main: (argv: string[]) => Promise<number>):
         report(err);
       } else {
         writeErr(`${name}: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
-        process.exitCode = EX_SOFTWARE;
+        process.exitCode = ExitCode.SOFTWARE;
       }
     },
   );
