@@ -317,10 +317,28 @@ describe('pidstatd --foreground', () => {
   });
 });
 
+/**
+ * A free port below the kernel's ephemeral range (32768 and up, by default):
+ * no daemon another test starts on port 0 can take it meanwhile, so an
+ * answer there can only be from the daemon under test.
+ */
+async function quietPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const socket = dgram.createSocket('udp4');
+    const free = await new Promise<boolean>((resolve) => {
+      socket.once('error', () => resolve(false));
+      socket.bind(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
+    if (free) return port;
+  }
+}
+
 describe('a pidfile that cannot be written', () => {
   for (const form of ['--foreground', 'detached'] as const) {
     test(`${form}: exits 1 with one line naming the pidfile, and serves nothing`, { timeout: 20_000 }, async (t) => {
-      const port = await freePort();
+      const port = await quietPort();
       const pidfile = join(scratch, 'no-such-folder', 'pidstatd.pid');
       t.after(() => stopPids(pidsWithArgs('--pidfile', pidfile)));
       const args = ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile, ...(form === 'detached' ? [] : ['--foreground'])];
