@@ -324,8 +324,10 @@ export class PidStatClient {
         return;
       case 'NOTE':
         if (message.start !== subscriber.target.start) return;
-        // Each copy acknowledged, ACK_COPIES times: an acknowledgement may be lost, and the daemon sends again.
-        for (let copy = 0; copy < ACK_COPIES; copy++) {
+        // Each copy acknowledged, ACK_COPIES times when it came from the daemon asked (one
+        // time from elsewhere: never more datagrams to an address than it sent us); an
+        // acknowledgement may be lost, and the daemon sends again.
+        for (let copy = this.fromDaemon(subscriber, address, port) ? 0 : ACK_COPIES - 1; copy < ACK_COPIES; copy++) {
           this.sendPush(subscriber, { kind: 'ACKN', pid: message.pid, host: message.host, seq: message.seq }, { address, port });
         }
         this.tellDeath(subscriber);
@@ -333,6 +335,11 @@ export class PidStatClient {
       default:
         return;
     }
+  }
+
+  /** Whether address:port is the daemon port of one of the addresses the subscription asked. */
+  private fromDaemon(subscriber: Subscriber, address: string, port: number): boolean {
+    return port === this.port && subscriber.endpoints.some((endpoint) => endpoint.address === address);
   }
 
   private tellDeath(subscriber: Subscriber): void {

@@ -249,7 +249,7 @@ describe('the client\'s subscriptions', () => {
     }
   });
 
-  test('every copy of a notice is acknowledged three times, copies that come after the subscription closed on the death included', async () => {
+  test('every copy of a notice from the daemon is acknowledged three times, copies that come after the subscription closed on the death included; from elsewhere once', async () => {
     const daemon = await fakeDaemon();
     const client = new PidStatClient({ port: daemon.port, local: false });
     try {
@@ -267,6 +267,21 @@ describe('the client\'s subscriptions', () => {
       assert.ok(await waitFor(() => daemon.acks.length >= 6, 1000), `a copy after the close got no acknowledgement: ${JSON.stringify(daemon.acks)}`);
       assert.deepEqual(daemon.acks, Array(6).fill(ack));
       assert.equal(deaths, 1, 'the death was told twice');
+      // A copy from another address or port (who could forge one knows the cookie): one
+      // acknowledgement, never more datagrams to an address than it sent.
+      const stranger = dgram.createSocket('udp4');
+      const toStranger: string[] = [];
+      stranger.on('message', (msg) => toStranger.push(msg.toString('latin1').trimEnd()));
+      await new Promise<void>((resolve) => stranger.bind(0, '127.0.0.1', resolve));
+      try {
+        const { from } = await daemon.subscribed;
+        stranger.send(`NOTE 4242 ${host} 1000 7`, from.port, from.address);
+        assert.ok(await waitFor(() => toStranger.length >= 1, 1000), 'a copy from elsewhere was not acknowledged');
+        await sleep(200);
+        assert.deepEqual(toStranger, [ack], 'a copy from elsewhere got more than one datagram back');
+      } finally {
+        stranger.close();
+      }
     } finally {
       await client.close();
       daemon.close();
