@@ -121,9 +121,17 @@ export function start(
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
   let exit: Exit | undefined;
+  // 'exit' may come before the last bytes of the pipes are read: the exit is
+  // reported once both pipes have ended, or 300 ms after it where a detached
+  // watcher still holds them open.
+  const drained = Promise.all([child.stdout!, child.stderr!].map((stream) => new Promise<void>((resolve) => stream.on('close', resolve))));
   const exited = new Promise<Exit>((resolve) => {
-    child.on('exit', (code, signal) => resolve((exit = { code, signal, at: performance.now() })));
-    child.on('error', () => resolve((exit ??= { code: null, signal: null, at: performance.now() })));
+    const report = (ended: Exit): void => {
+      exit ??= ended;
+      void Promise.race([drained, sleep(300)]).then(() => resolve(ended));
+    };
+    child.on('exit', (code, signal) => report({ code, signal, at: performance.now() }));
+    child.on('error', () => report({ code: null, signal: null, at: performance.now() }));
   });
   const pid = child.pid!;
   const seen = new Set<number>();
