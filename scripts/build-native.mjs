@@ -42,7 +42,9 @@ const TARGETS = {
   arm64: { gcc: 'aarch64-linux-gnu-gcc', machine: 183, debian: 'gcc-aarch64-linux-gnu' },
 };
 
-const NOT_BUILT = "pidstat: the commands will read their sockets through Node's dgram, which answers the same, more slowly.";
+const NOT_BUILT =
+  "pidstat: the commands work without it, with the same answers, more slowly: sockets are read through Node's dgram, " +
+  'watched pids are checked every 100 ms instead of through pidfds, and MACs are computed by node:crypto.';
 
 /** The folder holding node_api.h: npm's nodedir, or beside this node. */
 function nodeHeaders() {
@@ -183,7 +185,7 @@ function install() {
 }
 
 function say(why) {
-  console.error(`pidstat: batched socket I/O not available: ${why}.`);
+  console.error(`pidstat: the addon of Linux system calls (native/linux.c) is not available: ${why}.`);
   console.error(NOT_BUILT);
 }
 
