@@ -92,7 +92,10 @@ export interface Started {
   pid: number;
   stdout(): string;
   stderr(): string;
+  /** Its exit, once its pipes have been read to their end (or 300 ms after it, where a detached watcher holds them). */
   exited: Promise<Exit>;
+  /** Its exit, the moment it happens. */
+  exitedNow: Promise<Exit>;
   running(): boolean;
   /** Text for assertion messages. */
   describe(): string;
@@ -121,17 +124,15 @@ export function start(
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
   let exit: Exit | undefined;
-  // 'exit' may come before the last bytes of the pipes are read: the exit is
-  // reported once both pipes have ended, or 300 ms after it where a detached
-  // watcher still holds them open.
+  const exitedNow = new Promise<Exit>((resolve) => {
+    child.on('exit', (code, signal) => resolve((exit = { code, signal, at: performance.now() })));
+    child.on('error', () => resolve((exit ??= { code: null, signal: null, at: performance.now() })));
+  });
+  // 'exit' may come before the last bytes of the pipes are read.
   const drained = Promise.all([child.stdout!, child.stderr!].map((stream) => new Promise<void>((resolve) => stream.on('close', resolve))));
-  const exited = new Promise<Exit>((resolve) => {
-    const report = (ended: Exit): void => {
-      exit ??= ended;
-      void Promise.race([drained, sleep(300)]).then(() => resolve(ended));
-    };
-    child.on('exit', (code, signal) => report({ code, signal, at: performance.now() }));
-    child.on('error', () => report({ code: null, signal: null, at: performance.now() }));
+  const exited = exitedNow.then(async (ended) => {
+    await Promise.race([drained, sleep(300)]);
+    return ended;
   });
   const pid = child.pid!;
   const seen = new Set<number>();
@@ -152,6 +153,7 @@ export function start(
     stdout: () => out.stdout,
     stderr: () => out.stderr,
     exited,
+    exitedNow,
     running: () => exit === undefined,
     describe: () => `exit ${exit?.code ?? '-'}${exit?.signal ? ` (${exit.signal})` : ''}; stdout: ${JSON.stringify(out.stdout)}; stderr: ${JSON.stringify(out.stderr)}`,
     async stop() {
@@ -170,17 +172,18 @@ export function start(
   return started;
 }
 
-/** Resolves with the exit, or fails the test after `timeoutMs`. */
+/** Resolves with the exit, its output read, or fails the test when it has not exited after `timeoutMs`. */
 export async function exitWithin(started: Started, timeoutMs: number, what: string): Promise<Exit> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what}: pid ${started.pid} still runs after ${timeoutMs} ms; ${started.describe()}`)), timeoutMs);
   });
   try {
-    return await Promise.race([started.exited, late]);
+    await Promise.race([started.exitedNow, late]);
   } finally {
     clearTimeout(timer);
   }
+  return started.exited;
 }
 
 /** Waits until pidwatch `pid` runs its command; fails after `timeoutMs`. */

@@ -142,7 +142,7 @@ async function exitWithin(job: Started, timeoutMs: number): Promise<Exit | undef
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
   try {
-    return await Promise.race([job.exited, late]);
+    return await Promise.race([job.exitedNow, late]);
   } finally {
     clearTimeout(timer);
   }
