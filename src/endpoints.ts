@@ -1,7 +1,9 @@
 /**
  * The client's ways to its daemons: each daemon address an endpoint, with
  * the socket it is asked from and its own send pace, and the names and
- * sockets behind them. A host name is looked up once per client.
+ * sockets behind them. A host name is looked up once per client, until a
+ * look-up fails: a failure is not kept, so a long-lived client (a wait, a
+ * library's) tries again at its next question.
  *
  * Sockets: one socket per daemon address, on a port of its own and connected
  * to the daemon, plus one unconnected socket per address family. No socket
@@ -113,7 +115,12 @@ export class EndpointPool<Waiting> {
   endpointsFor(host: string): Promise<Endpoint<Waiting>[] | Failure> {
     let endpoints = this.hostEndpoints.get(host);
     if (endpoints === undefined) {
-      endpoints = this.openHost(host).catch((err: NodeJS.ErrnoException) => hostFailure(host, err));
+      endpoints = this.openHost(host).catch((err: NodeJS.ErrnoException) => {
+        // Questions asked meanwhile share this failure; the next ones look again.
+        this.hostEndpoints.delete(host);
+        this.addresses.delete(host);
+        return hostFailure(host, err);
+      });
       this.hostEndpoints.set(host, endpoints);
     }
     return endpoints;
@@ -176,6 +183,8 @@ export class EndpointPool<Waiting> {
     let endpoint = this.endpoints.get(address);
     if (endpoint === undefined) {
       endpoint = this.openEndpoint(address);
+      // A socket that could not be opened (EMFILE...) is tried again next time.
+      endpoint.catch(() => this.endpoints.delete(address));
       this.endpoints.set(address, endpoint);
     }
     return endpoint;
@@ -188,6 +197,7 @@ export class EndpointPool<Waiting> {
         this.sockets.push(opened);
         return opened;
       });
+      socket.catch(() => this.shared.delete(family));
       this.shared.set(family, socket);
     }
     return socket;

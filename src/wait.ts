@@ -3,7 +3,7 @@ import type { Failure } from './failures.js';
 import type { SocketIo } from './native.js';
 import { readKeyFile } from './keys.js';
 import { monotonicMs } from './time.js';
-import { waitForDeath, type WatchOptions } from './watch.js';
+import { waitForDeath, watchClient, type WatchOptions } from './watch.js';
 
 /**
  * `pidstat wait` and the library's way to watch pids: wait for one, all or
@@ -12,7 +12,8 @@ import { waitForDeath, type WatchOptions } from './watch.js';
  * waitForDeath() (watch.ts), once per target, so both commands judge a death
  * alike: a pid reused by another process counts as dead (its start token),
  * `unknown` never does, and silence does only after `deadAfterMs`
- * (pidstat(1), WAIT).
+ * (pidstat(1), WAIT). The watches share one client: its sockets (one per
+ * daemon address) and its pace, however many pids they watch.
  */
 
 /** A pid to watch, on a host (`localhost` and this host's names are probed locally). */
@@ -87,6 +88,9 @@ export async function* deaths(targets: readonly WaitTarget[], opts: WaitOptions 
   const outer = opts.signal;
   outer?.throwIfAborted();
   const unique = [...new Map(targets.map((t) => [`${t.pid} ${t.host}`, { host: t.host, pid: t.pid }])).values()];
+  const common = commonOptions(opts);
+  // Made first: it checks the options (a port out of range throws here).
+  const shared = watchClient(common);
   const stop = new AbortController();
   // Each target's watch listens to it: thousands are no leak.
   setMaxListeners(0, stop.signal);
@@ -99,7 +103,10 @@ export async function* deaths(targets: readonly WaitTarget[], opts: WaitOptions 
   let wake = () => {};
   const watches = unique.map(async (target) => {
     try {
-      const death = await waitForDeath(watchOptions(target, opts), stop.signal);
+      const watch: WatchOptions = { ...common, ...target, client: shared };
+      const { onReach } = opts;
+      if (onReach !== undefined) watch.onReach = (problem) => onReach(target, problem);
+      const death = await waitForDeath(watch, stop.signal);
       if (death !== undefined) ended.push({ ...target, state: death.cause === 'dead' ? 'dead' : 'silent', ms: monotonicMs() - began });
     } catch (error) {
       failure ??= { error };
@@ -122,6 +129,7 @@ export async function* deaths(targets: readonly WaitTarget[], opts: WaitOptions 
     outer?.removeEventListener('abort', onAbort);
     stop.abort();
     await Promise.allSettled(watches);
+    await shared.close();
   }
 }
 
@@ -178,15 +186,14 @@ export function deathSignal(target: WaitTarget, opts: WaitOptions = {}): AbortSi
   return died.signal;
 }
 
-function watchOptions(target: WaitTarget, opts: WaitOptions): WatchOptions {
-  const watch: WatchOptions = { host: target.host, pid: target.pid, intervalMs: opts.intervalMs ?? DEFAULT_INTERVAL_MS };
+/** What every target's watch is given alike. */
+function commonOptions(opts: WaitOptions): Omit<WatchOptions, 'host' | 'pid'> {
+  const watch: Omit<WatchOptions, 'host' | 'pid'> = { intervalMs: opts.intervalMs ?? DEFAULT_INTERVAL_MS };
   if (opts.port !== undefined) watch.port = opts.port;
   if (opts.local !== undefined) watch.local = opts.local;
   if (opts.deadAfterMs !== undefined) watch.deadAfterMs = opts.deadAfterMs;
   if (opts.keyFile !== undefined) watch.keyFile = opts.keyFile;
   if (opts.io !== undefined) watch.io = opts.io;
   if (opts.onDebug !== undefined) watch.onDebug = opts.onDebug;
-  const { onReach } = opts;
-  if (onReach !== undefined) watch.onReach = (problem) => onReach(target, problem);
   return watch;
 }

@@ -46,6 +46,12 @@ export interface WatchOptions {
    * Death notices), polling where it does not. @default true
    */
   push?: boolean;
+  /**
+   * The client to ask through, shared by many watches (wait.ts): made by
+   * watchClient() of the same options, and closed by its owner, never here.
+   * @default a client of this watch's own
+   */
+  client?: PidStatClient;
 }
 
 /** A daemon that did not answer a first subscription is not asked again before this long: it polls meanwhile. */
@@ -87,19 +93,14 @@ const SILENT_TRIES_TO_WARN = 3;
 export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
   const local = (opts.local ?? true) && (await isLocalHost(opts.host));
   if (local && localPidExists(opts.pid) !== undefined) return waitForLocalDeath(opts, signal);
-  const newClient = () => new PidStatClient({
-    // Each question waits for its answer at most one interval, then the next goes out.
-    timeoutMs: opts.intervalMs,
-    tries: 1,
-    local: false,
-    ...(opts.port !== undefined && { port: opts.port }),
-    ...(opts.onDebug && { onDebug: opts.onDebug }),
-    ...(opts.io && { io: opts.io }),
-    ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }),
+  const client = opts.client ?? watchClient(opts);
+  // An abort ends a question at once: an own client is closed, a shared one's answer is not waited for.
+  const aborted = new Promise<undefined>((resolve) => {
+    if (signal.aborted) resolve(undefined);
+    signal.addEventListener('abort', () => resolve(undefined), { once: true });
   });
-  let client = newClient();
   const onAbort = () => void client.close();
-  signal.addEventListener('abort', onAbort);
+  if (opts.client === undefined) signal.addEventListener('abort', onAbort);
   const reach = reachTracker(opts.onReach);
   try {
     let start: string | undefined;
@@ -129,8 +130,8 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
       // after a failure (until an answer shows the host is back).
       const wantAnswer = !knowsStart || opts.deadAfterMs !== undefined || reach.failing();
       const flags = wantAnswer ? FLAG_EXISTS | FLAG_DEAD | FLAG_START : FLAG_DEAD;
-      const result = await client.query(start === undefined ? { host: opts.host, pid: opts.pid, flags } : { host: opts.host, pid: opts.pid, flags, start });
-      if (signal.aborted) return undefined;
+      const result = await Promise.race([client.query(start === undefined ? { host: opts.host, pid: opts.pid, flags } : { host: opts.host, pid: opts.pid, flags, start }), aborted]);
+      if (result === undefined || signal.aborted) return undefined;
       if (result.state === 'dead') return { cause: 'dead' };
       if (result.state === 'exists') {
         // An old daemon sends no token: then there is none to compare.
@@ -145,14 +146,9 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
         answeredAt = now;
         reach.answered();
       } else {
+        // A name that did not resolve, or a socket that could not be
+        // opened, is tried again by the next question (endpoints.ts).
         reach.silent(result);
-        // A client resolves a name once: one that failed to resolve or to
-        // open a socket gets a new client, which tries again.
-        const kind = result.failure?.kind;
-        if (kind === 'unresolvable' || kind === 'unreachable') {
-          await client.close();
-          client = newClient();
-        }
       }
       if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
       // Subscribe at once, without waiting out the interval, once the token is known.
@@ -163,8 +159,21 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     return undefined;
   } finally {
     signal.removeEventListener('abort', onAbort);
-    await client.close();
+    if (opts.client === undefined) await client.close();
   }
+}
+
+/** A client for watches of these options: each question waits for its answer at most one interval, then the next goes out. */
+export function watchClient(opts: Omit<WatchOptions, 'host' | 'pid'>): PidStatClient {
+  return new PidStatClient({
+    timeoutMs: opts.intervalMs,
+    tries: 1,
+    local: false,
+    ...(opts.port !== undefined && { port: opts.port }),
+    ...(opts.onDebug && { onDebug: opts.onDebug }),
+    ...(opts.io && { io: opts.io }),
+    ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }),
+  });
 }
 
 /**

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { spawn } from 'node:child_process';
-import { binEnv, startDaemon } from './helpers.js';
+import { binCommand, binEnv, run, sleep, startDaemon, startSleeper, waitFor } from './helpers.js';
 import { createHostPair, inNetns, netnsUnavailable, runBinIn, type HostPair } from './netns.js';
 
 /**
@@ -98,4 +98,31 @@ test('each host name is looked up once per run, however many targets name it', {
     await daemon.stop();
     dns.kill('SIGTERM');
   }
+});
+
+test('a name that did not resolve is looked up again: pidstat wait learns the death once it resolves', { skip: why ?? false }, async (t) => {
+  const sleeper = startSleeper();
+  t.after(() => sleeper.stop());
+  const daemon = await startDaemon(['--bind', '127.0.0.1'], binEnv(), (cmd, rest) => inNetns(pair.a, cmd, rest));
+  t.after(() => daemon.stop());
+  const [command, args] = inNetns(pair.a, ...binCommand('pidstat', ['wait', '-t', '15', '--interval', '200', '--no-local', '--port', String(daemon.port), `later.test:${sleeper.pid}`]));
+  const waiting = run(command, args, { env: binEnv(), timeoutMs: 25_000 });
+  // Nothing answers A's resolver yet: the first look-ups fail, and say so.
+  await sleep(1500);
+  const [dnsCommand, dnsArgs] = inNetns(pair.a, process.execPath, ['-e', DNS_SERVER]);
+  const dns = spawn(dnsCommand, dnsArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const dnsExited = new Promise((resolve) => dns.on('exit', resolve));
+  t.after(async () => {
+    dns.kill('SIGTERM');
+    await dnsExited;
+  });
+  let questions = '';
+  dns.stdout!.setEncoding('utf8').on('data', (chunk: string) => (questions += chunk));
+  assert.ok(await waitFor(() => questions.includes('later.test'), 5000), `later.test was not looked up again: ${questions}`);
+  await sleep(500);
+  await sleeper.stop();
+  const r = await waiting;
+  assert.equal(r.code, 0, `exit ${r.code}; stdout: ${r.stdout}; stderr: ${r.stderr}`);
+  assert.equal(r.stdout, `later.test:${sleeper.pid} dead\n`);
+  assert.match(r.stderr, /cannot resolve later\.test/);
 });

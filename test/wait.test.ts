@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { deaths, deathSignal, PidEndedError, waitForExit } from '../src/index.js';
-import { BIN, binCommand, binEnv, deadPid, runBin, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
+import { BIN, binCommand, binEnv, deadPid, run, runBin, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from './helpers.js';
 import { pidnsUnavailable } from './jobs.js';
 import { runScriptInPidNamespace } from './netns.js';
 import { startPerlDaemon, type PerlDaemon } from './perl-daemon.js';
@@ -171,6 +171,19 @@ describe('pidstat wait: deaths', () => {
     assert.equal(r.code, 0, describeRun(r));
     assert.equal(r.stderr, '');
     assert.deepEqual(r.stdout.trimEnd().split('\n').sort(), targets.map((t) => `${t} dead`).sort());
+  });
+
+  test('300 live targets with 128 descriptors: the watches share their sockets, and every death is printed', async (t) => {
+    const sleepers = Array.from({ length: 300 }, () => sleeperFor(t));
+    const [command, full] = binCommand('pidstat', ['wait', '-t', '15', '--interval', '200', '--no-local', '--port', String(daemon.port), ...sleepers.map((s) => `127.0.0.1:${s.pid}`)]);
+    // The limit is set by the shell, and the bin run by it from its own arguments.
+    const limited = run('/bin/sh', ['-c', 'ulimit -n 128 && exec "$@"', 'sh', command, ...full], { env: binEnv(), timeoutMs: 25_000 });
+    await sleep(1500);
+    await Promise.all(sleepers.map((s) => s.stop()));
+    const r = await limited;
+    assert.equal(r.code, 0, describeRun(r));
+    assert.equal(r.stderr, '');
+    assert.deepEqual(r.stdout.trimEnd().split('\n').sort(), sleepers.map((s) => `127.0.0.1:${s.pid} dead`).sort());
   });
 
   test("IPC::Locker's daemon: the death is learned by polling", async (t) => {
