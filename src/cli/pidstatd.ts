@@ -400,7 +400,13 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
       // Written here, where a failure can still be reported; the supervisor removes it.
       writeOwnPidfile(pidfile, supervisor.pid!);
     } catch (err) {
-      supervisor.kill('SIGTERM');
+      // Gone before the failure is told: a start that failed leaves nothing answering.
+      if (supervisor.exitCode === null && supervisor.signalCode === null) {
+        supervisor.ref();
+        const gone = new Promise((resolve) => supervisor.once('exit', resolve));
+        supervisor.kill('SIGTERM');
+        await gone;
+      }
       throw err;
     }
   }
