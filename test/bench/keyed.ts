@@ -8,7 +8,8 @@ import { ask } from '../helpers.js';
  * Keyed messages for the bench, computed here from the layout of src/keys.ts
  * (not with its code, so the bench also checks the daemon against the
  * layout): `<line> <id>:<mac>`, mac the first 32 lowercase hex digits of
- * HMAC-SHA256(secret, every byte before it).
+ * HMAC-SHA256(secret, every byte before it), a reply's with the daemon's
+ * identity line before those bytes (doc/protocol.md, "Keys: authenticated messages").
  */
 
 export interface BenchKey {
@@ -47,16 +48,19 @@ export const keyedRequest = (key: BenchKey, pid: string, host: string, flags = 3
  * Sends `request` once and checks the daemon answers `expected` (the reply's
  * text before its authenticator, e.g. `EXIS 1 1 HOST -`) with a MAC that
  * verifies under `key`; and that the same request with a wrong MAC gets no
- * reply, so the daemon does check what the load will send.
+ * answer (an AUTH refusal at most), so the daemon does check what the load
+ * will send.
  */
 export async function checkKeyedAnswer(port: number, key: BenchKey, request: string, expected: string): Promise<void> {
   const reply = await ask(port, request);
   const match = /^(.* [0-9]+:)([0-9a-f]{32})\n?$/s.exec(reply ?? '');
   if (reply === undefined || !match) throw new Error(`daemon answered ${JSON.stringify(reply)} to ${JSON.stringify(request)}, not a keyed reply`);
   if (match[1] !== `${expected} ${key.id}:`) throw new Error(`daemon answered ${JSON.stringify(reply)}, not "${expected} ${key.id}:<mac>"`);
-  if (match[2] !== mac(key, match[1]!)) throw new Error(`the MAC of the daemon's reply ${JSON.stringify(reply)} does not verify`);
+  // The daemon as asked: ask() sends to 127.0.0.1.
+  if (match[2] !== mac(key, `pidstatd 127.0.0.1 ${port}\n${match[1]!}`)) throw new Error(`the MAC of the daemon's reply ${JSON.stringify(reply)} does not verify`);
   const lastDigit = request.at(-2)!;
   const forged = `${request.slice(0, -2)}${lastDigit === '0' ? '1' : '0'}\n`;
+  // At most its refusal (doc/protocol.md, AUTH), never an answer.
   const forgedReply = await ask(port, forged, { waitMs: 300 });
-  if (forgedReply !== undefined) throw new Error(`daemon answered ${JSON.stringify(forgedReply)} to a request with a wrong MAC`);
+  if (forgedReply !== undefined && !forgedReply.startsWith('AUTH ')) throw new Error(`daemon answered ${JSON.stringify(forgedReply)} to a request with a wrong MAC`);
 }
