@@ -105,8 +105,9 @@ static void call_back(napi_env env, napi_async_context context, napi_ref ref, in
  * stop, ref: UDP sockets read and answered in batches. Node's dgram costs,
  * per datagram, an epoll_wait, a recvmsg, a second recvmsg that finds the
  * queue empty, a call into JavaScript and a sendmsg. Here one wake-up reads
- * up to BATCH datagrams with one recvmmsg(2), hands them to JavaScript in
- * one call, and sends the replies with one sendmmsg(2). The daemon's logic
+ * batches of up to BATCH datagrams with one recvmmsg(2) each, hands each
+ * batch to JavaScript in one call, and sends its replies with one
+ * sendmmsg(2). The daemon's logic
  * (allow list, rate limit, decoding, probing, encoding) stays in TypeScript
  * (src/server.ts); this section only moves bytes. The client
  * (src/sockets.ts) reads its replies the same way, and sends with send(); it
@@ -143,8 +144,9 @@ static void call_back(napi_env env, napi_async_context context, napi_ref ref, in
 /* Room for an IP_PKTINFO and an IPV6_PKTINFO message: an IPv4 datagram on a
  * dual-stack socket brings both. */
 #define CONTROL_SIZE (CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct in6_pktinfo)))
-/* Batches read in one wake-up before the event loop gets its turn. */
-#define ROUNDS 8
+/* Datagrams read in one wake-up, at most, before the event loop gets its
+ * turn. */
+#define PER_WAKE (8 * BATCH)
 
 typedef struct {
   uv_poll_t poll;
@@ -508,8 +510,15 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     }
     return;
   }
-  for (int round = 0; round < ROUNDS && !b->closing; round++) {
-    for (int i = 0; i < BATCH; i++) {
+  /* The batches of a wake-up grow from 1 to BATCH: the first reply goes out
+   * as soon as the first request is answered, so a client waiting for it
+   * sends its next request while the rest are read (with all of a batch's
+   * replies sent at its end, a client with 8 requests in flight waited for
+   * the 8th reply each time), and a queue that keeps filling is still read
+   * BATCH at a time. */
+  int want = 1;
+  for (int handled = 0; handled < PER_WAKE && !b->closing; handled += want, want = want * 2 < BATCH ? want * 2 : BATCH) {
+    for (int i = 0; i < want; i++) {
       b->in_iov[i].iov_base = b->input + (size_t)i * IN_SLOT;
       b->in_iov[i].iov_len = IN_SLOT;
       memset(&b->in[i].msg_hdr, 0, sizeof b->in[i].msg_hdr);
@@ -524,7 +533,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     }
     /* MSG_TRUNC: msg_len is the datagram's whole length, so an oversized
      * one is seen as such although only IN_SLOT bytes of it are read. */
-    int count = recvmmsg(b->fd, b->in, BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    int count = recvmmsg(b->fd, b->in, (unsigned)want, MSG_DONTWAIT | MSG_TRUNC, NULL);
     if (count < 0) {
       int err = errno;
       if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) call_js(b, 0, -err, 0);
@@ -549,7 +558,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     send_replies(b, count);
     /* A short batch emptied the queue: epoll tells when more comes, which
      * spares the read that would only find it empty. */
-    if (count < BATCH) return;
+    if (count < want) return;
   }
 }
 
