@@ -144,8 +144,8 @@ static void call_back(napi_env env, napi_async_context context, napi_ref ref, in
 /* Room for an IP_PKTINFO and an IPV6_PKTINFO message: an IPv4 datagram on a
  * dual-stack socket brings both. */
 #define CONTROL_SIZE (CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct in6_pktinfo)))
-/* Datagrams read in one wake-up, at most, before the event loop gets its
- * turn. */
+/* Datagrams read in one wake-up before the event loop gets its turn: a
+ * batch is begun while fewer than this were read. */
 #define PER_WAKE (8 * BATCH)
 
 typedef struct {
