@@ -94,13 +94,11 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
   const local = (opts.local ?? true) && (await isLocalHost(opts.host));
   if (local && localPidExists(opts.pid) !== undefined) return waitForLocalDeath(opts, signal);
   const client = opts.client ?? watchClient(opts);
-  // An abort ends a question at once: an own client is closed, a shared one's answer is not waited for.
+  // An abort ends the watch at once: a question's answer is not waited for.
   const aborted = new Promise<undefined>((resolve) => {
     if (signal.aborted) resolve(undefined);
     signal.addEventListener('abort', () => resolve(undefined), { once: true });
   });
-  const onAbort = () => void client.close();
-  if (opts.client === undefined) signal.addEventListener('abort', onAbort);
   const reach = reachTracker(opts.onReach);
   try {
     let start: string | undefined;
@@ -158,7 +156,6 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
     }
     return undefined;
   } finally {
-    signal.removeEventListener('abort', onAbort);
     if (opts.client === undefined) await client.close();
   }
 }
