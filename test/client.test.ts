@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PidStatClient, type Result } from '../src/client.js';
 import { readStartToken } from '../src/probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../src/protocol.js';
 import { startServer, type Server } from '../src/server.js';
-import { deadPid, freePort, sleep, startDaemon, startSleeper, type Daemon } from './helpers.js';
+import { deadPid, freePort, run, sleep, startDaemon, startSleeper, type Daemon } from './helpers.js';
 
 /**
  * The client of pidstat(1) against real sockets on loopback: a real
@@ -210,6 +213,48 @@ describe('the same pid asked twice at once, of a real pidstatd', () => {
       await client.close();
     }
   });
+});
+
+/**
+ * A client whose socket could not be opened (no descriptor left) answers
+ * no_reply, and its next question, once descriptors are free again, opens
+ * one: the failure is not kept for the client's life (src/endpoints.ts).
+ */
+const OUT_OF_DESCRIPTORS = `
+import { closeSync, openSync } from 'node:fs';
+const [clientModule, port, pid] = process.argv.slice(2);
+const { PidStatClient } = await import(clientModule);
+const client = new PidStatClient({ port: Number(port), local: false, timeoutMs: 1000, tries: 1, io: 'dgram' });
+const target = { host: '127.0.0.1', pid: Number(pid) };
+const held = [];
+try {
+  for (;;) held.push(openSync('/dev/null', 'r'));
+} catch {}
+const first = await client.query(target);
+for (const fd of held.splice(0, 32)) closeSync(fd);
+const second = await client.query(target);
+console.log(JSON.stringify([first.state, first.failure, second.state]));
+await client.close();
+`;
+
+test('a socket that could not be opened is opened by the next question', async (t) => {
+  const daemon = await startDaemon();
+  t.after(() => daemon.stop());
+  const sleeper = startSleeper();
+  t.after(() => sleeper.stop());
+  const dir = mkdtempSync(join(tmpdir(), 'pidstat-fds-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const script = join(dir, 'out-of-descriptors.mjs');
+  writeFileSync(script, OUT_OF_DESCRIPTORS);
+  const clientModule = new URL('../src/client.js', import.meta.url).href;
+  // A low limit, set by the shell for the script it then runs: quick to reach.
+  const r = await run('/bin/sh', ['-c', 'ulimit -n 256 && exec "$@"', 'sh', process.execPath, script, clientModule, String(daemon.port), String(sleeper.pid)]);
+  assert.equal(r.code, 0, r.stderr);
+  const [firstState, firstFailure, secondState] = JSON.parse(r.stdout) as [string, { kind: string; why?: string }, string];
+  assert.equal(firstState, 'no_reply');
+  assert.equal(firstFailure.kind, 'unreachable', JSON.stringify(firstFailure));
+  assert.equal(firstFailure.why, 'EMFILE');
+  assert.equal(secondState, 'exists');
 });
 
 test('a port with no daemon gives no_reply, "no daemon listening", in about a second', async () => {
