@@ -44,20 +44,46 @@ export function pidExists(pid: number): boolean | undefined {
 }
 
 /**
- * The fields of /proc/<pid>/stat from field 3 on (the state), or undefined
- * where it cannot be read. Field 2, the command name, is in parentheses and
- * may hold spaces and parentheses itself: fields are counted from the last
- * ')', which ends it, so field N is at index N - 3.
+ * The fields of /proc/<pid>/task/<pid>/stat from field 3 on (the state), or
+ * undefined where it cannot be read. Field 2, the command name, is in
+ * parentheses and may hold spaces and parentheses itself: fields are counted
+ * from the last ')', which ends it, so field N is at index N - 3.
+ *
+ * The task file, not /proc/<pid>/stat: the kernel sums every thread of the
+ * process on each read of the latter (its CPU times), so its cost is the
+ * thread count's, which whoever names the pid chooses (a process with 16 000
+ * threads reads 40 times slower than pid 1). The task file of the pid's own
+ * thread is read at one cost whatever the thread count, and holds the same
+ * state, parents, group and start time (doc/protocol.md, Bounded work).
  * @see https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html
  */
 export function statFields(pid: number): string[] | undefined {
   let stat: string;
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'latin1');
   } catch {
     return undefined;
   }
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * Whether `pid` leads its thread group (is a process, not another thread of
+ * one): kill() and /proc answer for a thread id too, but a pidfd cannot be
+ * opened for one, so a watch of it could only poll. true, false, or
+ * undefined where /proc/<pid>/status cannot be read (gone, or hidden by
+ * `hidepid`). Read at one cost whatever the thread count.
+ * @see https://man7.org/linux/man-pages/man5/proc_pid_status.5.html
+ */
+export function isThreadGroupLeader(pid: number): boolean | undefined {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  const tgid = /^Tgid:\s*([0-9]+)$/m.exec(status)?.[1];
+  return tgid === undefined ? undefined : Number(tgid) === pid;
 }
 
 /** The index in statFields() of field 22, the start time. */
