@@ -3,7 +3,7 @@
  * Node does not offer, in one Node-API addon for the whole suite. It is
  * named for that, not for any one of its uses: it reads and writes UDP in
  * batches, sends to Unix datagram sockets, watches processes end through
- * pidfds and computes HMACs. The source is linux.c, as the calls are Linux's
+ * pidfds, signals through them and computes HMACs. The source is linux.c, as the calls are Linux's
  * (recvmmsg, sendmmsg, pidfd_open); the built file is pidstat_linux.node, a
  * name that says whose it is where it shows among a process's libraries or
  * in an error message. scripts/build-native.mjs builds it; src/native.ts
@@ -14,6 +14,7 @@
  *                           the client;
  *   Unix datagram sockets   one datagram to syslog's or systemd's socket;
  *   pidfd exit watches      a process's end, polled by the event loop;
+ *   pidfd signals           a signal to the very process a pidfd names;
  *   HMAC                    HMAC-SHA256 with the OpenSSL Node carries.
  * This file only moves bytes and makes calls. Every decision (what to send,
  * to whom, what a datagram, an error or an end means) stays in TypeScript,
@@ -846,6 +847,59 @@ static napi_value js_unwatch_exit(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ==== pidfd signals ========================================================
+ *
+ * pidfdOpen(pid): a pidfd of the process (pidfd_open(2), Linux 5.3),
+ * close-on-exec, or a negative errno (-ENOSYS on an older kernel, -EINVAL
+ * for a thread that leads no thread group, -ESRCH for no such process).
+ * pidfdSignal(fd, signal): pidfd_send_signal(2) (Linux 5.1), 0 or a negative
+ * errno (-ESRCH once that process has ended, whoever has its pid now).
+ * pidfdClose(fd) closes it. The pidfd names the process that had the pid
+ * when it was opened, never a later one: the job tree (src/pidref.ts)
+ * opens it before it checks the start token, so the check and the signal
+ * name the same process, as systemd's PidRef does.
+ */
+static napi_value js_pidfd_open(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t pid;
+  CHECK(napi_get_value_int32(env, argv[0], &pid));
+#ifdef SYS_pidfd_open
+  int fd = pid > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)pid, 0) : (errno = EINVAL, -1);
+#else
+  int fd = (errno = ENOSYS, -1);
+#endif
+  if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  napi_value result;
+  CHECK(napi_create_int32(env, fd >= 0 ? fd : -errno, &result));
+  return result;
+}
+
+static napi_value js_pidfd_signal(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t fd, sig;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_int32(env, argv[1], &sig));
+#ifdef SYS_pidfd_send_signal
+  int rc = (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+#else
+  int rc = (errno = ENOSYS, -1);
+#endif
+  napi_value result;
+  CHECK(napi_create_int32(env, rc == 0 ? 0 : -errno, &result));
+  return result;
+}
+
+static napi_value js_pidfd_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
 /* ==== HMAC ================================================================
  *
  * hmacKey(key) and hmacSha256(context, data, length, out): HMAC-SHA256
@@ -969,6 +1023,10 @@ static napi_value init(napi_env env, napi_value exports) {
     /* pidfd exit watches */
     {"watchExit", NULL, js_watch_exit, NULL, NULL, NULL, napi_default, NULL},
     {"unwatchExit", NULL, js_unwatch_exit, NULL, NULL, NULL, napi_default, NULL},
+    /* pidfd signals */
+    {"pidfdOpen", NULL, js_pidfd_open, NULL, NULL, NULL, napi_default, NULL},
+    {"pidfdSignal", NULL, js_pidfd_signal, NULL, NULL, NULL, napi_default, NULL},
+    {"pidfdClose", NULL, js_pidfd_close, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   /* HMAC */

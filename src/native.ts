@@ -73,6 +73,14 @@ export interface LinuxCalls {
   /** Stops a watchExit before it has called back; never after. */
   unwatchExit?(handle: unknown): void;
 
+  // pidfd signals (src/pidref.ts).
+
+  /** A pidfd of process `pid` (close-on-exec), or a negative errno (-ENOSYS before Linux 5.3). Absent from older builds. */
+  pidfdOpen?(pid: number): number;
+  /** pidfd_send_signal(2): 0, or a negative errno (-ESRCH once the process the pidfd names has ended). */
+  pidfdSignal?(fd: number, signal: number): number;
+  pidfdClose?(fd: number): void;
+
   // HMAC (src/keys.ts).
 
   /**

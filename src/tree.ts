@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { constants } from 'node:os';
+import { openPidRef } from './pidref.js';
 import { START_FIELD, statFields } from './probe.js';
 import { sleep } from './sleep.js';
 
@@ -23,8 +23,10 @@ import { sleep } from './sleep.js';
  * - the children of every member found by the other ways.
  *
  * Each process is known by its pid and its start token (field 22 of
- * /proc/PID/stat), and is signalled only while its start token is still the
- * one seen: a pid that another process got meanwhile is never signalled.
+ * /proc/PID/task/PID/stat), and is signalled only while its start token is
+ * still the one seen, through a pidfd opened before that check where the
+ * addon loads (pidref.ts): a pid that another process got meanwhile is
+ * never signalled.
  * @see https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html
  */
 
@@ -139,24 +141,26 @@ export function findJob(job: JobSpec, processes: readonly ProcessStat[] = listPr
   return [...members.values()].filter((p) => p.state !== 'Z' && p.state !== 'X');
 }
 
-/** Sends `signal` to `p` only if its start token is still the one seen; whether it was sent. */
-export function signalProcess(p: ProcessStat, signal: NodeJS.Signals | number): boolean {
-  const now = readStat(p.pid);
-  if (now === undefined || now.start !== p.start) return false;
+/**
+ * Sends `signal` to `p` only if its start token is still the one seen;
+ * whether it was sent. The process is pinned (pidref.ts) before its token is
+ * read, so that the check and the signal name the same process: a pid that
+ * another process got meanwhile is never signalled. `checked` runs between
+ * the two, for the test that shows it (test/pidref.test.ts).
+ */
+export function signalProcess(p: ProcessStat, signal: NodeJS.Signals, checked?: () => void): boolean {
+  const ref = openPidRef(p.pid);
   try {
-    process.kill(p.pid, signal);
-  } catch {
-    return false;
+    const now = readStat(p.pid);
+    if (now === undefined || now.start !== p.start) return false;
+    checked?.();
+    if (!ref.signal(signal)) return false;
+    // A stopped process (Ctrl-Z) acts on the signal only once it runs again, as a shell does for its stopped jobs on a hang-up.
+    if (now.state === 'T' && signal !== 'SIGKILL') ref.signal('SIGCONT');
+    return true;
+  } finally {
+    ref.close();
   }
-  // A stopped process (Ctrl-Z) acts on the signal only once it runs again, as a shell does for its stopped jobs on a hang-up.
-  if (now.state === 'T' && signal !== 'SIGKILL' && signal !== constants.signals.SIGKILL) {
-    try {
-      process.kill(p.pid, 'SIGCONT');
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return true;
 }
 
 /**
