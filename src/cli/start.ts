@@ -3,6 +3,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
+import { DAEMON_HEAP_OPTION } from '../heap.js';
+import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { LOADER_IMPORT } from './lazy.js';
 
 /**
@@ -50,11 +52,36 @@ export function start(name: CommandName): void {
   process.on('SIGUSR1', ignoreSignal);
   // SIGHUP never stops pidstatd (pidstatd(8), SIGNALS), from this line on:
   // before it, Node has set SIGHUP back to its default, which ends a process.
-  if (name === 'pidstatd') process.on('SIGHUP', ignoreSignal);
+  if (name === 'pidstatd') {
+    process.on('SIGHUP', ignoreSignal);
+    withDaemonOptions();
+  }
   const dir = dirname(fileURLToPath(import.meta.url));
   const file = join(dir, `${name}.cjs`);
   (globalThis as Record<symbol, unknown>)[LOADER_IMPORT] = (specifier: string) => import(specifier);
   compileCached(name, file).run();
+}
+
+/**
+ * The daemon runs with its bin's node options however it is started
+ * (pidstatd(8), NODE OPTIONS): the bin's second line gives them, but
+ * `node bin/pidstatd.cjs` skips that line. Such a start is made again with
+ * them, in place and with its pid, where Node can exec (process.execve,
+ * Node 22.15 and later); elsewhere it is told on stderr, once.
+ */
+function withDaemonOptions(): void {
+  const missing = [INSPECT_PORT_OPTION, DAEMON_HEAP_OPTION].filter((option) => !process.execArgv.includes(option));
+  if (missing.length === 0) return;
+  const { execve } = process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never };
+  let why = 'this Node cannot exec in place';
+  if (execve !== undefined && process.argv[1] !== undefined) {
+    try {
+      execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)], process.env);
+    } catch (err) {
+      why = (err as Error).message;
+    }
+  }
+  process.stderr.write(`pidstatd: node runs without ${missing.join(' ')} (${why}): start the daemon through its bin, bin/pidstatd.cjs, not as node's script (pidstatd(8), NODE OPTIONS)\n`);
 }
 
 /** The bundle compiled from NAME.cache, when it holds this build's code. */
