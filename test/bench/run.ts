@@ -7,6 +7,7 @@ import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
+import { manyThreads } from './threads.js';
 import { startupMachinery } from './startup.js';
 import { subscriptionMemory } from './subscriptions.js';
 import { markdownTable, progressLine, type Row } from './table.js';
@@ -44,6 +45,7 @@ const FIGURES: Figure[] = [
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
   { name: 'push reaction', needsTools: false, measure: pushReaction },
   { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
+  { name: 'many-thread target', needsTools: true, measure: manyThreads },
 ];
 
 const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);
