@@ -1,6 +1,7 @@
 // The test run of `npm test`: the test files three at a time, since most of
 // their time is spent waiting on real processes and sockets; then, one by
-// one, the files named *.alone.test.js: the forgery tests, which spray every
+// one, the files named *.alone.test.js: the flood, whose bound holds only on
+// a machine it has to itself, and the forgery tests, which spray every
 // ephemeral UDP port of the machine and would bury other tests' replies.
 // Each run prints node:test's counts; the last lines are the whole run's
 // totals and a word that says whether it passed, so that the end of the log
