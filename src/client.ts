@@ -214,7 +214,7 @@ export class PidStatClient {
       ? encodeRequest(request)
       : Buffer.from(`${signLine(this.signingKey, keyedRequestLine(request))}\n`, 'latin1');
     const question: Question = {
-      key, wireKey: pidHostKey(pid, wireHost), target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [], unauthenticated: false,
+      key, wireKey: pidHostKey(pid, wireHost), target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [],
     };
     this.questions.add(question);
     const answered = new Promise<Result>((resolve) => question.settle.push(resolve));
@@ -385,7 +385,7 @@ export class PidStatClient {
     for (const endpoint of question.endpoints) this.pool.useShared(endpoint);
     this.leaveEndpoints(question);
     if (question.tries >= this.tries) {
-      this.finish(question, { state: 'no_reply', failure: question.unauthenticated ? { kind: 'unauthenticated' } : { kind: 'timeout', tries: question.tries } });
+      this.finish(question, { state: 'no_reply', failure: { kind: 'timeout', tries: question.tries } });
     } else {
       this.sendQueue.push(question);
     }
@@ -425,7 +425,12 @@ export class PidStatClient {
       question === undefined ? ' ignored: no such question' : authentic ? '' : ' ignored: not authenticated by our key'}`);
     if (question === undefined) return;
     if (!authentic) {
-      question.unauthenticated = true;
+      // It echoed our cookie, so it read our request: a daemon without our
+      // key (an old host, one without keys), which every later try would
+      // meet alike. Said at once, as a refusal is; a forger who can read the
+      // request gains no more by it than by forging a refusal: a no_reply,
+      // which never kills.
+      this.finish(question, { state: 'no_reply', failure: { kind: 'unauthenticated' } });
       return;
     }
     const { start } = question.target;

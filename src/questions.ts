@@ -50,8 +50,6 @@ export interface Question {
   timer?: NodeJS.Timeout;
   /** Those waiting for the answer: the first query and any that joined it. */
   readonly settle: ((result: Result) => void)[];
-  /** A reply echoed the cookie but was not authenticated by our key: a daemon without keys, or not the one asked. */
-  unauthenticated: boolean;
 }
 
 /** The key of a pid and a host field: a reply's (with the cookie), or pidstat's own question (without). */

@@ -193,6 +193,10 @@ describe('keys', () => {
           assert.equal(result.stdout, `127.0.0.1:${sleeper.pid} no_reply\n`, `${name}: ${describeRun(result)}`);
           assert.equal(result.code, 2, `${name}: ${describeRun(result)}`);
           assert.match(result.stderr, new RegExp(`^pidstat: 127\\.0\\.0\\.1:${sleeper.pid}: .*reply not authenticated`, 'm'), `${name}: ${describeRun(result)}`);
+          // Said at the first such reply, not after every try: five tries of 10 s would take 50 s.
+          const json = await pidstat(port, keys, [`127.0.0.1:${sleeper.pid}`], ['--json', '--tries', '5', '--timeout', '10000']);
+          const [answer] = JSON.parse(json.stdout) as { state: string; tries: number; error?: string }[];
+          assert.deepEqual([answer?.state, answer?.tries, answer?.error], ['no_reply', 1, 'reply not authenticated'], `${name}: ${describeRun(json)}`);
         }
         assert.ok(perl.requests.length > 0, 'the original daemon got no request');
       });
