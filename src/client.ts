@@ -201,6 +201,7 @@ export class PidStatClient {
         const result: Result = { host, pid, state: exists ? 'exists' : 'dead', tries: 0, ms: monotonicMs() - startedAt };
         const start = exists ? readStartToken(pid) : undefined;
         if (start !== undefined) result.start = start;
+        this.debug?.(`${joinHostPort(host, pid)} is on this host: answered by kill(${pid}, 0) here, no question sent (--no-local asks its daemon)`);
         return result;
       }
     }

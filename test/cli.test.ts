@@ -375,6 +375,13 @@ describe('pidstat through a daemon on 127.0.0.1 (--no-local)', () => {
     assert.doesNotMatch(again.stderr, new RegExp(cookie), 'each run draws a fresh cookie');
   });
 
+  test('--debug says when a pid of this host is answered here, with no question sent', async () => {
+    const r = await runBin('pidstat', ['--port', port, '--debug', `127.0.0.1:${live}`]);
+    assert.equal(r.code, 0, describeRun(r));
+    assert.match(r.stderr, new RegExp(`^pidstat: 127\\.0\\.0\\.1:${live} is on this host: answered by kill\\(${live}, 0\\) here, no question sent \\(--no-local asks its daemon\\)$`, 'm'));
+    assert.doesNotMatch(r.stderr, /PIDR/, 'nothing sent');
+  });
+
   test('ping: one OK line with the response time, exit 0', async () => {
     const r = await runBin('pidstat', ['--port', port, 'ping', '127.0.0.1']);
     assert.equal(r.code, 0, describeRun(r));
