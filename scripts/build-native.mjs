@@ -16,11 +16,13 @@
 //     both must build, or the script fails: no package is published without
 //     both.
 //   node scripts/build-native.mjs
-//     (at install) nothing where the prebuilt addon loads; else builds
-//     dist/native/pidstat_linux.node from the source with the user's compiler.
-//     It never fails the install: where it cannot build (no compiler, no
-//     headers, not Linux), it says why and the commands read their sockets
-//     through Node's dgram, answering the same, slower.
+//     (by hand, in an installed package where no prebuilt addon fits:
+//     `npm explore -g pidstat -- node scripts/build-native.mjs`; the
+//     install runs no script, README, Install) nothing where the prebuilt
+//     addon loads; else builds dist/native/pidstat_linux.node from the
+//     source with the user's compiler. Where it cannot build (no compiler,
+//     no headers, not Linux), it says why and the commands read their
+//     sockets through Node's dgram, answering the same, slower.
 //
 // src/native.ts looks for the prebuilt addon first, then the built one.
 import { spawnSync } from 'node:child_process';

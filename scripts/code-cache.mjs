@@ -4,11 +4,11 @@
 // loopback, the others print their version. Each runs through its bin, with
 // the options the bin's first lines give node: V8 refuses a cache made
 // under other V8 flags (pidstatd's --max-semi-space-size, src/heap.ts).
-// Runs at `npm run build` and at install, so the cache is made by the Node
-// that will read it. It never fails the install: without a cache the
+// Runs at `npm run build`. It never fails the build: without a cache the
 // commands compile as usual. The caches are left out of the package
 // (package.json "files"): each holds the path of the bundle it was made
-// from, the build machine's, and serves only the V8 that made it.
+// from, the build machine's, and serves only the V8 that made it; an
+// installed package makes its own at each command's first run.
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync, rmSync } from 'node:fs';
@@ -39,8 +39,7 @@ function runBin(name, args) {
   });
 }
 
-// In a fresh clone, npm's install step comes before the build (prepare),
-// which makes the caches itself: nothing to do yet.
+// Nothing to cache before the bundles are built.
 if (!existsSync(join(root, 'dist', 'bundle', 'start.cjs'))) process.exit(0);
 
 const socket = await responder();

@@ -4,7 +4,7 @@ import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { ask, BIN, binEnv, freePort, runBin, sleep } from './helpers.js';
+import { ask, binCommand, binEnv, freePort, runBin, sleep } from './helpers.js';
 import { pidIn, stopDetached } from './detached.js';
 
 /**
@@ -36,7 +36,7 @@ describe('a detached daemon keeps none of its caller\'s descriptors', () => {
     const stdio: ('ignore' | 'pipe')[] = Array.from({ length: 41 }, () => 'ignore');
     stdio[2] = 'pipe';
     stdio[40] = 'pipe';
-    const child = spawn(process.execPath, [BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile], { stdio, env: binEnv() });
+    const child = spawn(...binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile]), { stdio, env: binEnv() });
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     const pipe = (child.stdio as unknown as NodeJS.ReadableStream[])[40]!;
@@ -61,7 +61,7 @@ describe('a log it cannot write never stops the daemon', () => {
   test('--foreground with stderr on /dev/full answers, and exits 0 on SIGTERM', { timeout: 20_000 }, async (t) => {
     const port = await freePort();
     const full = openSync('/dev/full', 'w');
-    const daemon = spawn(process.execPath, [BIN.pidstatd, '--foreground', '--port', String(port), '--bind', '127.0.0.1'], { stdio: ['ignore', 'ignore', full], env: binEnv() });
+    const daemon = spawn(...binCommand('pidstatd', ['--foreground', '--port', String(port), '--bind', '127.0.0.1']), { stdio: ['ignore', 'ignore', full], env: binEnv() });
     closeSync(full);
     const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => daemon.on('exit', (code, sig) => resolve([code, sig])));
     t.after(() => daemon.kill('SIGKILL'));

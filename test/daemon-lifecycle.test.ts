@@ -10,6 +10,7 @@ import { descendantsOf, HAND_OVER_AS_LISTEN_FD, pidsWithArgs, python, runningChi
 import {
   ask,
   BIN,
+  binCommand,
   deadPid,
   exchange,
   freePort,
@@ -285,7 +286,7 @@ describe('pidstatd --foreground', () => {
   }
 
   test('--nofork is --foreground: it stays attached, serves, and exits 0 on SIGTERM', { timeout: 20_000 }, async (t) => {
-    const daemon = spawnProc(process.execPath, [BIN.pidstatd, '--nofork', '--port', '0', '--bind', '127.0.0.1']);
+    const daemon = spawnProc(...binCommand('pidstatd', ['--nofork', '--port', '0', '--bind', '127.0.0.1']));
     t.after(() => daemon.stop());
     const port = Number((await daemon.waitFor(/listening on .*:([0-9]+)$/m))[1]);
     assert.equal(daemon.isDone(), false, 'still running: it did not detach');
@@ -431,7 +432,8 @@ describe('an inherited socket (systemd socket activation)', () => {
       const env: NodeJS.ProcessEnv = { ...process.env, PIDSTAT_PORT: String(fallback) };
       delete env['LISTEN_FDS'];
       delete env['LISTEN_PID'];
-      const daemon = spawnProc(py, ['-c', WRAPPER, address, process.execPath, BIN.pidstatd, '--foreground', '--bind', address], { env });
+      const [node, daemonArgs] = binCommand('pidstatd', ['--foreground', '--bind', address]);
+      const daemon = spawnProc(py, ['-c', WRAPPER, address, node, ...daemonArgs], { env });
       t.after(() => daemon.stop());
       const port = Number((await daemon.waitFor(/^([0-9]+)$/m, 'stdout'))[1]);
       const listening = await daemon.waitFor(/listening on .*$/m);
@@ -450,13 +452,14 @@ describe('as a user other than root', () => {
     let command = process.execPath;
     let prefix: string[] = [];
     if (IS_ROOT) {
-      const check = await run('setpriv', [...NOBODY, process.execPath, BIN.pidstatd, '--version'], { timeoutMs: 10_000, cwd: '/' })
+      const check = await run('setpriv', [...NOBODY, ...binCommand('pidstatd', ['--version']).flat()], { timeoutMs: 10_000, cwd: '/' })
         .catch((err: Error) => ({ code: -1, stderr: err.message, stdout: '' }));
       if (check.code !== 0) return t.skip(`cannot run pidstatd as nobody (setpriv or a repo unreadable by others): ${check.stderr.trim()}`);
       command = 'setpriv';
       prefix = [...NOBODY, process.execPath];
     }
-    const daemon = spawnProc(command, [...prefix, BIN.pidstatd, '--foreground', '--port', '0', '--bind', '127.0.0.1'], { cwd: '/' });
+    const [, daemonArgs] = binCommand('pidstatd', ['--foreground', '--port', '0', '--bind', '127.0.0.1']);
+    const daemon = spawnProc(command, [...prefix, ...daemonArgs], { cwd: '/' });
     t.after(() => daemon.stop());
     const port = Number((await daemon.waitFor(/listening on .*:([0-9]+)$/m))[1]);
     // Questions about another user's process (pid 1 is root's) bring no more warnings.
@@ -480,7 +483,7 @@ describe('as a user other than root', () => {
 
   test('without /proc, another user\'s process exists: kill()\'s EPERM proves it, no /proc needed', { timeout: 20_000 }, async (t) => {
     if (!IS_ROOT) return t.skip('needs root, to unmount /proc in a mount namespace and become nobody');
-    const inner = `umount -l /proc && exec setpriv ${NOBODY.join(' ')} '${process.execPath}' '${BIN.pidstatd}' --foreground --port 0 --bind 127.0.0.1`;
+    const inner = `umount -l /proc && exec setpriv ${NOBODY.join(' ')} /bin/sh '${BIN.pidstatd}' --foreground --port 0 --bind 127.0.0.1`;
     const wrapper = spawnProc('unshare', ['--mount', '--fork', '--kill-child', 'sh', '-c', inner], { cwd: '/' });
     t.after(async () => {
       await stopPids(descendantsOf(wrapper.pid));

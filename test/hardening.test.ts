@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 import { loadLinuxCalls } from '../src/native.js';
 import { parseAllow, startServer, type Server } from '../src/server.js';
-import { ask, BIN, binEnv, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, waitFor, type Daemon } from './helpers.js';
+import { ask, binCommand, binEnv, type Daemon, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, waitFor } from './helpers.js';
 import { HAND_OVER_AS_LISTEN_FD } from './detached.js';
 import { createHostPair, inNetns, netnsUnavailable, runIn, type HostPair } from './netns.js';
 
@@ -393,7 +393,7 @@ describe('an inherited descriptor that is no bound UDP socket is refused', { con
         if (python.error || python.status !== 0) return t.skip('no python3 to hand over a socket');
         const env = binEnv({ PIDSTAT_IO: io, LISTEN_FDS: undefined, LISTEN_PID: undefined });
         // Were the descriptor served, the daemon would run until this timeout kills it.
-        const result = await run('python3', ['-c', WRAPPER, kind, process.execPath, BIN.pidstatd, '--foreground'], { env, timeoutMs: 5000 });
+        const result = await run('python3', ['-c', WRAPPER, kind, ...binCommand('pidstatd', ['--foreground']).flat()], { env, timeoutMs: 5000 });
         // (Not as root, a warning about other users' processes comes first.)
         const lines = result.stderr.trim().split('\n').filter((line) => !/warning: not running as root/.test(line));
         assert.deepEqual({ code: result.code, signal: result.signal }, { code: 1, signal: null }, result.stderr);

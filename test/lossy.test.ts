@@ -195,7 +195,7 @@ describe('loss and delay for real: A asks B through a lossy relay in A', () => {
     if (unavailable) return;
     pair = await createHostPair();
     try {
-      tree = spawnInPidNamespace(pair.b, 'sh', ['-c', B_SCRIPT, 'sh', String(SLEEPERS), process.execPath, BIN.pidstatd, String(freeBlockHere(SLEEPERS + 50))]);
+      tree = spawnInPidNamespace(pair.b, 'sh', ['-c', B_SCRIPT, 'sh', String(SLEEPERS), '/bin/sh', BIN.pidstatd, String(freeBlockHere(SLEEPERS + 50))]);
       const daemonPort = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr', timeoutMs: 15_000 }))[1]);
       const inner = [...tree.stdout().matchAll(/^sleeper (\d+)$/gm)].map((m) => Number(m[1]));
       assert.equal(inner.length, SLEEPERS, `B started ${inner.length} sleepers: ${tree.stdout()}`);

@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wa
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
-import { ask, BIN, binEnv, exchange, freePort, IS_ROOT, run, sleep, startDaemon, waitFor, type Daemon } from './helpers.js';
+import { ask, binCommand, binEnv, type Daemon, exchange, freePort, IS_ROOT, run, sleep, startDaemon, waitFor } from './helpers.js';
 import { pidIn, stopDetached } from './detached.js';
 
 /**
@@ -150,7 +150,7 @@ test('detached: a relative --metrics-file is the user\'s directory\'s, and the s
   const pidfile = join(dir, 'pidstatd.pid');
   t.after(() => stopDetached(pidfile));
   const port = await freePort();
-  const started = await run(process.execPath, [BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', 'pidstatd.pid', '--metrics-file', 'pidstatd.prom'], {
+  const started = await run(...binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', 'pidstatd.pid', '--metrics-file', 'pidstatd.prom']), {
     cwd: dir, env: binEnv({ PIDSTATD_TEST_INTERVAL_MS: '100' }), timeoutMs: 15_000,
   });
   assert.equal(started.code, 0, started.stderr);
@@ -184,7 +184,7 @@ test('a file not named *.prom is written, with a warning that the textfile colle
 });
 
 test('--metrics-file with no name is a usage error', async () => {
-  const result = await run(process.execPath, [BIN.pidstatd, '--foreground', '--metrics-file', ''], { env: binEnv() });
+  const result = await run(...binCommand('pidstatd', ['--foreground', '--metrics-file', '']), { env: binEnv() });
   assert.equal(result.code, 64);
   assert.match(result.stderr, /^pidstatd: --metrics-file needs a file name\b.*\n$/);
 });

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
-import { ask, BIN, binEnv, freePort, run, startDaemon, type Daemon } from './helpers.js';
+import { ask, binCommand, binEnv, type Daemon, freePort, run, startDaemon } from './helpers.js';
 import { pidIn, python, runningChildrenOf, signal, startDatagramReceiver, stopDetached, type Datagram, type DatagramReceiver } from './detached.js';
 import { loadLinuxCalls } from '../src/native.js';
 import { watchdogIntervalMs } from '../src/notify.js';
@@ -116,7 +116,7 @@ test('detached: the command typed says READY=1 with MAINPID= the supervisor, whi
   const pidfile = join(scratch, `detached-${++count}.pid`);
   t.after(() => stopDetached(pidfile));
   // As systemd starts a Type=notify service: WATCHDOG_PID is the pid of the command it runs.
-  const started = await run('/bin/sh', ['-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', process.execPath, BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile], {
+  const started = await run('/bin/sh', ['-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...binCommand('pidstatd', []).flat(), '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile], {
     env: binEnv({ NOTIFY_SOCKET: notify.path, WATCHDOG_USEC, PIDSTATD_TEST_INTERVAL_MS: String(INTERVAL_MS) }),
     timeoutMs: 15_000,
   });
@@ -150,7 +150,7 @@ test('a real Type=notify start through systemd-run', async (t) => {
   const unit = `pidstatd-notify-test-${process.pid}`;
   t.after(() => run('systemctl', ['stop', unit], { timeoutMs: 10_000 }));
   const started = await run('systemd-run', ['--unit', unit, '-p', 'Type=notify', '-p', 'WatchdogSec=30s',
-    process.execPath, BIN.pidstatd, '--foreground', '--port', String(port), '--bind', '127.0.0.1'], { timeoutMs: 30_000 });
+    ...binCommand('pidstatd', []).flat(), '--foreground', '--port', String(port), '--bind', '127.0.0.1'], { timeoutMs: 30_000 });
   assert.equal(started.code, 0, started.stderr);
   const shown = await run('systemctl', ['show', unit, '-p', 'ActiveState,StatusText'], { timeoutMs: 10_000 });
   assert.match(shown.stdout, /ActiveState=active/);

@@ -404,7 +404,7 @@ node=$1 pw=$2 pd=$3 mode=$4
 PATH=\${node%/*}:$PATH
 if [ "$mode" = daemon ]; then
   log=$(mktemp)
-  "$node" "$pd" --foreground --bind 127.0.0.1 --port 0 2>"$log" &
+  /bin/sh "$pd" --foreground --bind 127.0.0.1 --port 0 2>"$log" &
   i=0 port=
   while [ -z "$port" ] && [ $i -lt 200 ]; do
     port=$(sed -n 's/.*listening on .*:\\([0-9][0-9]*\\)$/\\1/p' "$log" | head -n 1)
@@ -519,7 +519,7 @@ describe('pidwatch between two hosts: network namespaces A and B, the daemon in 
     });
     pair = await createHostPair();
     const wanted = pidFreeHere();
-    tree = spawnInPidNamespace(pair.b, 'sh', ['-c', REMOTE_HOST_SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
+    tree = spawnInPidNamespace(pair.b, 'sh', ['-c', REMOTE_HOST_SCRIPT, 'sh', String(wanted - 1), '/bin/sh', BIN.pidstatd]);
     const inB = Number((await tree.waitFor(/^sleeper (\d+)$/m, { stream: 'stdout' }))[1]);
     const port = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr' }))[1]);
     const b = tree;

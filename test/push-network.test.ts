@@ -157,7 +157,7 @@ describe('push notices over a lossy link (namespaces A and B, relay in A)', () =
 
     const pair = await createHostPair();
     cleanups.push(() => destroyPair(pair));
-    const tree: NsTree = spawnInPidNamespace(pair.b, 'sh', ['-c', B_SCRIPT, 'sh', String(SLEEPERS), process.execPath, BIN.pidstatd]);
+    const tree: NsTree = spawnInPidNamespace(pair.b, 'sh', ['-c', B_SCRIPT, 'sh', String(SLEEPERS), '/bin/sh', BIN.pidstatd]);
     cleanups.push(() => tree.stop());
     const daemonPort = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr', timeoutMs: 15_000 }))[1]);
     const inner = [...tree.stdout().matchAll(/^sleeper (\d+)$/gm)].map((m) => Number(m[1]));

@@ -438,7 +438,7 @@ describe('a daemon that cannot read /proc/<pid> (run as nobody, /proc mounted wi
         echo "daemon $d"
         wait "$d"
       `;
-      const child = spawn('unshare', ['--pid', '--fork', '--mount', '--propagation', 'private', '--kill-child', 'sh', '-c', script, process.execPath, BIN.pidstatd], { stdio: ['ignore', 'pipe', 'pipe'], env: binEnv() });
+      const child = spawn('unshare', ['--pid', '--fork', '--mount', '--propagation', 'private', '--kill-child', 'sh', '-c', script, '/bin/sh', BIN.pidstatd], { stdio: ['ignore', 'pipe', 'pipe'], env: binEnv() });
       let out = '';
       child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
       child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));

@@ -4,8 +4,7 @@ import { mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { INSPECT_PORT_OPTION } from '../src/inspector.js';
-import { ask, BIN, binEnv, childrenOf, freePort, isRunning, run, sleep, startDaemon, waitFor } from './helpers.js';
+import { ask, BIN, binCommand, binEnv, childrenOf, freePort, isRunning, run, sleep, startDaemon, waitFor } from './helpers.js';
 import {
   devLogUnavailable,
   listeningTcp,
@@ -93,7 +92,7 @@ describe('a storm of SIGUSR1 and SIGHUP at a detached daemon, across a server re
     let supervisor = 0;
     const servers = new Set<number>();
     t.after(() => stopDetached(pidfile, supervisor, ...servers));
-    const [command, args] = withDevLog(log.path, dir, process.execPath, [INSPECT_PORT_OPTION, BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile]);
+    const [command, args] = withDevLog(log.path, dir, ...binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile]));
     const started = await run(command, args, { env: binEnv(), timeoutMs: 10_000 });
     assert.equal(started.code, 0, `started: ${started.stderr}`);
     supervisor = pidIn(pidfile)!;
@@ -317,7 +316,7 @@ describe('a detached daemon where there is no /dev/log', () => {
       'umount -l "$old"',
       'exec "$@"',
     ].join('\n');
-    const args = ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'sh', join(dir, 'real-dev'), process.execPath, INSPECT_PORT_OPTION, BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile];
+    const args = ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, 'sh', join(dir, 'real-dev'), ...binCommand('pidstatd', []).flat(), '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile];
     const result = await run('unshare', args, { env: binEnv(), timeoutMs: 10_000 });
     assert.equal(result.code, 0, `started: ${result.stderr}`);
     const lines = result.stderr.split('\n').filter((line) => line !== '');
@@ -331,7 +330,7 @@ describe('a detached daemon where there is no /dev/log', () => {
     t.after(() => log.stop());
     const other = join(dir, 'other.pid');
     t.after(() => stopDetached(other));
-    const [command, withLog] = withDevLog(log.path, dir, process.execPath, [INSPECT_PORT_OPTION, BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', other]);
+    const [command, withLog] = withDevLog(log.path, dir, ...binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', other]));
     const logged = await run(command, withLog, { env: binEnv(), timeoutMs: 10_000 });
     assert.equal(logged.code, 0, `started: ${logged.stderr}`);
     assert.doesNotMatch(logged.stderr, /nowhere to log|log is lost/);

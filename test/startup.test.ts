@@ -40,7 +40,8 @@ async function outputs(dir: string, env: NodeJS.ProcessEnv = {}): Promise<string
   ];
   const results = [];
   for (const [file, ...args] of runs) {
-    const result = await run(process.execPath, [file!, ...args], { env: binEnv(env) });
+    // As sh(1) runs a bin: line 2 gives node the bin's options.
+    const result = await run('/bin/sh', [file!, ...args], { env: binEnv(env) });
     assert.equal(result.stderr, '', `${file} ${args.join(' ')}`);
     results.push(`${result.code} ${result.stdout}`);
   }
@@ -172,7 +173,7 @@ test('without the addon (no C compiler at install), the commands answer through 
     await keyed.stop();
   }
   for (const [name, args] of [['pidstat', ['--no-local', '127.0.0.1', '1']], ['pidwatch', ['--pid', '1', 'true']], ['pidstatd', ['--foreground', '--port', '0']]] as const) {
-    const result = await run(process.execPath, [bin(name), ...args], { env: binEnv({ PIDSTAT_IO: 'batch' }) });
+    const result = await run('/bin/sh', [bin(name), ...args], { env: binEnv({ PIDSTAT_IO: 'batch' }) });
     assert.equal(result.code, 64, `${name}: ${result.stderr}`);
     assert.match(result.stderr, new RegExp(`^${name}: PIDSTAT_IO=batch, but the addon is not there \\(.*was not built\\): build it`));
   }

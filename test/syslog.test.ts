@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { ask, BIN, binEnv, freePort, isRunning, run, sleep, waitFor } from './helpers.js';
+import { ask, binCommand, binEnv, freePort, isRunning, run, sleep, waitFor } from './helpers.js';
 import {
   devLogUnavailable,
   pidIn,
@@ -51,7 +51,7 @@ async function detachLogging(t: TestContext): Promise<{ log: SyslogReceiver; por
   const pidfile = join(dir, 'pidstatd.pid');
   let supervisor = 0;
   t.after(() => stopDetached(pidfile, supervisor));
-  const [command, args] = withDevLog(log.path, dir, process.execPath, [BIN.pidstatd, '--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile]);
+  const [command, args] = withDevLog(log.path, dir, ...binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile]));
   const result = await run(command, args, { env: binEnv(), timeoutMs: 10_000 });
   assert.equal(result.code, 0, `started: ${result.stderr}`);
   supervisor = pidIn(pidfile)!;

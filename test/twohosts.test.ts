@@ -56,7 +56,7 @@ describe('two hosts: network namespaces A and B, the daemon in B in its own PID 
     pair = await createHostPair();
     try {
       wanted = pidFreeHere();
-      tree = spawnInPidNamespace(pair.b, 'sh', ['-c', REMOTE_HOST_SCRIPT, 'sh', String(wanted - 1), process.execPath, BIN.pidstatd]);
+      tree = spawnInPidNamespace(pair.b, 'sh', ['-c', REMOTE_HOST_SCRIPT, 'sh', String(wanted - 1), '/bin/sh', BIN.pidstatd]);
       sleeper = Number((await tree.waitFor(/^sleeper (\d+)$/m, { stream: 'stdout' }))[1]);
       const daemon = Number((await tree.waitFor(/^daemon (\d+)$/m, { stream: 'stdout' }))[1]);
       port = Number((await tree.waitFor(/pidstatd: listening on .*:(\d+)$/m, { stream: 'stderr' }))[1]);

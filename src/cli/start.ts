@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,16 +12,14 @@ import { LOADER_IMPORT } from './lazy.js';
  * V8's code cache, NAME.cache, where one made from this very bundle is there
  * and this Node's V8 accepts it; else compiled afresh, as require() would.
  *
- * scripts/code-cache.mjs runs each command once with WRITE_ENV set, and V8
- * saves what that run compiled. The cache's first line is the build id the
- * bundle's first line names (scripts/bundle.mjs), so no cache ever runs with
- * a bundle it was not made from: V8 itself checks only the source's length.
- *
- * The cache saves 4.1 to 4.7 ms of pidstat's 29 to 30 ms start-to-answer
- * on Node 20, and 4.5 to 4.8 ms on Node 24, where Node's own compile cache
- * (module.enableCompileCache(), Node 22+), which it replaced, saved 0.4 to
- * 0.5 ms (bench figure 'start-up machinery', test/bench/startup.ts, two runs
- * of 2026-12-05, medians of 40 rounds).
+ * V8 saves what a run compiled: the build runs each command once for it
+ * (scripts/code-cache.mjs, with WRITE_ENV set), and an installed package,
+ * which runs no install script, at the first run that finds no cache it can
+ * use. The cache's first line is the build id the bundle's first line names
+ * (scripts/bundle.mjs), so no cache ever runs with a bundle it was not made
+ * from: V8 itself checks only the source's length. What it saves of a
+ * command's start is the bench's 'start-up machinery' figure (README,
+ * Performance).
  */
 
 export type CommandName = 'pidstat' | 'pidstatd' | 'pidwatch';
@@ -84,6 +82,36 @@ function withDaemonOptions(): void {
   process.stderr.write(`pidstatd: node runs without ${missing.join(' ')} (${why}): start the daemon through its bin, bin/pidstatd.cjs, not as node's script (pidstatd(8), NODE OPTIONS)\n`);
 }
 
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Writes the cache whole or not at all: a file of its own, never through a
+ * link, renamed over the old one, so that runs side by side never read half
+ * a cache. A failure is said only for `name`, when the build asked for it.
+ */
+function writeCache(cacheFile: string, data: Buffer, name: CommandName | undefined): void {
+  const temporary = `${cacheFile}.${process.pid}.tmp`;
+  try {
+    const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+    try {
+      writeSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, cacheFile);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    if (name !== undefined) process.stderr.write(`${name}: cannot write ${cacheFile}: ${(err as Error).message}\n`);
+  }
+}
+
 /** The bundle compiled from NAME.cache, when it holds this build's code. */
 function compileCached(name: CommandName, file: string): { run(): void } {
   const dir = dirname(file);
@@ -97,14 +125,12 @@ function compileCached(name: CommandName, file: string): { run(): void } {
   const compiled = script.runInThisContext() as (...args: unknown[]) => void;
   const module = { exports: {} as { run(): void } };
   compiled.call(module.exports, module.exports, createRequire(file), module, file, dir);
-  if (process.env[WRITE_ENV] === '1' && header !== undefined) {
-    process.once('exit', () => {
-      try {
-        writeFileSync(cacheFile, Buffer.concat([header, script.createCachedData()]));
-      } catch (err) {
-        process.stderr.write(`${name}: cannot write ${cacheFile}: ${(err as Error).message}\n`);
-      }
-    });
+  // The install runs no script (README, Install): the cache is made by the
+  // first run that finds none it can use, where the bundle's folder is
+  // writable, and by the build (scripts/code-cache.mjs, WRITE_ENV).
+  const told = process.env[WRITE_ENV] === '1';
+  if (header !== undefined && (told || ((cachedData === undefined || script.cachedDataRejected === true) && writable(dir)))) {
+    process.once('exit', () => writeCache(cacheFile, Buffer.concat([header, script.createCachedData()]), told ? name : undefined));
   }
   return module.exports;
 }
