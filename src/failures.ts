@@ -22,8 +22,13 @@ export type Failure =
   | { kind: 'key-refused'; host: string; keyId: number }
   /** The client was closed before an answer came. */
   | { kind: 'closed' }
-  /** The watcher asked `questions` times in a row and heard nothing (each a plain timeout). */
-  | { kind: 'silence'; questions: number };
+  /**
+   * The watcher asked `questions` times in a row and heard nothing (each a
+   * plain timeout). `since`, epoch ms, is when the host last answered: there
+   * only when the watch had been answered, and fell silent (a renewal or
+   * questions unanswered); a watch never answered has none.
+   */
+  | { kind: 'silence'; questions: number; since?: number };
 
 /** A failure in the words pidstat prints after `HOST:PID: ` (pidstat(1), States). */
 export function describeFailure(failure: Failure): string {
@@ -45,6 +50,12 @@ export function describeFailure(failure: Failure): string {
     case 'closed':
       return 'client closed';
     case 'silence':
-      return `no answer to ${failure.questions} questions`;
+      return failure.since === undefined ? `no answer to ${failure.questions} questions` : `no answer since ${timeOfDay(failure.since)}`;
   }
+}
+
+/** An instant (epoch ms) as this host's wall-clock time of day, HH:MM:SS, as the watchers print when a host was last heard. */
+export function timeOfDay(epochMs: number): string {
+  const at = new Date(epochMs);
+  return [at.getHours(), at.getMinutes(), at.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }

@@ -46,7 +46,9 @@ export interface WaitOptions {
    * Called when a target cannot be watched (no daemon listening, a name that
    * does not resolve, no answer to several questions), with the reason
    * (describeFailure() says it in words), and with undefined when it can
-   * again. Called on changes only.
+   * again. Called on changes only. A host that had answered and falls
+   * silent is a `silence` failure whose `since` is when it last answered
+   * (pidstat(1), WAIT).
    */
   onReach?: (target: WaitTarget, problem: Failure | undefined) => void;
   /** Each datagram, as `--debug` shows it. */

@@ -34,7 +34,10 @@ export interface WatchOptions {
   /**
    * Called when watching stops working (with the reason: no daemon
    * listening, a name that does not resolve, no answer) and, with undefined,
-   * when it works again. Called on changes only.
+   * when it works again. Called on changes only. A watch that had been
+   * answered and falls silent (a renewal, or questions, unanswered) gets a
+   * `silence` failure whose `since` is when the host last answered
+   * (pidwatch(1), DESCRIPTION).
    */
   onReach?: (problem: Failure | undefined) => void;
   /** How the client's sockets are read (ClientOptions.io). */
@@ -64,6 +67,25 @@ const PUSH_RETRY_MS = 60_000;
 const RENEWALS_PER_LEASE = 2.5;
 /** With --dead-after, a renewal every third of it: silence is noticed in time. */
 const RENEWALS_PER_DEAD_AFTER = 3;
+/**
+ * A watch hears its host at least every this many intervals, so that
+ * silence is said within a bounded number of them (pidwatch(1), pidstat(1)):
+ * at the default --interval of 1 s this is the 12 s renewal already.
+ */
+const HEAR_EVERY_INTERVALS = 12;
+/** The lease pidstatd grants (doc/protocol.md, Death notices): a polling watch's heartbeat keeps a renewal's pace. */
+const USUAL_LEASE_MS = 30_000;
+
+/**
+ * How often a watch makes sure to hear its host: a renewal of its
+ * subscription, or, polling, a question that a live pid answers too (a
+ * heartbeat). Never more often than once an interval.
+ */
+function hearEveryMs(opts: WatchOptions, leaseMs = USUAL_LEASE_MS): number {
+  let every = Math.min(leaseMs / RENEWALS_PER_LEASE, HEAR_EVERY_INTERVALS * opts.intervalMs);
+  if (opts.deadAfterMs !== undefined) every = Math.min(every, opts.deadAfterMs / RENEWALS_PER_DEAD_AFTER);
+  return Math.max(opts.intervalMs, every);
+}
 
 /** Why the watched pid counts as dead: the host said so, or it was silent for deadAfterMs. */
 export type Death = { cause: 'dead' } | { cause: 'silence'; ms: number };
@@ -79,7 +101,7 @@ export function parseSignal(text: string): NodeJS.Signals | undefined {
   return name in constants.signals ? name : undefined;
 }
 
-/** Silent questions in a row (plain timeouts) before watching counts as not working. */
+/** Silent questions in a row (plain timeouts) before watching counts as not working, at start and after a lapse alike. */
 const SILENT_TRIES_TO_WARN = 3;
 
 /**
@@ -88,7 +110,12 @@ const SILENT_TRIES_TO_WARN = 3;
  * daemon may be down. The first question asks for the process's start token
  * (flags 11); later ones send it and ask to hear only of death (flags 2), so
  * a live pid costs no reply and a pid reused by another process between two
- * questions still counts as dead.
+ * questions still counts as dead. Since silence to those reads as life, the
+ * watch hears its host at least every hearEveryMs() (a renewal, or a
+ * heartbeat question that a live pid answers too), and once a renewal or a
+ * heartbeat goes unanswered it is in doubt: it asks only questions that a
+ * live pid answers, subscribes no more, and says so after
+ * SILENT_TRIES_TO_WARN of them go unanswered, until the host answers.
  */
 export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
   const local = (opts.local ?? true) && (await isLocalHost(opts.host));
@@ -103,30 +130,40 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
   try {
     let start: string | undefined;
     let knowsStart = false;
+    /** When the host last answered: --dead-after counts from it. */
     let answeredAt = monotonicMs();
+    /**
+     * When the last answered question went out (or a renewal was answered):
+     * the heartbeat's pace, on the questions' own beat.
+     */
+    let heardAt = answeredAt;
+    const hearEvery = hearEveryMs(opts);
     /** When a subscription may be tried (again): at once, unless the daemon did not answer one. */
     let pushAt = opts.push === false ? Infinity : 0;
     while (!signal.aborted) {
-      if (start !== undefined && !reach.failing() && monotonicMs() >= pushAt) {
+      if (start !== undefined && !reach.doubting() && monotonicMs() >= pushAt) {
         // The daemon tells of the death the moment it happens, and a live pid
-        // costs a renewal a third of a lease: no poll meanwhile.
+        // costs a renewal every hearEveryMs(): no poll meanwhile.
         const pushed = await watchByPush(client, opts, start, signal, () => {
-          answeredAt = monotonicMs();
+          answeredAt = heardAt = monotonicMs();
           reach.answered();
         });
         if (pushed === 'aborted') return undefined;
         if (pushed === 'dead') return { cause: 'dead' };
         // Never subscribed (an old daemon, a cap): poll, and try again later.
-        // A lease not renewed: silence, which the polls count from the last answer.
         if (pushed === 'unsupported') pushAt = monotonicMs() + PUSH_RETRY_MS;
+        // A lease not renewed: silence, which the questions now tell from life.
+        if (pushed === 'lapsed') reach.lapsed();
         const now = monotonicMs();
         if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
       }
       const began = monotonicMs();
       // A question that a live pid answers too: the first (for the token),
-      // every one with --dead-after (silence must mean silence), and those
-      // after a failure (until an answer shows the host is back).
-      const wantAnswer = !knowsStart || opts.deadAfterMs !== undefined || reach.failing();
+      // every one with --dead-after and while in doubt (silence must mean
+      // silence), and a heartbeat once hearEvery has passed unheard (half an
+      // interval early, as timers drift by a few ms either way).
+      const heartbeat = began - heardAt >= hearEvery - opts.intervalMs / 2;
+      const wantAnswer = !knowsStart || opts.deadAfterMs !== undefined || reach.doubting() || heartbeat;
       const flags = wantAnswer ? FLAG_EXISTS | FLAG_DEAD | FLAG_START : FLAG_DEAD;
       const result = await Promise.race([client.query(start === undefined ? { host: opts.host, pid: opts.pid, flags } : { host: opts.host, pid: opts.pid, flags, start }), aborted]);
       if (result === undefined || signal.aborted) return undefined;
@@ -137,20 +174,20 @@ export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Pro
         knowsStart = true;
       }
       const now = monotonicMs();
-      // A live pid asked with flags 2 gets no reply: silence to such a
-      // question is the expected answer, and only a refusal or a failure to
-      // send says the host is not there.
-      if (result.state !== 'no_reply' || (!wantAnswer && failureOf(result) === undefined)) {
+      if (result.state !== 'no_reply') {
         answeredAt = now;
+        heardAt = began;
         reach.answered();
-      } else {
+      } else if (wantAnswer || failureOf(result) !== undefined) {
         // A name that did not resolve, or a socket that could not be
         // opened, is tried again by the next question (endpoints.ts).
         reach.silent(result);
       }
+      // Otherwise a live pid asked with flags 2, which gets no reply: no
+      // news, neither an answer nor silence.
       if (opts.deadAfterMs !== undefined && now - answeredAt >= opts.deadAfterMs) return { cause: 'silence', ms: now - answeredAt };
       // Subscribe at once, without waiting out the interval, once the token is known.
-      if (start !== undefined && !reach.failing() && now >= pushAt) continue;
+      if (start !== undefined && !reach.doubting() && now >= pushAt) continue;
       const rest = opts.intervalMs - (now - began);
       if (rest > 0) await sleep(rest, signal);
     }
@@ -199,9 +236,7 @@ async function watchByPush(client: PidStatClient, opts: WatchOptions, start: str
       if (outcome.state === 'dead' || told) return 'dead';
       if (outcome.state !== 'subscribed') return first || outcome.state === 'refused' ? 'unsupported' : 'lapsed';
       answered();
-      let every = Math.max(opts.intervalMs, outcome.leaseMs / RENEWALS_PER_LEASE);
-      if (opts.deadAfterMs !== undefined) every = Math.max(opts.intervalMs, Math.min(every, opts.deadAfterMs / RENEWALS_PER_DEAD_AFTER));
-      const next = await Promise.race([death, sleep(every, signal).then(() => 'renew' as const)]);
+      const next = await Promise.race([death, sleep(hearEveryMs(opts, outcome.leaseMs), signal).then(() => 'renew' as const)]);
       if (next === 'dead') return 'dead';
     }
     return 'aborted';
@@ -216,22 +251,36 @@ function failureOf(result: Result): Failure | undefined {
   return result.failure?.kind === 'timeout' ? undefined : result.failure;
 }
 
-/** Tells onReach of changes: a failure at once, plain silence after a few questions. */
+/**
+ * Tells onReach of changes: a failure at once, plain silence after a few
+ * questions. From a lapsed renewal or an unanswered question until the next
+ * answer the watch is in doubt: whether the host hears is not known.
+ */
 function reachTracker(onReach: WatchOptions['onReach']) {
   let problem: Failure | undefined;
   let silent = 0;
+  let doubt = false;
+  /** When the host last answered, epoch ms: what a user compares with the clock. */
+  let heardAt: number | undefined;
   return {
-    failing: () => problem !== undefined,
+    doubting: () => doubt,
     answered() {
       silent = 0;
+      doubt = false;
+      heardAt = Date.now();
       if (problem !== undefined) onReach?.(undefined);
       problem = undefined;
     },
+    /** A renewal went unanswered: the questions that follow count. */
+    lapsed() {
+      doubt = true;
+    },
     silent(result: Result) {
+      doubt = true;
       silent++;
       const failure = failureOf(result);
       if (problem !== undefined || (failure === undefined && silent < SILENT_TRIES_TO_WARN)) return;
-      problem = failure ?? { kind: 'silence', questions: silent };
+      problem = failure ?? (heardAt === undefined ? { kind: 'silence', questions: silent } : { kind: 'silence', questions: silent, since: heardAt });
       onReach?.(problem);
     },
   };

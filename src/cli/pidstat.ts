@@ -1,10 +1,10 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
 import { CommandError, ExitCode, isUsageExit } from '../errors.js';
-import { describeFailure } from '../failures.js';
+import { describeFailure, timeOfDay, type Failure } from '../failures.js';
 import { defaultPort, joinHostPort } from '../host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
-import type { WaitOptions } from '../wait.js';
+import type { WaitOptions, WaitTarget } from '../wait.js';
 import { parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
@@ -182,14 +182,9 @@ async function waitForTargets(argv: string[]): Promise<number> {
   const io = ioFrom(process.env);
   if (io !== undefined) opts.io = io;
   const output = await outputFor(args);
-  // Said once per host: the user must know the wait may last for that reason.
-  const warned = new Set<string>();
-  opts.onReach = (target, problem) => {
-    if (problem === undefined || warned.has(target.host)) return;
-    warned.add(target.host);
-    const until = opts.deadAfterMs === undefined ? 'still waiting' : `giving up after ${opts.deadAfterMs / 1000} s of silence (--dead-after)`;
-    output.warn(`pidstat: ${target.host} is not answering (${describeFailure(problem)}): ${until}`);
-  };
+  const until = opts.deadAfterMs === undefined ? 'still waiting' : `giving up after ${opts.deadAfterMs / 1000} s of silence (--dead-after)`;
+  const reach = hostReach((line) => output.warn(line), until);
+  opts.onReach = reach.changed;
   const timer = new AbortController();
   opts.signal = timer.signal;
   const deadline = limitMs === undefined ? undefined : setTimeout(() => timer.abort(), limitMs);
@@ -199,6 +194,8 @@ async function waitForTargets(argv: string[]): Promise<number> {
         output.warn(`pidstat: ${joinHostPort(end.host, end.pid)}: no answer from ${end.host} for ${opts.deadAfterMs! / 1000} s (--dead-after): giving up`);
         return ExitCode.NO_ANSWER;
       }
+      // The host told of the death: it answers.
+      reach.changed(end, undefined);
       if (args.json) output.line(JSON.stringify({ host: end.host, pid: end.pid, state: end.state, ms: Math.round(end.ms * 10) / 10 }));
       else output.results([{ host: end.host, pid: end.pid, state: end.state, tries: 0, ms: end.ms }]);
       if (args.any) break;
@@ -210,6 +207,36 @@ async function waitForTargets(argv: string[]): Promise<number> {
   } finally {
     clearTimeout(deadline);
   }
+}
+
+/**
+ * What `pidstat wait` says of its hosts (pidstat(1), WAIT): one line when a
+ * host stops answering, and one when it answers again, once per change
+ * however many of its targets are watched. A host counts as not answering
+ * from the first of its targets whose watch says so until the last of them
+ * hears it again (or ends).
+ */
+function hostReach(warn: (line: string) => void, until: string) {
+  const hosts = new Map<string, { failing: Set<number>; fellSilent: boolean }>();
+  return {
+    changed(target: WaitTarget, problem: Failure | undefined): void {
+      let host = hosts.get(target.host);
+      if (problem === undefined) {
+        if (host === undefined || !host.failing.delete(target.pid) || host.failing.size > 0) return;
+        warn(`pidstat: ${target.host} ${host.fellSilent ? 'answers again' : 'answers'}`);
+        return;
+      }
+      if (host === undefined) hosts.set(target.host, (host = { failing: new Set(), fellSilent: false }));
+      const first = host.failing.size === 0;
+      host.failing.add(target.pid);
+      if (!first) return;
+      // A host that had answered says since when it is silent; one never heard says why.
+      host.fellSilent = problem.kind === 'silence' && problem.since !== undefined;
+      warn(problem.kind === 'silence' && problem.since !== undefined
+        ? `pidstat: ${target.host} is not answering since ${timeOfDay(problem.since)}: ${until}`
+        : `pidstat: ${target.host} is not answering (${describeFailure(problem)}): ${until}`);
+    },
+  };
 }
 
 const SECOND_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

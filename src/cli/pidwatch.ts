@@ -6,7 +6,7 @@ import { CommandError, ExitCode } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
 import { closeInheritedDescriptors, openLineWriter } from '../descriptors.js';
-import { describeFailure } from '../failures.js';
+import { describeFailure, timeOfDay } from '../failures.js';
 import { sleep } from '../sleep.js';
 import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
@@ -300,11 +300,18 @@ async function watcher(text: string): Promise<number> {
   };
   const config = JSON.parse(text) as WatcherConfig;
   const { watch, job } = config;
+  /** Whether the host was said to have fallen silent after answering, rather than never to have answered. */
+  let fellSilent = false;
   const options: WatchOptions = {
     ...watch,
     onReach: (problem) => {
-      say(problem === undefined
-        ? `${watch.host} answers: pid ${watch.pid} is watched now`
+      if (problem === undefined) {
+        say(fellSilent ? `${watch.host} answers again: pid ${watch.pid} is watched` : `${watch.host} answers: pid ${watch.pid} is watched now`);
+        return;
+      }
+      fellSilent = problem.kind === 'silence' && problem.since !== undefined;
+      say(problem.kind === 'silence' && problem.since !== undefined
+        ? `${watch.host} is not answering since ${timeOfDay(problem.since)}: the job is not protected until it answers again (see --dead-after)`
         : `cannot watch pid ${watch.pid} on ${watch.host}: ${describeFailure(problem)}; trying again every ${watch.intervalMs} ms (the job is not protected meanwhile)`);
     },
   };
