@@ -8,6 +8,7 @@ import { CLK_TCK } from './lib.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
 import { manyThreads } from './threads.js';
+import { floodLatency } from './flood.js';
 import { startupMachinery } from './startup.js';
 import { subscriptionMemory } from './subscriptions.js';
 import { markdownTable, progressLine, type Row } from './table.js';
@@ -46,6 +47,7 @@ const FIGURES: Figure[] = [
   { name: 'push reaction', needsTools: false, measure: pushReaction },
   { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
   { name: 'many-thread target', needsTools: true, measure: manyThreads },
+  { name: 'forged-source flood', needsTools: false, measure: floodLatency },
 ];
 
 const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);
