@@ -340,6 +340,9 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
     assert.equal(fields[3], String(watcher), 'the watcher leads no session of its own');
     assert.equal(realpathSync(`/proc/${watcher}/cwd`), '/');
     for (const fd of [0, 1, 2]) assert.equal(realpathSync(`/proc/${watcher}/fd/${fd}`), '/dev/null');
+    // What ps shows: what it watches, and for which job.
+    const shown = readFileSync(`/proc/${watcher}/cmdline`, 'latin1').replace(/\0+$/, '');
+    assert.equal(shown, `pidwatch: localhost:${sleeper.pid} for job ${script.pid}`);
     const sleep60 = await waitForChild(script.pid);
     await sleep(500);
     assert.ok(script.running());

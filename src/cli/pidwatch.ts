@@ -7,6 +7,7 @@ import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
 import { closeInheritedDescriptors, openLineWriter } from '../descriptors.js';
 import { describeFailure, timeOfDay } from '../failures.js';
+import { joinHostPort } from '../host.js';
 import { sleep } from '../sleep.js';
 import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
@@ -265,7 +266,8 @@ function writeCode(code: string, dir?: Buffer): void {
 function startWatcher(config: WatcherConfig, keepStderr: boolean): number {
   const env: NodeJS.ProcessEnv = { ...process.env, [WATCHER_ENV]: JSON.stringify(config) };
   delete env[LAUNCH_ENV];
-  const child = spawn(process.execPath, [...process.execArgv, INSPECT_PORT_OPTION, process.argv[1]!], {
+  const options = [...process.execArgv.filter((option) => option !== INSPECT_PORT_OPTION), INSPECT_PORT_OPTION];
+  const child = spawn(process.execPath, [...options, process.argv[1]!], {
     detached: true,
     cwd: '/',
     env,
@@ -300,6 +302,8 @@ async function watcher(text: string): Promise<number> {
   };
   const config = JSON.parse(text) as WatcherConfig;
   const { watch, job } = config;
+  // What `ps` shows for it: what it watches, and for which job (Linux fits it into the command line's own room).
+  process.title = `pidwatch: ${joinHostPort(watch.host, watch.pid)} for job ${job.root}`;
   /** Whether the host was said to have fallen silent after answering, rather than never to have answered. */
   let fellSilent = false;
   const options: WatchOptions = {
