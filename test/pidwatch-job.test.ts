@@ -276,6 +276,20 @@ describe('pidwatch: failure paths', () => {
     assert.ok(!existsSync(join(d, 'ran')));
   });
 
+  test('--killer PROG that cannot run is refused at start: exit 126, the reason in one line, nothing run', async (t) => {
+    const d = scratch('killer-missing');
+    const plain = join(d, 'plain');
+    writeFileSync(plain, '#!/bin/sh\n');
+    chmodSync(plain, 0o644);
+    for (const [killer, why] of [[join(d, 'absent'), 'no such file'], ['pidstat-no-such-killer', 'not found in PATH'], [plain, `${plain} is not executable`], [d, `${d} is not a file`]] as const) {
+      const job = start(t, ['--killer', killer, '--pid', String(process.pid), `touch ${d}/ran`], { cwd: dir });
+      const exit = await exitWithin(job, 5000, 'a killer that cannot run');
+      assert.equal(exit.code, 126, job.describe());
+      assert.equal(job.stderr(), `pidwatch: --killer ${killer}: ${why}; the command was not run\n`, job.describe());
+      assert.ok(!existsSync(join(d, 'ran')));
+    }
+  });
+
   test('--killer PROG is executed directly: a name with shell metacharacters runs no shell', async (t) => {
     const sleeper = sleeperFor(t);
     const d = scratch('killer');

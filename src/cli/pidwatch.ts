@@ -126,6 +126,9 @@ export async function main(argv: string[]): Promise<number> {
   // The watcher runs in /: a PROG with a slash is one of the directory
   // pidwatch started in; a bare name stays a PATH look-up (pidwatch(1), --killer).
   const killer = args.killer === undefined || !args.killer.includes('/') ? args.killer : resolve(args.killer);
+  // Found now, not when the watched pid dies: a job must not learn only then that its killer cannot run.
+  const unrunnable = killer === undefined ? undefined : whyNotRunnable(killer, process.env['PATH']);
+  if (unrunnable !== undefined) throw new CommandError(`--killer ${args.killer}: ${unrunnable}; the command was not run`, ExitCode.CANNOT_RUN);
 
   if (args.foreground !== undefined) {
     if (words.length > 0) throw new CommandError(`--foreground runs no command, but '${words.join(' ')}' was given`);
@@ -255,6 +258,33 @@ function writeCode(code: string, dir?: Buffer): void {
   } catch (err) {
     throw new CommandError(`cannot hand the command to the pidwatch script (fd ${CODE_FD}): ${(err as Error).message}`, ExitCode.SOFTWARE);
   }
+}
+
+/**
+ * Why `program` cannot be run as the watcher would run it (a path as it is,
+ * a bare name through PATH, as execvp does), or undefined: it is a file
+ * this user may execute.
+ */
+export function whyNotRunnable(program: string, path: string | undefined): string | undefined {
+  const candidates = program.includes('/') ? [program] : (path ?? '/usr/bin:/bin').split(':').map((dir) => `${dir || '.'}/${program}`);
+  let found: string | undefined;
+  for (const file of candidates) {
+    let isFile: boolean;
+    try {
+      isFile = statSync(file).isFile();
+    } catch {
+      continue;
+    }
+    found ??= isFile ? undefined : `${file} is not a file`;
+    if (!isFile) continue;
+    try {
+      accessSync(file, fsConstants.X_OK);
+      return undefined;
+    } catch {
+      found = `${file} is not executable`;
+    }
+  }
+  return found ?? (program.includes('/') ? 'no such file' : 'not found in PATH');
 }
 
 /**
