@@ -38,8 +38,14 @@ const TICKET_SLOT_MS = 120_000;
 const SWEEP_MS = 5000;
 /** Refused subscriptions are logged at most this often, with a count. */
 const REFUSAL_REPORT_MS = 60_000;
-/** What pidfd_open(2) answers for a pid that leads no thread group. */
-const EINVAL = -constants.errno.EINVAL;
+/**
+ * What pidfd_open(2) answers for a pid that names no process it will open:
+ * a thread that leads no thread group (EINVAL; ENOENT on newer kernels),
+ * or a pid gone meanwhile (ESRCH). Such a pid is refused, never polled; any
+ * other errno (ENOSYS, EMFILE, a sandbox's EPERM) says no pidfd can be had,
+ * and the process is polled.
+ */
+const NO_PROCESS = new Set([-constants.errno.EINVAL, -constants.errno.ENOENT, -constants.errno.ESRCH]);
 
 export const DEFAULT_MAX_SUBSCRIPTIONS = 100_000;
 export const DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE = 10_000;
@@ -190,7 +196,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
   /**
    * The process's watch, shared by its subscribers: a pidfd where the addon
    * can, else the poll; undefined where pidfd_open refuses the pid as no
-   * process (a thread), which is never polled.
+   * process (a thread, NO_PROCESS), which is never polled.
    */
   function watch(pid: number, start: string): Watched | undefined {
     const id = `${pid} ${start}`;
@@ -198,7 +204,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
     if (existing !== undefined) return existing;
     const entry: Watched = { pid, start, subscribers: new Set(), stop: () => {} };
     const stop = probe.watchExit(pid, () => died(entry));
-    if (stop === EINVAL) return undefined;
+    if (typeof stop === 'number' && NO_PROCESS.has(stop)) return undefined;
     watched.set(id, entry);
     if (typeof stop === 'function') {
       entry.stop = stop;
@@ -315,7 +321,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
       if (subscriptions.size >= maxTotal) return refuse(`at the cap of ${maxTotal} in all`);
       if (fromSource >= maxPerSource) return refuse(`from ${source}, at the cap of ${maxPerSource} per source`);
       const entry = watch(pid, start);
-      if (entry === undefined) return refuse(`for ${pid}, which pidfd_open refuses (a thread, not a process)`);
+      if (entry === undefined) return refuse(`for ${pid}, which pidfd_open refuses as no process (a thread, or gone)`);
       const sub: Subscription = { key, asked, signer, ownPort, expiresAt: timers.now() + LEASE_SECONDS * 1000, watched: entry };
       subscriptions.set(key, sub);
       perSource.set(source, fromSource + 1);

@@ -12,8 +12,6 @@ import { fakeClock } from './clock.js';
  * no pidfd watches is polled; the cap per source counts networks.
  */
 
-const EINVAL = -constants.errno.EINVAL;
-
 function daemon(probe: Partial<SubscriptionProbe>, options: { maxPerSource?: number } = {}) {
   const clock = fakeClock();
   const stats: SubscriptionStats = { subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0 };
@@ -24,7 +22,7 @@ function daemon(probe: Partial<SubscriptionProbe>, options: { maxPerSource?: num
     onLog: (text) => logged.push(text),
     stats,
     timers: clock.timers,
-    probe: { alive: () => true, isThreadGroupLeader: () => true, readStartToken: () => '100', ...probe },
+    probe: { alive: () => true, isThreadGroupLeader: () => true, readStartToken: () => '100', watchExit: () => () => {}, ...probe },
     ...options,
   });
   /** The SUBR state for `pid` from address:port, after the ticket's round trip. */
@@ -56,21 +54,34 @@ test('a thread id is refused (the client polls), counted and logged with why, an
   subs.close();
 });
 
-test('a pid that pidfd_open refuses (EINVAL: no process) is refused, kept nowhere and never polled', () => {
-  const looks: number[] = [];
-  const { stats, subs, subscribe, clock } = daemon({
-    isThreadGroupLeader: () => undefined, // cannot tell
-    alive: (pid) => (looks.push(pid), true),
-    watchExit: () => EINVAL,
+for (const errno of ['EINVAL', 'ENOENT', 'ESRCH'] as const) {
+  test(`a pid that pidfd_open refuses with ${errno} (no process: a thread, or gone) is refused, kept nowhere and never polled`, () => {
+    const looks: number[] = [];
+    const { stats, subs, subscribe, clock } = daemon({
+      isThreadGroupLeader: () => undefined, // cannot tell
+      alive: (pid) => (looks.push(pid), true),
+      watchExit: () => -constants.errno[errno],
+    });
+    assert.equal(subscribe(4243), '-');
+    assert.equal(stats.subscribeRefused, 1);
+    assert.equal(stats.subscribed, 0);
+    assert.equal(subs.size, 0);
+    looks.length = 0;
+    clock.advance(10_000);
+    assert.deepEqual(looks, [], 'a refused pid was polled');
+    subs.close();
   });
-  assert.equal(subscribe(4243), '-');
-  assert.equal(stats.subscribeRefused, 1);
-  assert.equal(stats.subscribed, 0);
-  assert.equal(subs.size, 0);
-  looks.length = 0;
-  clock.advance(10_000);
-  assert.deepEqual(looks, [], 'a refused pid was polled');
-  subs.close();
+}
+
+test('a pidfd_open that fails for want of descriptors (EMFILE) or of the call (ENOSYS): the process is polled', () => {
+  for (const errno of ['EMFILE', 'ENOSYS'] as const) {
+    const looks: number[] = [];
+    const { subs, subscribe, clock } = daemon({ alive: (pid) => (looks.push(pid), true), watchExit: () => -constants.errno[errno] });
+    assert.equal(subscribe(4242), '1', errno);
+    clock.advance(1000);
+    assert.ok(looks.length >= 10, `${errno}: looked at ${looks.length} times in 1 s`);
+    subs.close();
+  }
 });
 
 test('where no pidfd can be had, the process is polled, and its death told', () => {
