@@ -274,7 +274,8 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
 
   function sweep(): void {
     const now = timers.now();
-    for (const sub of [...subscriptions.values()]) if (sub.expiresAt <= now) forget(sub);
+    // A Map's iteration survives the deletion of its entries: no copy of 100 000 needed.
+    for (const sub of subscriptions.values()) if (sub.expiresAt <= now) forget(sub);
     sweeper = timers.setTimeout(sweep, SWEEP_MS);
   }
   let sweeper = timers.setTimeout(sweep, SWEEP_MS);
