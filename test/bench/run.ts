@@ -5,6 +5,7 @@ import { loadLinuxCalls } from '../../src/native.js';
 import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput, keyedThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
+import { noticeFanOut } from './notices.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
 import { startupMachinery } from './startup.js';
@@ -44,6 +45,7 @@ const FIGURES: Figure[] = [
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
   { name: 'push reaction', needsTools: false, measure: pushReaction },
   { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
+  { name: 'notice fan-out', needsTools: false, measure: noticeFanOut },
 ];
 
 const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);
