@@ -35,9 +35,10 @@ const HELP: Record<keyof ServerStats, string> = {
   unauthenticated: 'Requests without a valid authenticator, where the daemon has keys, dropped.',
   replyFailed: 'Replies the kernel refused to send.',
   subscribed: 'Subscriptions to a death notice stored (renewals not counted).',
-  subscribeRefused: 'Subscriptions refused by a cap (the subscriber polls instead).',
+  subscribeRefused: 'Subscriptions refused by a cap, or for a thread id (the subscriber polls instead).',
   notified: 'Deaths told to a subscriber.',
   notifyUnacknowledged: 'Death notices never acknowledged, after every resend.',
+  pollDeferred: 'Looks at a subscribed process without a pidfd that the poll budget put off.',
   errors: 'Other socket errors, and bugs met while handling a datagram.',
 };
 

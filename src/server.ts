@@ -65,9 +65,17 @@ export interface ServerOptions {
    * @default true
    */
   push?: boolean;
-  /** Subscriptions kept at most, in all and from one source address. @default 100000 and 10000 */
+  /** Subscriptions kept at most, in all and from one source (a network: see sourcePrefixV4). @default 100000 and 10000 */
   maxSubscriptions?: number;
   maxSubscriptionsPerSource?: number;
+  /**
+   * The prefix lengths of the network that counts as one source for
+   * maxSubscriptionsPerSource (source.ts): an IPv4 client's /N (all of
+   * 127.0.0.0/8 is one source unless N is below 8), an IPv6 client's /N.
+   * @default 32 and 64
+   */
+  sourcePrefixV4?: number;
+  sourcePrefixV6?: number;
   /** Called with each datagram's source, text and fate (for --debug). */
   onDatagram?: (from: string, text: string, fate: string) => void;
   /**
@@ -112,12 +120,14 @@ export interface ServerStats {
   replyFailed: number;
   /** Subscriptions to a death notice stored (renewals not counted). */
   subscribed: number;
-  /** Subscriptions refused by a cap (the subscriber polls instead). */
+  /** Subscriptions refused by a cap, or for a thread id (the subscriber polls instead). */
   subscribeRefused: number;
   /** Deaths told to a subscriber. */
   notified: number;
   /** Notices never acknowledged, after every resend. */
   notifyUnacknowledged: number;
+  /** Looks at a subscribed process without a pidfd that the poll's budget put off (poller.ts). */
+  pollDeferred: number;
   /** Other socket errors, and bugs met while handling a datagram. */
   errors: number;
 }
@@ -433,12 +443,15 @@ async function openTransport(opts: ServerOptions, handle: Handler, events: Trans
 
 /** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */
 export async function startServer(opts: ServerOptions = {}): Promise<Server> {
+  for (const [name, value, max] of [['sourcePrefixV4', opts.sourcePrefixV4, 32], ['sourcePrefixV6', opts.sourcePrefixV6, 128]] as const) {
+    if (value !== undefined && !(Number.isInteger(value) && value >= 0 && value <= max)) throw new RangeError(`${name} must be a whole number from 0 to ${max}, not ${value}`);
+  }
   const allow = opts.allow !== undefined ? parseAllow(opts.allow) : undefined;
   const rate = opts.rate ?? DEFAULT_RATE;
   const ownHost = opts.hostname ?? (await localFqdn());
   const stats: ServerStats = {
     received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0,
-    subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, errors: 0,
+    subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0, errors: 0,
   };
   let subscriptions: Subscriptions | undefined;
   let keys = opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile);
@@ -463,6 +476,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       log?.(joinHostPort(source, port), text(msg), 'dropped: source not allowed');
       return undefined;
     }
+    // Buckets per address, not per source network as the subscription cap
+    // counts (source.ts): a bucket shared by a network would let one sender
+    // empty it for every neighbour, on loopback for every local client, and
+    // the limit would become the attack. What a request costs is bounded
+    // (doc/protocol.md, Bounded work), so a sender's extra addresses buy it
+    // only CPU in proportion to what it sends.
     if (limiter !== undefined && !limiter.take(source)) {
       stats.limited++;
       log?.(joinHostPort(source, port), text(msg), 'dropped: over the rate limit');
@@ -588,6 +607,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     subscriptions = startSubscriptions({
       ...(opts.maxSubscriptions !== undefined && { maxTotal: opts.maxSubscriptions }),
       ...(opts.maxSubscriptionsPerSource !== undefined && { maxPerSource: opts.maxSubscriptionsPerSource }),
+      ...(opts.sourcePrefixV4 !== undefined && { sourcePrefixV4: opts.sourcePrefixV4 }),
+      ...(opts.sourcePrefixV6 !== undefined && { sourcePrefixV6: opts.sourcePrefixV6 }),
       stats,
       send: (line, address, port) => transport.send(line, address, port),
       ...(opts.onWarning !== undefined && { onLog: opts.onWarning }),

@@ -1,14 +1,19 @@
+import { constants } from 'node:os';
 import { randomHex64 } from './cookie.js';
 import { daemonIdentity, keyFromSecret, signLine, type Key } from './keys.js';
 import { loadLinuxCalls } from './native.js';
-import { pidExists, readStartToken } from './probe.js';
+import { startNotices, type Outgoing } from './notices.js';
+import { startPoller } from './poller.js';
+import { isThreadGroupLeader, pidExists, readStartToken } from './probe.js';
 import { NO_TICKET, pushLine, TICKET_DIGITS, type PushMessage } from './pushwire.js';
+import { DEFAULT_SOURCE_PREFIX_V4, DEFAULT_SOURCE_PREFIX_V6, sourceOf } from './source.js';
 import { ThrottledReport } from './throttle.js';
+import { processTimers, type Timers } from './time.js';
 
 /**
  * The daemon's side of push death notices (doc/protocol.md, Death notices):
  * who subscribed to which process, until when, and the notices of deaths,
- * sent again until acknowledged.
+ * sent again until acknowledged (notices.ts).
  *
  * Nothing is kept for a subscriber until it has shown that it reads what is
  * sent to its address: its first SUBS gets only a ticket (SUBC), a MAC of
@@ -19,21 +24,28 @@ import { ThrottledReport } from './throttle.js';
  *
  * A process is watched once, however many subscribe to it: through a pidfd
  * (the addon's watchExit), which costs nothing while it lives; else by
- * looking every POLL_MS.
+ * looking at it, within a budget (poller.ts). Only a process is kept, never
+ * another thread of one: no pidfd can watch a thread, so it could only be
+ * looked at, at a cost its subscriber would choose (doc/protocol.md,
+ * Bounded work).
  */
 
 /** How long a subscription holds without a renewal, in seconds; this suite's subscribers renew every 12 s. */
 export const LEASE_SECONDS = 30;
 /** A ticket is good for the slot it was made in and the next one: 2 to 4 minutes. */
 const TICKET_SLOT_MS = 120_000;
-/** Where no pidfd can watch a process: how often it is looked at. */
-const POLL_MS = 100;
-/** Waits before each resend of an unacknowledged notice, in ms: about 2.5 s in all. */
-const RESEND_MS = [20, 40, 80, 160, 320, 640, 1280];
 /** Expired subscriptions are swept this often. */
 const SWEEP_MS = 5000;
 /** Refused subscriptions are logged at most this often, with a count. */
 const REFUSAL_REPORT_MS = 60_000;
+/**
+ * What pidfd_open(2) answers for a pid that names no process it will open:
+ * a thread that leads no thread group (EINVAL; ENOENT on newer kernels),
+ * or a pid gone meanwhile (ESRCH). Such a pid is refused, never polled; any
+ * other errno (ENOSYS, EMFILE, a sandbox's EPERM) says no pidfd can be had,
+ * and the process is polled.
+ */
+const NO_PROCESS = new Set([-constants.errno.EINVAL, -constants.errno.ENOENT, -constants.errno.ESRCH]);
 
 export const DEFAULT_MAX_SUBSCRIPTIONS = 100_000;
 export const DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE = 10_000;
@@ -41,22 +53,65 @@ export const DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE = 10_000;
 export interface SubscriptionStats {
   /** Subscriptions stored (renewals not counted). */
   subscribed: number;
-  /** Subscriptions refused by a cap (answered `-`: the subscriber polls). */
+  /** Subscriptions refused by a cap, or for a thread (answered `-`: the subscriber polls). */
   subscribeRefused: number;
   /** Deaths told to a subscriber (first sends). */
   notified: number;
   /** Notices given up on: every resend went unacknowledged. */
   notifyUnacknowledged: number;
+  /** Looks at a process without a pidfd that the poll's budget put off. */
+  pollDeferred: number;
+}
+
+/** What the subscriptions ask this host's kernel; a test gives its own. */
+export interface SubscriptionProbe {
+  /** Whether `pid` is the process of start token `start`: true, false (dead, or another process), undefined (cannot tell). */
+  alive(pid: number, start: string): boolean | undefined;
+  /** probe.ts's isThreadGroupLeader. */
+  isThreadGroupLeader(pid: number): boolean | undefined;
+  readStartToken(pid: number): string | undefined;
+  /**
+   * Calls `onExit` once when `pid` has ended, through a pidfd: what stops
+   * the watch (never to be called after onExit), a negative errno, or
+   * undefined where no pidfd can be had at all (no addon).
+   */
+  watchExit(pid: number, onExit: () => void): (() => void) | number | undefined;
 }
 
 export interface SubscriptionOptions {
   maxTotal?: number;
   maxPerSource?: number;
+  /** The prefix lengths of a source's network (source.ts). @default 32 and 64 */
+  sourcePrefixV4?: number;
+  sourcePrefixV6?: number;
   /** Sends a datagram; a failure is the caller's to count. */
   send(line: string, address: string, port: number): void;
   onLog?(text: string): void;
   stats: SubscriptionStats;
+  /** @default this host's */
+  probe?: Partial<SubscriptionProbe>;
+  /** @default this process's */
+  timers?: Timers;
 }
+
+/** This host's kernel, through probe.ts and the addon. */
+const hostProbe: SubscriptionProbe = {
+  alive(pid, start) {
+    const exists = pidExists(pid);
+    if (exists !== true) return exists;
+    const now = readStartToken(pid);
+    return now === undefined ? undefined : now === start;
+  },
+  isThreadGroupLeader,
+  readStartToken,
+  watchExit(pid, onExit) {
+    const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
+    if (watchExit === undefined || unwatchExit === undefined) return undefined;
+    const handle = watchExit(pid, onExit);
+    if (handle === undefined) return undefined;
+    return typeof handle === 'number' ? handle : () => unwatchExit(handle);
+  },
+};
 
 interface Watched {
   pid: number;
@@ -84,13 +139,6 @@ interface Subscription {
   watched: Watched;
 }
 
-interface Notice {
-  line: string;
-  address: string;
-  port: number;
-  timer: NodeJS.Timeout | undefined;
-}
-
 export interface Subscriptions {
   /**
    * The answer to a SUBS or ACKN from address:port (authenticated with
@@ -115,17 +163,21 @@ function keyParts(key: string): { address: string; port: number; host: string } 
 export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
   const maxTotal = opts.maxTotal ?? DEFAULT_MAX_SUBSCRIPTIONS;
   const maxPerSource = opts.maxPerSource ?? DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE;
+  const prefixV4 = opts.sourcePrefixV4 ?? DEFAULT_SOURCE_PREFIX_V4;
+  const prefixV6 = opts.sourcePrefixV6 ?? DEFAULT_SOURCE_PREFIX_V6;
   const { stats } = opts;
+  const probe: SubscriptionProbe = { ...hostProbe, ...opts.probe };
+  const timers = opts.timers ?? processTimers;
   // The tickets' secret: 256 bits from /dev/urandom, drawn anew at each start.
   const secret = keyFromSecret(0, Buffer.from(randomHex64() + randomHex64() + randomHex64() + randomHex64(), 'hex'));
   const subscriptions = new Map<string, Subscription>();
+  /** Subscriptions kept per source network (source.ts). */
   const perSource = new Map<string, number>();
   const watched = new Map<string, Watched>();
-  const notices = new Map<string, Notice>();
+  const notices = startNotices({ send: opts.send, stats, timers });
+  const poller = startPoller({ alive: probe.alive, stats, timers });
   let seq = 0;
   let closed = false;
-  const polled = new Set<Watched>();
-  let pollTimer: NodeJS.Timeout | undefined;
   const refusals = new ThrottledReport(REFUSAL_REPORT_MS, (count, reason) =>
     opts.onLog?.(`subscriptions refused: ${count} since the last report, the last ${reason}; those subscribers poll instead`));
 
@@ -139,43 +191,38 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
     return ticket === ticketFor(slot, address, port, pid, host) || ticket === ticketFor(slot - 1, address, port, pid, host);
   }
 
-  /** Whether `pid` is the process of start token `start`: true, false (dead, or another process), undefined (cannot tell). */
-  function alive(pid: number, start: string): boolean | undefined {
-    const exists = pidExists(pid);
-    if (exists !== true) return exists;
-    const now = readStartToken(pid);
-    return now === undefined ? undefined : now === start;
-  }
+  const idOf = (entry: Watched) => `${entry.pid} ${entry.start}`;
 
-  function pollAll(): void {
-    for (const entry of [...polled]) if (alive(entry.pid, entry.start) === false) died(entry);
-    if (polled.size === 0) {
-      clearInterval(pollTimer);
-      pollTimer = undefined;
-    }
-  }
-
-  /** The process's watch, shared by its subscribers: a pidfd where the addon can, else the poll. */
-  function watch(pid: number, start: string): Watched {
+  /**
+   * The process's watch, shared by its subscribers: a pidfd where the addon
+   * can, else the poll; undefined where pidfd_open refuses the pid as no
+   * process (a thread, NO_PROCESS), which is never polled.
+   */
+  function watch(pid: number, start: string): Watched | undefined {
     const id = `${pid} ${start}`;
     const existing = watched.get(id);
     if (existing !== undefined) return existing;
     const entry: Watched = { pid, start, subscribers: new Set(), stop: () => {} };
+    const stop = probe.watchExit(pid, () => died(entry));
+    if (typeof stop === 'number' && NO_PROCESS.has(stop)) return undefined;
     watched.set(id, entry);
-    const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
-    const handle = watchExit?.(pid, () => died(entry));
-    if (handle !== undefined && typeof handle !== 'number') {
-      entry.stop = () => unwatchExit!(handle);
+    if (typeof stop === 'function') {
+      entry.stop = stop;
       // The pidfd names whatever process has the pid now: if that is not the
       // one meant, the one meant is dead already.
       // A token that cannot be read says nothing: never a death on that alone.
-      const now = readStartToken(pid);
-      if (now !== undefined && now !== start) queueMicrotask(() => died(entry));
+      const now = probe.readStartToken(pid);
+      if (now !== undefined && now !== start) {
+        queueMicrotask(() => {
+          if (watched.get(id) !== entry) return;
+          entry.stop();
+          died(entry);
+        });
+      }
     } else {
-      polled.add(entry);
-      entry.stop = () => polled.delete(entry);
-      pollTimer ??= setInterval(pollAll, POLL_MS);
-      pollTimer.unref?.();
+      // No addon, an old kernel, or no descriptor left.
+      const polled = poller.add(pid, start, () => died(entry));
+      entry.stop = () => polled.stop();
     }
     return entry;
   }
@@ -183,14 +230,15 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
   function forget(sub: Subscription): void {
     if (subscriptions.get(sub.key) !== sub) return;
     subscriptions.delete(sub.key);
-    const { address } = keyParts(sub.key);
-    const count = (perSource.get(address) ?? 1) - 1;
-    if (count > 0) perSource.set(address, count);
-    else perSource.delete(address);
-    sub.watched.subscribers.delete(sub);
-    if (sub.watched.subscribers.size === 0) {
-      sub.watched.stop();
-      watched.delete(`${sub.watched.pid} ${sub.watched.start}`);
+    const source = sourceOf(keyParts(sub.key).address, prefixV4, prefixV6);
+    const count = (perSource.get(source) ?? 1) - 1;
+    if (count > 0) perSource.set(source, count);
+    else perSource.delete(source);
+    const entry = sub.watched;
+    entry.subscribers.delete(sub);
+    if (entry.subscribers.size === 0 && watched.get(idOf(entry)) === entry) {
+      entry.stop();
+      watched.delete(idOf(entry));
     }
   }
 
@@ -200,43 +248,37 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
     return asked === undefined ? undefined : signLine(signer, line, daemonIdentity(asked, ownPort));
   }
 
-  /** The process died: each subscriber gets a notice, sent again until acknowledged. */
+  /**
+   * The process died: its watch ends at once, and its subscribers' notices
+   * go to notices.ts, which makes each (forgetting its subscription) only
+   * when a slice comes to it.
+   */
   function died(entry: Watched): void {
-    if (closed || watched.get(`${entry.pid} ${entry.start}`) !== entry) return;
+    if (closed || watched.get(idOf(entry)) !== entry) return;
     // A pidfd's watch has called back (and may not be stopped now), or the poll has seen it: done with either.
-    polled.delete(entry);
     entry.stop = () => {};
-    for (const sub of [...entry.subscribers]) {
+    watched.delete(idOf(entry));
+    notices.add(noticesOf(entry));
+  }
+
+  /** The notice to each subscriber of `entry` still subscribed when its turn comes (a renewal meanwhile was told `0`). */
+  function* noticesOf(entry: Watched): Generator<Outgoing | undefined> {
+    for (const sub of entry.subscribers) {
       forget(sub);
       const number = ++seq;
       const { address, port, host } = keyParts(sub.key);
       const line = signed(pushLine({ kind: 'NOTE', pid: entry.pid, host, start: entry.start, seq: number }), sub.signer, sub.asked, sub.ownPort);
-      if (line === undefined) continue;
-      stats.notified++;
-      const notice: Notice = { line, address, port, timer: undefined };
-      const noticeKey = `${sub.key} ${number}`;
-      notices.set(noticeKey, notice);
-      let attempt = 0;
-      const send = () => {
-        opts.send(notice.line, notice.address, notice.port);
-        if (attempt >= RESEND_MS.length) {
-          notice.timer = setTimeout(() => {
-            if (notices.delete(noticeKey)) stats.notifyUnacknowledged++;
-          }, RESEND_MS[RESEND_MS.length - 1]);
-        } else {
-          notice.timer = setTimeout(send, RESEND_MS[attempt++]);
-        }
-        notice.timer.unref?.();
-      };
-      send();
+      yield line === undefined ? undefined : { key: `${sub.key} ${number}`, line, address, port };
     }
   }
 
-  const sweeper = setInterval(() => {
-    const now = Date.now();
-    for (const sub of [...subscriptions.values()]) if (sub.expiresAt <= now) forget(sub);
-  }, SWEEP_MS);
-  sweeper.unref?.();
+  function sweep(): void {
+    const now = timers.now();
+    // A Map's iteration survives the deletion of its entries: no copy of 100 000 needed.
+    for (const sub of subscriptions.values()) if (sub.expiresAt <= now) forget(sub);
+    sweeper = timers.setTimeout(sweep, SWEEP_MS);
+  }
+  let sweeper = timers.setTimeout(sweep, SWEEP_MS);
 
   return {
     get size() {
@@ -245,12 +287,7 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
     handle(message, address, port, signer, asked, ownPort) {
       if (closed) return undefined;
       if (message.kind === 'ACKN') {
-        const noticeKey = `${subscriptionKey(address, port, message.pid, message.host)} ${message.seq}`;
-        const notice = notices.get(noticeKey);
-        if (notice !== undefined) {
-          clearTimeout(notice.timer);
-          notices.delete(noticeKey);
-        }
+        notices.acknowledge(`${subscriptionKey(address, port, message.pid, message.host)} ${message.seq}`);
         return undefined;
       }
       if (message.kind !== 'SUBS') return undefined;
@@ -260,42 +297,49 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
         return pushLine({ kind: 'SUBC', pid, host, ticket: ticketFor(Math.floor(Date.now() / TICKET_SLOT_MS), address, port, pid, host) });
       }
       const answer = (state: '1' | '0' | '-') => signed(pushLine({ kind: 'SUBR', pid, host, state, lease: state === '1' ? LEASE_SECONDS : 0 }), signer, asked, ownPort);
+      const refuse = (reason: string) => {
+        stats.subscribeRefused++;
+        refusals.add(1, reason);
+        return answer('-');
+      };
       const key = subscriptionKey(address, port, pid, host);
       const known = subscriptions.get(key);
-      const state = alive(pid, start);
+      const state = probe.alive(pid, start);
       if (state === false) {
         if (known !== undefined) forget(known);
         return answer('0');
       }
       if (state === undefined) return answer('-');
       if (known !== undefined && known.watched.start === start) {
-        known.expiresAt = Date.now() + LEASE_SECONDS * 1000;
+        known.expiresAt = timers.now() + LEASE_SECONDS * 1000;
         return answer('1');
       }
       if (known !== undefined) forget(known);
-      const fromSource = perSource.get(address) ?? 0;
-      if (subscriptions.size >= maxTotal || fromSource >= maxPerSource) {
-        stats.subscribeRefused++;
-        refusals.add(1, subscriptions.size >= maxTotal ? `at the cap of ${maxTotal} in all` : `from ${address}, at the cap of ${maxPerSource} per source`);
-        return answer('-');
-      }
+      // kill() and /proc answer for any thread: only /proc/PID/status tells a thread from a process.
+      if (probe.isThreadGroupLeader(pid) === false) return refuse(`for ${pid}, a thread and not a process (no pidfd can watch it)`);
+      const source = sourceOf(address, prefixV4, prefixV6);
+      const fromSource = perSource.get(source) ?? 0;
+      if (subscriptions.size >= maxTotal) return refuse(`at the cap of ${maxTotal} in all`);
+      if (fromSource >= maxPerSource) return refuse(`from ${source}, at the cap of ${maxPerSource} per source`);
       const entry = watch(pid, start);
-      const sub: Subscription = { key, asked, signer, ownPort, expiresAt: Date.now() + LEASE_SECONDS * 1000, watched: entry };
+      if (entry === undefined) return refuse(`for ${pid}, which pidfd_open refuses as no process (a thread, or gone)`);
+      const sub: Subscription = { key, asked, signer, ownPort, expiresAt: timers.now() + LEASE_SECONDS * 1000, watched: entry };
       subscriptions.set(key, sub);
-      perSource.set(address, fromSource + 1);
+      perSource.set(source, fromSource + 1);
       entry.subscribers.add(sub);
       stats.subscribed++;
       return answer('1');
     },
     close() {
+      if (closed) return;
       closed = true;
-      clearInterval(sweeper);
-      clearInterval(pollTimer);
+      timers.clearTimeout(sweeper);
       for (const entry of watched.values()) entry.stop();
       watched.clear();
       subscriptions.clear();
-      for (const notice of notices.values()) clearTimeout(notice.timer);
-      notices.clear();
+      perSource.clear();
+      poller.close();
+      notices.close();
       refusals.flush();
     },
   };

@@ -136,7 +136,7 @@ describe('counters and the rate limit (library)', () => {
       await exchange(port, `PIDR 1 h 2`, { waitMs: 50 });
       assert.deepEqual(server.stats, {
         received: 3, answered: 1, suppressed: 1, malformed: 1, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0,
-        subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, errors: 0,
+        subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0, errors: 0,
       });
     } finally {
       await server.close();

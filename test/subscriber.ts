@@ -5,8 +5,10 @@ import { NO_TICKET } from '../src/pushwire.js';
 /**
  * A client of death notices for many subscriptions at once, on one socket
  * (doc/protocol.md, Death notices): it subscribes a window at a time,
- * echoing each ticket, and acknowledges every notice. For the scale test
- * (test/push-scale.test.ts) and the bench's memory figure.
+ * echoing each ticket, and acknowledges every notice, unless told not to
+ * (as an attacker would not). For the scale and abuse tests
+ * (test/push-scale.test.ts, test/push-abuse.test.ts) and the bench's
+ * memory and fan-out figures.
  */
 
 export interface Subscription {
@@ -28,17 +30,28 @@ export interface MassSubscriber {
   readonly notified: ReadonlySet<string>;
   /** When the last first notice came (performance.now()). */
   readonly lastNoticeAt: number;
+  /** Notices received, every copy counted. */
+  readonly copies: number;
   close(): void;
 }
 
 /** Subscriptions in flight at once: a window that the socket buffers hold. */
 const WINDOW = 2000;
 
-export async function massSubscriber(port: number): Promise<MassSubscriber> {
+export interface MassSubscriberOptions {
+  /** The local address to send from (any of 127.0.0.0/8 on loopback). @default 127.0.0.1 */
+  address?: string;
+  /** Whether each notice is acknowledged. @default true */
+  acknowledge?: boolean;
+}
+
+export async function massSubscriber(port: number, options: MassSubscriberOptions = {}): Promise<MassSubscriber> {
   const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => socket.bind(0, options.address ?? '127.0.0.1', resolve));
   socket.setRecvBufferSize(4 << 20);
   const send = (text: string) => socket.send(text, port, '127.0.0.1');
+  const acknowledge = options.acknowledge ?? true;
+  let copies = 0;
   const byKey = new Map<string, Subscription>();
   const subscribed = new Set<string>();
   const notified = new Set<string>();
@@ -54,7 +67,8 @@ export async function massSubscriber(port: number): Promise<MassSubscriber> {
     else if (kind === 'SUBR' && third === '1') subscribed.add(key);
     else if (kind === 'SUBR') refused++;
     else if (kind === 'NOTE') {
-      send(`ACKN ${pid} ${host} ${fourth}\n`);
+      copies++;
+      if (acknowledge) send(`ACKN ${pid} ${host} ${fourth}\n`);
       if (!notified.has(key)) lastNoticeAt = performance.now();
       notified.add(key);
     }
@@ -92,6 +106,9 @@ export async function massSubscriber(port: number): Promise<MassSubscriber> {
     notified,
     get lastNoticeAt() {
       return lastNoticeAt;
+    },
+    get copies() {
+      return copies;
     },
     close: () => socket.close(),
   };

@@ -88,7 +88,9 @@ export const SPEC = {
     pidfile: { type: 'string', description: 'Write the pid that SIGTERM stops to FILE; removed on exit' },
     push: { type: 'boolean', default: true, description: 'Tell subscribers of a watched death at once (doc/protocol.md, Death notices)', negatedDescription: 'Answer no subscription, as an old daemon: clients poll' },
     'max-subscriptions': { type: 'string', description: 'Subscriptions to death notices kept at most (default 100000)' },
-    'max-subscriptions-per-source': { type: 'string', description: 'Subscriptions kept at most from one source address (default 10000)' },
+    'max-subscriptions-per-source': { type: 'string', description: 'Subscriptions kept at most from one source network (default 10000)' },
+    'source-prefix-v4': { type: 'string', description: 'IPv4 clients in one /N count as one source, 0-32; 127.0.0.0/8 is always one (default 32)' },
+    'source-prefix-v6': { type: 'string', description: 'IPv6 clients in one /N count as one source, 0-128 (default 64)' },
     'metrics-file': { type: 'string', description: 'Write the counters to FILE every 15 s and at stop, in the Prometheus text format (node_exporter textfile collector)' },
     debug: { type: 'boolean', description: 'Log each datagram and its fate' },
   },
@@ -188,6 +190,8 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
   if (args['max-subscriptions-per-source'] !== undefined) {
     server.maxSubscriptionsPerSource = parseInteger(args['max-subscriptions-per-source'], '--max-subscriptions-per-source', 0, 10_000_000);
   }
+  if (args['source-prefix-v4'] !== undefined) server.sourcePrefixV4 = parseInteger(args['source-prefix-v4'], '--source-prefix-v4', 0, 32);
+  if (args['source-prefix-v6'] !== undefined) server.sourcePrefixV6 = parseInteger(args['source-prefix-v6'], '--source-prefix-v6', 0, 128);
   const fd = inheritedFd(process.env);
   if (fd !== undefined) server.fd = fd;
   const io = ioFrom(process.env);

@@ -5,6 +5,7 @@ import { loadLinuxCalls } from '../../src/native.js';
 import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput, keyedThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';
+import { noticeFanOut } from './notices.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
 import { manyThreads } from './threads.js';
@@ -47,6 +48,7 @@ const FIGURES: Figure[] = [
   { name: 'push reaction', needsTools: false, measure: pushReaction },
   { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
   { name: 'many-thread target', needsTools: true, measure: manyThreads },
+  { name: 'notice fan-out', needsTools: false, measure: noticeFanOut },
   { name: 'forged-source flood', needsTools: false, measure: floodLatency },
 ];
 
