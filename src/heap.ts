@@ -5,7 +5,7 @@
  * new objects live on, as when a daemon stores subscriptions to death
  * notices at full speed, and keeps what it grew: some 30 to 60 MB of RSS
  * that hold nothing. With 4 MB, a daemon holding 100 000 subscriptions stays
- * near 125 MB instead of 160 to 210 MB (test/push-scale.test.ts); the
+ * near 125 MB instead of 160 to 210 MB (bench figure 'mass deaths'); the
  * requests it answers make short-lived garbage, which a small young
  * generation collects as cheaply (npm run bench, daemon throughput).
  *

@@ -50,6 +50,8 @@ export interface MetricsInfo {
   up: boolean;
   /** Labels of the constant `pidstatd_build_info` gauge (version, io). */
   build: Record<string, string>;
+  /** Servers its supervisor has restarted (0 in the foreground). */
+  restarts?: number;
 }
 
 /** `replyFailed` as `pidstatd_reply_failed_total`. */
@@ -72,6 +74,7 @@ export function formatMetrics(stats: ServerStats, info: MetricsInfo): string {
   const labels = Object.entries(info.build).map(([name, value]) => `${name}="${labelValue(value)}"`).join(',');
   return [
     ...counters,
+    metric('pidstatd_restarts_total', 'counter', 'Servers the detached daemon\'s supervisor restarted after one died, before this one (0 in the foreground).', info.restarts ?? 0),
     metric('pidstatd_start_time_seconds', 'gauge', 'Unix time at which the daemon started counting.', info.startedAt / 1000),
     metric('pidstatd_up', 'gauge', '1 while the daemon serves; 0 in the file it writes as it stops.', info.up ? 1 : 0),
     metric('pidstatd_build_info', 'gauge', 'The version of pidstatd and how it reads its socket (batch or dgram); always 1.', 1, labels === '' ? '' : `{${labels}}`),
@@ -131,6 +134,8 @@ export interface MetricsFileOptions {
   stats: () => ServerStats;
   startedAt: number;
   build: Record<string, string>;
+  /** Servers restarted before this one (MetricsInfo.restarts). */
+  restarts?: number;
   /** @default METRICS_INTERVAL_MS */
   intervalMs?: number;
   /** Told when the file cannot be written: at once, then at most every 5 minutes with a count. Never throws out. */
@@ -145,7 +150,7 @@ export function startMetricsFile(options: MetricsFileOptions): MetricsFile {
   );
   const write = (up: boolean) => {
     try {
-      replaceFile(options.file, formatMetrics(options.stats(), { startedAt: options.startedAt, up, build: options.build }));
+      replaceFile(options.file, formatMetrics(options.stats(), { startedAt: options.startedAt, up, build: options.build, ...(options.restarts !== undefined && { restarts: options.restarts }) }));
     } catch (err) {
       failures.add(1, (err as Error).message);
     }

@@ -183,9 +183,10 @@ describe('detached pidstatd', () => {
     }
   });
 
-  test('a server that dies is restarted within 2 s, again and again', { timeout: 20_000 }, async (t) => {
+  test('a server that dies is restarted within 2 s, again and again, and the counters say so where no log is kept', { timeout: 20_000 }, async (t) => {
     const port = await freePort();
-    const { result, pidfile } = await detach(t, port);
+    const metrics = scratchFile('restarts.prom');
+    const { result, pidfile } = await detach(t, port, ['--metrics-file', metrics]);
     assert.equal(result.code, 0, result.stderr);
     const supervisor = readPid(pidfile);
     for (const round of [1, 2]) {
@@ -204,7 +205,31 @@ describe('detached pidstatd', () => {
       assert.equal(reply, `EXIS 1 1 r${round}`, `round ${round}: the port answers again within 2 s (${ms} ms)`);
       assert.ok(isRunning(supervisor), 'the supervisor lives on');
       assert.equal(readPid(pidfile), supervisor, 'the pidfile still names the supervisor');
+      // Each server writes the file as it starts: the restarts before it, the way it counts them.
+      const said = new RegExp(`^pidstatd_restarts_total ${round}$`, 'm');
+      assert.ok(await waitFor(() => said.test(readFileSync(metrics, 'utf8')), 5000), `round ${round}: ${readFileSync(metrics, 'utf8').split('\n').filter((line) => line.includes('restarts')).join(' ')}`);
     }
+  });
+
+  test('a start whose supervisor is killed at once exits 1 saying how it ended, with no stack trace', { timeout: 20_000 }, async (t) => {
+    const port = await freePort();
+    const [command, args] = binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1']);
+    const started = spawnProc(command, args);
+    t.after(() => started.stop('SIGKILL'));
+    // Its first child is the supervisor, killed before it can say it answers.
+    let supervisor: number | undefined;
+    const deadline = performance.now() + 10_000;
+    while (supervisor === undefined && performance.now() < deadline && !started.isDone()) {
+      supervisor = runningChildrenOf(started.pid)[0];
+      if (supervisor === undefined) await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.ok(supervisor !== undefined, `no supervisor seen: ${started.stderr()}`);
+    t.after(() => stopPids(descendantsOf(supervisor!)));
+    signal(supervisor, 'SIGKILL');
+    const exit = await started.exited;
+    if (/listening on/.test(started.stderr())) return t.skip('the supervisor answered before it was killed');
+    assert.equal(exit.code, 1, started.stderr());
+    assert.match(started.stderr(), /^pidstatd: the daemon exited at start \(SIGKILL\)\n$/);
   });
 
   test('SIGTERM to the supervisor ends it and its server, removes the pidfile and frees the port', { timeout: 20_000 }, async (t) => {

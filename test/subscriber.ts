@@ -7,7 +7,7 @@ import { NO_TICKET } from '../src/pushwire.js';
  * (doc/protocol.md, Death notices): it subscribes a window at a time,
  * echoing each ticket, and acknowledges every notice, unless told not to
  * (as an attacker would not). For the scale and abuse tests
- * (test/push-scale.test.ts, test/push-abuse.test.ts) and the bench's
+ * (test/push-abuse.test.ts, the bench's mass deaths) and the bench's
  * memory and fan-out figures.
  */
 

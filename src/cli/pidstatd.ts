@@ -12,6 +12,7 @@ import { DAEMON_HEAP_OPTION } from '../heap.js';
 import { startMetricsFile, type MetricsFile } from '../metrics.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { loadLinuxCalls } from '../native.js';
+import { timeOfDay } from '../failures.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../notify.js';
 import { printable } from '../printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
@@ -47,6 +48,13 @@ const ROLE_ENV = 'PIDSTATD_ROLE';
 const CWD_ENV = 'PIDSTATD_CWD';
 /** Set for a server whose supervisor sends its states to the service manager: they go over IPC. */
 const RELAY_ENV = 'PIDSTATD_NOTIFY_RELAY';
+/**
+ * For a supervised server: how many servers its supervisor has restarted,
+ * and why the last one ended, so that its counters say so wherever it is
+ * asked (SIGUSR1, the metrics file, STATUS=) even where no log is kept.
+ */
+const RESTARTS_ENV = 'PIDSTATD_RESTARTS';
+const LAST_RESTART_ENV = 'PIDSTATD_LAST_RESTART';
 /** Not documented, for tests: the STATUS= and metrics file intervals, in ms. */
 const INTERVAL_ENV = 'PIDSTATD_TEST_INTERVAL_MS';
 /**
@@ -126,9 +134,22 @@ function logToSyslog(): void {
   if ('syslog' in opened) sink = (text, severity) => opened.syslog.log(text, severity);
 }
 
-/** Every counter, named as ServerStats names it: "received 3, answered 2, ...". */
-function describeStats(stats: ServerStats): string {
-  return Object.entries(stats).map(([name, value]) => `${name} ${value}`).join(', ');
+/** Restarts of this daemon's server by its supervisor, and why the last server ended; none in the foreground. */
+interface Restarts {
+  count: number;
+  last: string | undefined;
+}
+
+function restartsFrom(env: NodeJS.ProcessEnv): Restarts {
+  const count = Number(env[RESTARTS_ENV]);
+  return { count: Number.isSafeInteger(count) && count > 0 ? count : 0, last: env[LAST_RESTART_ENV] || undefined };
+}
+
+/** Every counter, named as ServerStats names it: "received 3, answered 2, ..., restarts 1 (the last: ...)". */
+function describeStats(stats: ServerStats, restarts: Restarts = { count: 0, last: undefined }): string {
+  const counters = Object.entries(stats).map(([name, value]) => `${name} ${value}`);
+  counters.push(`restarts ${restarts.count}${restarts.last === undefined ? '' : ` (the last: ${restarts.last})`}`);
+  return counters.join(', ');
 }
 
 function describeAddress(address: AddressInfo): string {
@@ -239,8 +260,9 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   const options: ServerOptions = { ...config.server, onError: (err) => log(`socket error: ${err.message}`), onWarning: (text) => log(text, 'warning') };
   if (config.debug) options.onDatagram = (from, text, fate) => log(`${from} "${printable(text)}": ${fate}`);
   let server: Server | undefined;
+  const restarts = restartsFrom(process.env);
   process.on('SIGHUP', () => server !== undefined && reloadOnHangup(server));
-  process.on('SIGUSR1', () => server !== undefined && log(`counters: ${describeStats(server.stats)}`));
+  process.on('SIGUSR1', () => server !== undefined && log(`counters: ${describeStats(server.stats, restarts)}`));
   if (config.debug && config.server.push !== false) log(describeFileLimit(fileLimit()));
   const startedAt = Date.now();
   try {
@@ -272,11 +294,11 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   if (config.debug) {
     log(server.io === 'batch' ? 'reading datagrams in batches (recvmmsg, sendmmsg)' : `reading datagrams through Node's dgram${batchMissing()}`);
   }
-  const metrics = config.metricsFile === undefined ? undefined : writeMetrics(config.metricsFile, server, startedAt);
+  const metrics = config.metricsFile === undefined ? undefined : writeMetrics(config.metricsFile, server, startedAt, restarts.count);
   // The server answers from here on: its socket is bound and read.
   report?.({ ready: where });
   const running = server;
-  const status = () => `answering on ${where}; ${describeStats(running.stats)}`;
+  const status = () => `answering on ${where}; ${describeStats(running.stats, restarts)}`;
   const notifier = serviceNotifier(report);
   if (report === undefined) notifier?.ready(`STATUS=${status()}`);
   const heartbeat = notifier === undefined ? undefined : startHeartbeat(notifier, status, watchdogIntervalMs(), testInterval() ?? STATUS_INTERVAL_MS);
@@ -290,7 +312,7 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   if (report) process.disconnect?.();
   if (config.pidfile !== undefined) removePidfile(config.pidfile, process.pid);
   // Every counter, named as in SIGUSR1's line and the metrics file; test/fuzzer.ts reads this line's words.
-  log(`stopped: ${describeStats(server.stats)}`);
+  log(`stopped: ${describeStats(server.stats, restarts)}`);
   return 0;
 }
 
@@ -319,12 +341,13 @@ function testInterval(): number | undefined {
 }
 
 /** --metrics-file: written now, every 15 s and at stop; a failure is logged and the daemon goes on. */
-function writeMetrics(file: string, server: Server, startedAt: number): MetricsFile {
+function writeMetrics(file: string, server: Server, startedAt: number, restarts: number): MetricsFile {
   if (!file.endsWith('.prom')) log(`warning: node_exporter's textfile collector reads only files named *.prom, not ${file}`, 'warning');
   return startMetricsFile({
     file,
     stats: () => server.stats,
     startedAt,
+    restarts,
     build: { version: readVersion(), io: server.io },
     intervalMs: testInterval(),
     onError: (message) => log(message, 'warning'),
@@ -373,8 +396,12 @@ function writeOwnPidfile(file: string, pid: number): void {
  * (it becomes the main pid), and a server never has it: with `relay` its
  * states go to the supervisor.
  */
-function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean, relay = false): ChildProcess {
+function spawnRole(role: 'supervisor' | 'server', argv: string[], detached: boolean, relay = false, restarts?: Restarts): ChildProcess {
   const env: NodeJS.ProcessEnv = { ...process.env, [ROLE_ENV]: role, [CWD_ENV]: userDirectory() };
+  delete env[RESTARTS_ENV];
+  delete env[LAST_RESTART_ENV];
+  if (restarts !== undefined && restarts.count > 0) env[RESTARTS_ENV] = String(restarts.count);
+  if (restarts?.last !== undefined) env[LAST_RESTART_ENV] = restarts.last;
   if (watchdogIntervalMs() === undefined) delete env['WATCHDOG_USEC'];
   delete env['WATCHDOG_PID'];
   delete env[RELAY_ENV];
@@ -396,7 +423,8 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
     supervisor.once('message', (message: Outcome) => resolve(message));
     supervisor.once('exit', (code, signal) => resolve({ error: `the daemon exited at start (${signal ?? `exit ${code}`})` }));
   });
-  supervisor.disconnect();
+  // Gone already (killed at start): its channel is closed, and there is nothing to let go of.
+  if (supervisor.connected) supervisor.disconnect();
   supervisor.unref();
   if ('error' in outcome) throw new CommandError(outcome.error, ExitCode.FAILURE);
   if (pidfile !== undefined) {
@@ -447,6 +475,7 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
   const held = new Set<NodeJS.Signals>();
   let restart: NodeJS.Timeout | undefined;
   let delay = FIRST_RESTART_MS;
+  const restarts: Restarts = { count: 0, last: undefined };
   // The command typed said why it cannot notify, if it cannot.
   const opened = openNotifier();
   const notifier = opened !== undefined && !('why' in opened) ? opened : undefined;
@@ -486,7 +515,7 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
     };
     const start = () => {
       restart = undefined;
-      const server = spawnRole('server', argv, false, notifier !== undefined);
+      const server = spawnRole('server', argv, false, notifier !== undefined, restarts);
       const since = performance.now();
       let reason: string | undefined;
       child = server;
@@ -514,6 +543,8 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
         if (!everReady) return finish(ExitCode.FAILURE);
         if (performance.now() - since >= STABLE_MS) delay = FIRST_RESTART_MS;
         const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
+        restarts.count++;
+        restarts.last = `server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''} at ${timeOfDay(Date.now())}`;
         log(`server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''}; starting another in ${delay / 1000} s`, 'err');
         restart = setTimeout(start, delay);
         delay = Math.min(delay * 2, MAX_RESTART_MS);

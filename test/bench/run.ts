@@ -10,6 +10,7 @@ import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
 import { manyThreads } from './threads.js';
 import { floodLatency } from './flood.js';
+import { massDeaths } from './deaths.js';
 import { startupMachinery } from './startup.js';
 import { subscriptionMemory } from './subscriptions.js';
 import { markdownTable, progressLine, type Row } from './table.js';
@@ -47,6 +48,7 @@ const FIGURES: Figure[] = [
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
   { name: 'push reaction', needsTools: false, measure: pushReaction },
   { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
+  { name: 'mass deaths', needsTools: false, measure: massDeaths },
   { name: 'many-thread target', needsTools: true, measure: manyThreads },
   { name: 'notice fan-out', needsTools: false, measure: noticeFanOut },
   { name: 'forged-source flood', needsTools: false, measure: floodLatency },
