@@ -5,7 +5,7 @@ import { readStartToken } from '../../src/probe.js';
 import { startDaemon } from '../helpers.js';
 import { massSubscriber, subscriptionTo } from '../subscriber.js';
 import { mb, rssKb } from './lib.js';
-import { metOrNot, type Row } from './table.js';
+import { metOrNot, Unavailable, type Row } from './table.js';
 
 /**
  * Push death notices at scale (doc/protocol.md, Death notices): one client
@@ -66,7 +66,7 @@ async function forkProcesses(count: number): Promise<{ parent: ChildProcess; pid
 
 export async function massDeaths(): Promise<Row[]> {
   const skip = skipReason();
-  if (skip !== undefined) throw new Error(skip);
+  if (skip !== undefined) throw new Unavailable(skip);
   const forked = await forkProcesses(PROCESSES);
   const daemon = await startDaemon(['--bind', '127.0.0.1', '--rate', '0', '--max-subscriptions-per-source', String(SUBSCRIPTIONS)]);
   const subscriber = await massSubscriber(daemon.port);
@@ -95,7 +95,8 @@ export async function massDeaths(): Promise<Row[]> {
     const tookMs = subscriber.lastNoticeAt - killedAt;
     const reapMs = (reapedAt ?? deadline) - killedAt;
     const wronglyTold = [...subscriber.notified].filter((key) => key.startsWith(`${process.pid} `)).length;
-    const beyond = tookMs - reapMs;
+    // Within 2 s of the kill, or, where the kernel took longer to end them, within a quarter of that after the last.
+    const bound = Math.max(NOTIFIED_WITHIN_MS, reapMs + NOTIFIED_WITHIN_MS / 4);
     return [
       {
         figure: `daemon RSS with ${SUBSCRIPTIONS} subscriptions to ${PROCESSES} + 1 processes (made in ${seconds.toFixed(1)} s)`,
@@ -114,12 +115,12 @@ export async function massDeaths(): Promise<Row[]> {
         met: metOrNot(subscriber.notified.size === dying.length && wronglyTold === 0),
       },
       {
-        figure: `${PROCESSES} deaths at once: the last notice after the kernel ended the last process (it took ${Math.round(reapMs)} ms)`,
-        ours: `${Math.round(beyond)} ms`,
-        reference: `${NOTIFIED_WITHIN_MS} ms (goal bound)`,
-        ratio: beyond / NOTIFIED_WITHIN_MS,
-        goal: `<= ${NOTIFIED_WITHIN_MS} ms`,
-        met: metOrNot(beyond <= NOTIFIED_WITHIN_MS),
+        figure: `${PROCESSES} deaths at once: the last notice after the kill (the kernel ended the last process ${Math.round(reapMs)} ms after it)`,
+        ours: `${Math.round(tookMs)} ms`,
+        reference: `${Math.round(bound)} ms (goal bound)`,
+        ratio: tookMs / bound,
+        goal: `<= ${NOTIFIED_WITHIN_MS} ms, or the kernel's time + ${NOTIFIED_WITHIN_MS / 4} ms`,
+        met: metOrNot(tookMs <= bound),
       },
     ];
   } finally {

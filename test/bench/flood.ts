@@ -1,6 +1,6 @@
 import { startDaemon } from '../helpers.js';
 import { floodUnavailable, forgedFlood } from '../forged.js';
-import { metOrNot, type Row } from './table.js';
+import { metOrNot, Unavailable, type Row } from './table.js';
 
 /**
  * A polite client's latency while a million forged sources flood the
@@ -13,7 +13,7 @@ const GOAL_P95_MS = 50;
 
 export async function floodLatency(): Promise<Row[]> {
   const why = floodUnavailable();
-  if (why !== undefined) throw new Error(why);
+  if (why !== undefined) throw new Unavailable(why);
   const daemon = await startDaemon([]);
   try {
     const outcome = await forgedFlood(daemon.port, daemon.pid, 1_000_000, 100_000, 10);

@@ -13,7 +13,7 @@ import { floodLatency } from './flood.js';
 import { massDeaths } from './deaths.js';
 import { startupMachinery } from './startup.js';
 import { subscriptionMemory } from './subscriptions.js';
-import { markdownTable, progressLine, type Row } from './table.js';
+import { markdownTable, progressLine, Unavailable, type Row } from './table.js';
 import { buildTools, type Tools } from './tools.js';
 
 /**
@@ -71,6 +71,7 @@ async function measure(figure: Figure, tools: Tools | { reason: string }): Promi
   try {
     return { rows: await figure.measure(tools as Tools), failed: false };
   } catch (err) {
+    if (err instanceof Unavailable) return { rows: [stub('skipped', err.message)], failed: false };
     console.error(`  ${figure.name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     return { rows: [stub('error', firstLine(err))], failed: true };
   }

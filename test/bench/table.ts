@@ -18,6 +18,11 @@ export interface Row {
 
 export const metOrNot = (ok: boolean): Met => (ok ? 'yes' : 'no');
 
+/** Thrown by a figure that this machine cannot measure (no root, no perl, no addon): its row says skipped, and why. */
+export class Unavailable extends Error {
+  override name = 'Unavailable';
+}
+
 const COLUMNS = ['figure', 'ours', 'reference', 'ratio', 'goal', 'met'] as const;
 
 function cells(row: Row): string[] {

@@ -6,7 +6,7 @@ import { readStartToken } from '../../src/probe.js';
 import { sleep, startDaemon } from '../helpers.js';
 import { NOBODY, startManyThreads } from '../threads.js';
 import { alternate, median, stopChild } from './lib.js';
-import { metOrNot, type Row } from './table.js';
+import { metOrNot, Unavailable, type Row } from './table.js';
 import { udpload, type Tools } from './tools.js';
 
 /**
@@ -49,7 +49,7 @@ function ratioRow(figure: string, ours: number, reference: number, unit: string,
 
 export async function manyThreads(tools: Tools): Promise<Row[]> {
   const target = await startManyThreads(THREADS);
-  if ('reason' in target) throw new Error(target.reason);
+  if ('reason' in target) throw new Unavailable(target.reason);
   try {
     const reads = await alternate(
       async () => readRate(() => readStartToken(target.pid), 300),
