@@ -7,11 +7,19 @@
 // totals and a word that says whether it passed, so that the end of the log
 // tells the truth about all of it.
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const dir = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', 'dist', 'test');
-const files = readdirSync(dir).filter((name) => name.endsWith('.test.js')).sort().map((name) => join(dir, name));
+// The test files of test/'s folders (README, Development), as built: those
+// whose source is still there, so a file moved or removed since an earlier
+// build is not run from what dist/ kept of it. bench/ and soak/ are not
+// tests, support/ is what the tests share.
+const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+const files = readdirSync(join(root, 'test'), { recursive: true, withFileTypes: false })
+  .filter((name) => name.endsWith('.test.ts') && !/^(bench|soak|support)\//.test(name))
+  .sort()
+  .map((name) => join(root, 'dist', 'test', name.replace(/\.ts$/, '.js')))
+  .filter((file) => existsSync(file));
 const alone = files.filter((file) => file.endsWith('.alone.test.js'));
 const pooled = files.filter((file) => !alone.includes(file));
 const reporter = `--test-reporter=${process.stdout.isTTY ? 'spec' : 'tap'}`;

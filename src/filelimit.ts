@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
  * holds a pidfd (subscriptions.ts), so a soft RLIMIT_NOFILE of 1024 would
  * cap them long before --max-subscriptions does. Node raises the soft limit
  * to the hard one as it starts (its PlatformInit), so the daemon has the
- * hard limit, which the service file sets (LimitNOFILE); test/daemon-capacity.test.ts
+ * hard limit, which the service file sets (LimitNOFILE); test/pidstatd/daemon-capacity.test.ts
  * checks that it does. Watches past the limit are made by looking every
  * 100 ms instead: slower, never lost. Read from /proc, as nothing is set.
  */

@@ -146,7 +146,7 @@ export function findJob(job: JobSpec, processes: readonly ProcessStat[] = listPr
  * whether it was sent. The process is pinned (pidref.ts) before its token is
  * read, so that the check and the signal name the same process: a pid that
  * another process got meanwhile is never signalled. `checked` runs between
- * the two, for the test that shows it (test/pidref.test.ts).
+ * the two, for the test that shows it (test/unit/pidref.test.ts).
  */
 export function signalProcess(p: ProcessStat, signal: NodeJS.Signals, checked?: () => void): boolean {
   const ref = openPidRef(p.pid);

@@ -7,7 +7,7 @@ import { stdioStream, writeOut } from './stdio.js';
 /**
  * Command lines, read from one table per command. The common case, words and
  * --options of the table, is read here by readPlainly(), which reads them as
- * yargs-parser does (test/readers.test.ts holds it to that). Anything else is
+ * yargs-parser does (test/unit/readers.test.ts holds it to that). Anything else is
  * read by yargs-parser, the parser inside yargs; yargs itself loads only to
  * print --help or to word a usage error, from the same table and with the
  * same parser settings, so all three read a command line alike. Reading

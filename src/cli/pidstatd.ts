@@ -311,7 +311,7 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
   metrics?.stop();
   if (report) process.disconnect?.();
   if (config.pidfile !== undefined) removePidfile(config.pidfile, process.pid);
-  // Every counter, named as in SIGUSR1's line and the metrics file; test/fuzzer.ts reads this line's words.
+  // Every counter, named as in SIGUSR1's line and the metrics file; test/support/fuzzer.ts reads this line's words.
   log(`stopped: ${describeStats(server.stats, restarts)}`);
   return 0;
 }

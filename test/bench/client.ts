@@ -3,7 +3,7 @@ import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { binEnv, freePort, run, runBin, startDaemon, startSleeper, type Daemon } from '../helpers.js';
+import { binEnv, freePort, run, runBin, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
 import { writeKeyFile } from './keyed.js';
 import { alternate, isGone, killPid, median, ms, stopChild, until } from './lib.js';
 import { metOrNot, type Row } from './table.js';

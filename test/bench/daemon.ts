@@ -1,4 +1,4 @@
-import { ask, startDaemon, type Daemon } from '../helpers.js';
+import { ask, startDaemon, type Daemon } from '../support/helpers.js';
 import { checkKeyedAnswer, keyedRequest, withCookie, writeKeyFile } from './keyed.js';
 import { alternate, mb, median, perSecond, rssKb } from './lib.js';
 import { metOrNot, type Row } from './table.js';

@@ -2,8 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileLimit } from '../../src/filelimit.js';
 import { loadLinuxCalls } from '../../src/native.js';
 import { readStartToken } from '../../src/probe.js';
-import { startDaemon } from '../helpers.js';
-import { massSubscriber, subscriptionTo } from '../subscriber.js';
+import { startDaemon } from '../support/helpers.js';
+import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { mb, rssKb } from './lib.js';
 import { metOrNot, Unavailable, type Row } from './table.js';
 

@@ -1,11 +1,11 @@
-import { startDaemon } from '../helpers.js';
-import { floodUnavailable, forgedFlood } from '../forged.js';
+import { startDaemon } from '../support/helpers.js';
+import { floodUnavailable, forgedFlood } from '../support/forged.js';
 import { metOrNot, Unavailable, type Row } from './table.js';
 
 /**
  * A polite client's latency while a million forged sources flood the
- * daemon (test/forged.ts): the 95th percentile, against the goal's bound.
- * test/flood.alone.test.ts checks that it is answered at all, and that the
+ * daemon (test/support/forged.ts): the 95th percentile, against the goal's bound.
+ * test/attacks/flood.alone.test.ts checks that it is answered at all, and that the
  * daemon's memory stays bounded.
  */
 

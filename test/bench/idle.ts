@@ -1,5 +1,5 @@
 import { type ChildProcess } from 'node:child_process';
-import { sleep, startDaemon, startSleeper } from '../helpers.js';
+import { sleep, startDaemon, startSleeper } from '../support/helpers.js';
 import { cpuUse, mb, nodeBaselineRssKb, percent, rssKb, sampleCpu, type CpuUse } from './lib.js';
 import { detachedWatcherOf, jobOf, spawnWatcher, stopWatcher } from './pidwatch.js';
 import { metOrNot, type Row } from './table.js';

@@ -2,7 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ask } from '../helpers.js';
+import { ask } from '../support/helpers.js';
 
 /**
  * Keyed messages for the bench, computed here from the layout of src/keys.ts

@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { sleep } from '../helpers.js';
+import { sleep } from '../support/helpers.js';
 
 /**
  * What the bench figures share: alternation of two measurements, medians,

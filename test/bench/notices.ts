@@ -3,8 +3,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readStartToken } from '../../src/probe.js';
-import { sleep, startDaemon, startSleeper, type Daemon } from '../helpers.js';
-import { massSubscriber, subscriptionTo } from '../subscriber.js';
+import { sleep, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
+import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { ms, until } from './lib.js';
 import { metOrNot, type Row } from './table.js';
 

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { BIN, binEnv, sleep, startSleeper } from '../helpers.js';
-import { commandRuns, watchersOf } from '../jobs.js';
+import { BIN, binEnv, sleep, startSleeper } from '../support/helpers.js';
+import { commandRuns, watchersOf } from '../support/jobs.js';
 import { childrenOf, isGone, killPid, median, ms, stopChild, until } from './lib.js';
 import { metOrNot, type Row } from './table.js';
 

@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sleep, startDaemon, startSleeper, type Daemon } from '../helpers.js';
+import { sleep, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
 import { alternate, median, ms, until } from './lib.js';
 import { jobOf, spawnWatcher, stopWatcher } from './pidwatch.js';
 import { metOrNot, type Row } from './table.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { readPlainly, respellGetopt, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
 import { SPEC } from '../../src/cli/pidstat.js';
 import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
-import { binEnv, ROOT, run, startDaemon, startSleeper } from '../helpers.js';
+import { binEnv, ROOT, run, startDaemon, startSleeper } from '../support/helpers.js';
 import { median } from './lib.js';
 import { metOrNot, type Row } from './table.js';
 

@@ -1,6 +1,6 @@
 import { readStartToken } from '../../src/probe.js';
-import { sleep, startDaemon } from '../helpers.js';
-import { massSubscriber, subscriptionTo } from '../subscriber.js';
+import { sleep, startDaemon } from '../support/helpers.js';
+import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { mb, rssKb } from './lib.js';
 import { metOrNot, type Row } from './table.js';
 

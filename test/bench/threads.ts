@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
 import { readStartToken } from '../../src/probe.js';
-import { sleep, startDaemon } from '../helpers.js';
-import { NOBODY, startManyThreads } from '../threads.js';
+import { sleep, startDaemon } from '../support/helpers.js';
+import { NOBODY, startManyThreads } from '../support/threads.js';
 import { alternate, median, stopChild } from './lib.js';
 import { metOrNot, Unavailable, type Row } from './table.js';
 import { udpload, type Tools } from './tools.js';
@@ -22,7 +22,7 @@ import { udpload, type Tools } from './tools.js';
 
 const THREADS = 8000;
 const PER_SECOND = 2400;
-const FLOODER = fileURLToPath(new URL('../flooder.js', import.meta.url));
+const FLOODER = fileURLToPath(new URL('../support/flooder.js', import.meta.url));
 
 /** Reads per second of `read` over `ms`. */
 function readRate(read: () => unknown, ms: number): number {

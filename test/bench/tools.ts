@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ask, freePort, ROOT, run } from '../helpers.js';
+import { ask, freePort, ROOT, run } from '../support/helpers.js';
 import { stopChild } from './lib.js';
 
 /**

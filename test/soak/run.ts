@@ -15,11 +15,11 @@ import {
   stopCounters,
   summarize,
   type FuzzReport,
-} from '../fuzzer.js';
-import { deadPid, freePort, isRunning, runBin, sleep, startDaemon, startSleeper, waitFor } from '../helpers.js';
+} from '../support/fuzzer.js';
+import { deadPid, freePort, isRunning, runBin, sleep, startDaemon, startSleeper, waitFor } from '../support/helpers.js';
 
 /**
- * `npm run soak`: test/fuzz.test.ts's fuzzer at scale, for minutes, then a
+ * `npm run soak`: test/attacks/fuzz.test.ts's fuzzer at scale, for minutes, then a
  * summary. Two phases, each bounded by a count and a time:
  *
  * 1. `pidstatd --foreground --rate 0 --bind 127.0.0.1 --port 0` as shipped,
@@ -28,11 +28,11 @@ import { deadPid, freePort, isRunning, runBin, sleep, startDaemon, startSleeper,
  *    which grows in steps while V8 sizes its young generation (to 3 x 16 MB),
  *    must be flat over the second half of a run of 1.5 million or more;
  * 2. the detached form (supervisor and server child) with V8's heap pinned
- *    (HEAP_FLAGS, test/fuzzer.ts), the last third: the server child must be
+ *    (HEAP_FLAGS, test/support/fuzzer.ts), the last third: the server child must be
  *    the same process from start to end, and its VmRSS must not grow by more
  *    than a few MB after the warm-up (a tenth of the phase).
  *
- * In both, every reply is checked against test/fuzzer.ts's reading of the
+ * In both, every reply is checked against test/support/fuzzer.ts's reading of the
  * contract. Exit 0 when nothing failed, 1 otherwise.
  *
  * SOAK_COUNT (default 3 000 000 datagrams), SOAK_MINUTES (default 10) and

@@ -1,0 +1,531 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test, type TestContext } from 'node:test';
+import { descendantsOf, HAND_OVER_AS_LISTEN_FD, pidsWithArgs, python, runningChildrenOf, signal, stopDetached, stopPids } from '../support/detached.js';
+import {
+  ask,
+  BIN,
+  binCommand,
+  deadPid,
+  exchange,
+  freePort,
+  hasIPv6Loopback,
+  IS_ROOT,
+  isRunning,
+  ROOT,
+  run,
+  runBin,
+  sleep,
+  startDaemon,
+  waitFor,
+} from '../support/helpers.js';
+
+/**
+ * pidstatd's life as a process (pidstatd(8)): detaching with a
+ * readiness handshake, refusing a busy port, the supervisor restarting its
+ * server, stopping on signals, --debug, the command line, socket activation,
+ * the non-root warning and the `unknown` answer. Real processes and real UDP
+ * on loopback; every process started here is stopped here by its pid.
+ */
+
+const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+const scratch = mkdtempSync(join(tmpdir(), 'pidstatd-lifecycle-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+let fileCount = 0;
+/** A path in this file's scratch folder that nothing uses yet. */
+function scratchFile(name: string): string {
+  return join(scratch, `${++fileCount}-${name}`);
+}
+
+// ---------------------------------------------------------------------------
+// Processes, by pid, through /proc.
+
+/** The fields of /proc/PID/stat, indexed as proc(5) numbers them (1 = pid, 2 = comm, 6 = session, 7 = tty_nr). */
+function statFields(pid: number): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const close = stat.lastIndexOf(')');
+  const rest = stat.slice(close + 2).trim().split(/\s+/);
+  return ['', String(pid), stat.slice(stat.indexOf('(') + 1, close), ...rest];
+}
+
+function readPid(file: string): number {
+  const text = readFileSync(file, 'latin1');
+  assert.match(text, /^[0-9]+\n?$/, `the pidfile holds a pid: ${JSON.stringify(text)}`);
+  return Number(text.trim());
+}
+
+/** `pidstatd` detached on 127.0.0.1:port with a pidfile; stopped after the test. */
+async function detach(t: TestContext, port: number, extra: string[] = []) {
+  const pidfile = scratchFile('pidstatd.pid');
+  t.after(() => stopDetached(pidfile));
+  const result = await runBin('pidstatd', ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile, ...extra], { timeoutMs: 10_000 });
+  return { result, pidfile };
+}
+
+/** A process whose output is collected as it comes. */
+interface Proc {
+  child: ChildProcess;
+  pid: number;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  isDone(): boolean;
+  /** Waits for `pattern` in stderr (or stdout); throws with the output if the process ends or time runs out. */
+  waitFor(pattern: RegExp, stream?: 'stdout' | 'stderr', timeoutMs?: number): Promise<RegExpExecArray>;
+  /** SIGTERM (or the signal given), then SIGKILL after 5 s; resolves with how it ended. */
+  stop(sig?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function spawnProc(command: string, args: readonly string[], options: SpawnOptions = {}): Proc {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  let out = '';
+  let err = '';
+  let done = false;
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('error', () => {
+      done = true;
+      resolve({ code: null, signal: null });
+    });
+    child.on('exit', (code, sig) => {
+      done = true;
+      resolve({ code, signal: sig });
+    });
+  });
+  const proc: Proc = {
+    child,
+    pid: child.pid ?? -1,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    isDone: () => done,
+    async waitFor(pattern, stream = 'stderr', timeoutMs = 10_000) {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const match = pattern.exec(stream === 'stderr' ? err : out);
+        if (match) return match;
+        if (done) {
+          await sleep(50); // the last output may still be in the pipe
+          const late = pattern.exec(stream === 'stderr' ? err : out);
+          if (late) return late;
+          throw new Error(`${command} ended before printing ${pattern}: stdout ${JSON.stringify(out)}, stderr ${JSON.stringify(err)}`);
+        }
+        if (performance.now() > deadline) throw new Error(`no ${pattern} from ${command} in ${timeoutMs} ms: stderr ${JSON.stringify(err)}`);
+        await sleep(25);
+      }
+    },
+    async stop(sig = 'SIGTERM') {
+      if (!done && child.pid !== undefined) signal(child.pid, sig);
+      const killer = setTimeout(() => child.pid !== undefined && signal(child.pid, 'SIGKILL'), 5000);
+      const how = await exited;
+      clearTimeout(killer);
+      return how;
+    },
+  };
+  return proc;
+}
+
+/** The lines of a text, without the empty last one. */
+function lines(text: string): string[] {
+  return text.split('\n').filter((line, i, all) => line !== '' || i < all.length - 1);
+}
+
+/** Asks every 100 ms until a reply comes or `timeoutMs` has passed since `since`. */
+async function answersBy(port: number, payload: string, since: number, timeoutMs: number): Promise<string | undefined> {
+  while (performance.now() - since < timeoutMs) {
+    const reply = await ask(port, payload, { waitMs: 100 });
+    if (reply !== undefined) return reply;
+  }
+  return undefined;
+}
+
+/** A UDP socket bound to 127.0.0.1 on an ephemeral port, held by this test. */
+async function holdPort(t: TestContext): Promise<number> {
+  const socket = dgram.createSocket('udp4');
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
+  return socket.address().port;
+}
+
+// ---------------------------------------------------------------------------
+
+describe('detached pidstatd', () => {
+  test('exits 0 only once it answers; the supervisor in the pidfile has its own session, no terminal, cwd / and stdio on /dev/null', { timeout: 20_000 }, async (t) => {
+    const port = await freePort();
+    const { result, pidfile } = await detach(t, port);
+    // Right after the command returns, with no retry: the daemon must already answer.
+    const reply = await ask(port, 'PIDR 1 x 3', { waitMs: 500 });
+    assert.equal(result.code, 0, `exit status; stderr: ${result.stderr}`);
+    assert.equal(reply, 'EXIS 1 1 x', 'answered as soon as the command returned');
+    assert.equal(result.stdout, '', 'nothing on stdout');
+
+    const supervisor = readPid(pidfile);
+    assert.ok(isRunning(supervisor), `the pid in the pidfile (${supervisor}) is running`);
+    const server = runningChildrenOf(supervisor);
+    assert.equal(server.length, 1, `the supervisor runs one server child: ${server.join(' ')}`);
+    for (const [role, pid] of [['supervisor', supervisor], ['server', server[0]!]] as const) {
+      const stat = statFields(pid);
+      assert.equal(stat[6], String(supervisor), `${role} ${pid} is in the supervisor's own session (stat field 6)`);
+      assert.equal(stat[7], '0', `${role} ${pid} has no controlling terminal (stat field 7 tty_nr)`);
+      assert.equal(readlinkSync(`/proc/${pid}/cwd`), '/', `${role} ${pid} works in /`);
+      for (const fd of [0, 1, 2]) {
+        assert.equal(readlinkSync(`/proc/${pid}/fd/${fd}`), '/dev/null', `${role} ${pid} fd ${fd}`);
+      }
+    }
+  });
+
+  test('a server that dies is restarted within 2 s, again and again, and the counters say so where no log is kept', { timeout: 20_000 }, async (t) => {
+    const port = await freePort();
+    const metrics = scratchFile('restarts.prom');
+    const { result, pidfile } = await detach(t, port, ['--metrics-file', metrics]);
+    assert.equal(result.code, 0, result.stderr);
+    const supervisor = readPid(pidfile);
+    for (const round of [1, 2]) {
+      const [old, ...more] = runningChildrenOf(supervisor);
+      assert.ok(old !== undefined && more.length === 0, `round ${round}: one server child, not ${[old, ...more].join(' ')}`);
+      signal(old, 'SIGKILL');
+      const killed = performance.now();
+      const replaced = await waitFor(() => {
+        const now = runningChildrenOf(supervisor);
+        return now.length === 1 && now[0] !== old;
+      }, 2000);
+      const reply = await answersBy(port, `PIDR 1 r${round} 3`, killed, 2000);
+      const ms = Math.round(performance.now() - killed);
+      t.diagnostic(`round ${round}: answering again ${ms} ms after the kill`);
+      assert.ok(replaced, `round ${round}: a new server child within 2 s (children now: ${runningChildrenOf(supervisor).join(' ') || 'none'})`);
+      assert.equal(reply, `EXIS 1 1 r${round}`, `round ${round}: the port answers again within 2 s (${ms} ms)`);
+      assert.ok(isRunning(supervisor), 'the supervisor lives on');
+      assert.equal(readPid(pidfile), supervisor, 'the pidfile still names the supervisor');
+      // Each server writes the file as it starts: the restarts before it, the way it counts them.
+      const said = new RegExp(`^pidstatd_restarts_total ${round}$`, 'm');
+      assert.ok(await waitFor(() => said.test(readFileSync(metrics, 'utf8')), 5000), `round ${round}: ${readFileSync(metrics, 'utf8').split('\n').filter((line) => line.includes('restarts')).join(' ')}`);
+    }
+  });
+
+  test('a start whose supervisor is killed at once exits 1 saying how it ended, with no stack trace', { timeout: 20_000 }, async (t) => {
+    const port = await freePort();
+    const [command, args] = binCommand('pidstatd', ['--port', String(port), '--bind', '127.0.0.1']);
+    const started = spawnProc(command, args);
+    t.after(() => started.stop('SIGKILL'));
+    // Its first child is the supervisor, killed before it can say it answers.
+    let supervisor: number | undefined;
+    const deadline = performance.now() + 10_000;
+    while (supervisor === undefined && performance.now() < deadline && !started.isDone()) {
+      supervisor = runningChildrenOf(started.pid)[0];
+      if (supervisor === undefined) await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.ok(supervisor !== undefined, `no supervisor seen: ${started.stderr()}`);
+    t.after(() => stopPids(descendantsOf(supervisor!)));
+    signal(supervisor, 'SIGKILL');
+    const exit = await started.exited;
+    if (/listening on/.test(started.stderr())) return t.skip('the supervisor answered before it was killed');
+    assert.equal(exit.code, 1, started.stderr());
+    assert.match(started.stderr(), /^pidstatd: the daemon exited at start \(SIGKILL\)\n$/);
+  });
+
+  test('SIGTERM to the supervisor ends it and its server, removes the pidfile and frees the port', { timeout: 20_000 }, async (t) => {
+    const port = await freePort();
+    const { result, pidfile } = await detach(t, port);
+    assert.equal(result.code, 0, result.stderr);
+    const supervisor = readPid(pidfile);
+    const family = [supervisor, ...descendantsOf(supervisor)];
+    assert.ok(family.length >= 2, `a supervisor and its server: ${family.join(' ')}`);
+    signal(supervisor, 'SIGTERM');
+    const gone = await waitFor(() => family.every((pid) => !isRunning(pid)), 3000);
+    assert.ok(gone, `still running 3 s after SIGTERM: ${family.filter(isRunning).join(' ')}`);
+    assert.ok(await waitFor(() => !existsSync(pidfile), 1000), 'the pidfile is removed');
+    assert.equal(await ask(port, 'PIDR 1 x 3', { waitMs: 500 }), undefined, 'the port no longer answers');
+    // The port is really free again: a new daemon can have it.
+    const again = await detach(t, port);
+    assert.equal(again.result.code, 0, `a new daemon gets the port: ${again.result.stderr}`);
+  });
+});
+
+describe('a busy port', () => {
+  for (const blocker of ['a socket', 'a running daemon'] as const) {
+    for (const form of ['--foreground', 'detached'] as const) {
+      test(`held by ${blocker}: ${form} exits 1 with one line naming address, port and reason, and leaves no process`, { timeout: 20_000 }, async (t) => {
+        let port: number;
+        if (blocker === 'a socket') {
+          port = await holdPort(t);
+        } else {
+          const daemon = await startDaemon(['--bind', '127.0.0.1']);
+          t.after(() => daemon.stop());
+          port = daemon.port;
+        }
+        const pidfile = scratchFile('busy.pid');
+        t.after(() => stopDetached(pidfile));
+        const args = ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile, ...(form === 'detached' ? [] : ['--foreground'])];
+        const before = new Set(pidsWithArgs('--port', String(port)));
+        const result = await runBin('pidstatd', args, { timeoutMs: 10_000 });
+        assert.equal(result.code, 1, `exit status 1; stderr: ${result.stderr}`);
+        assert.equal(result.stdout, '');
+        const text = lines(result.stderr);
+        assert.equal(text.length, 1, `one line on stderr: ${JSON.stringify(result.stderr)}`);
+        assert.match(text[0]!, /127\.0\.0\.1/, 'names the address');
+        assert.match(text[0]!, new RegExp(`\\b${port}\\b`), 'names the port');
+        assert.match(text[0]!, /address already in use/, 'names the reason');
+        assert.doesNotMatch(result.stderr, /^\s+at |Error:|internal error/m, 'no stack trace');
+        assert.equal(existsSync(pidfile), false, 'no pidfile is left');
+        const leftover = () => pidsWithArgs('--port', String(port)).filter((pid) => !before.has(pid));
+        assert.ok(await waitFor(() => leftover().length === 0, 2000), `no leftover process: ${leftover().join(' ')}`);
+      });
+    }
+  }
+});
+
+describe('pidstatd --foreground', () => {
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    test(`${sig} closes the socket, removes the pidfile (which held its own pid) and exits 0`, { timeout: 20_000 }, async (t) => {
+      const pidfile = scratchFile('fg.pid');
+      const daemon = await startDaemon(['--bind', '127.0.0.1', '--pidfile', pidfile]);
+      t.after(() => daemon.stop());
+      // Written just after the "listening" line: wait for the whole pid, not just the file.
+      const written = () => {
+        try {
+          return /^[0-9]+\n?$/.test(readFileSync(pidfile, 'latin1'));
+        } catch {
+          return false;
+        }
+      };
+      assert.ok(await waitFor(written, 1000), 'the pidfile is written');
+      assert.equal(readPid(pidfile), daemon.pid, 'the pidfile holds the daemon\'s own pid');
+      assert.equal(await ask(daemon.port, 'PIDR 1 f 3'), 'EXIS 1 1 f');
+      assert.doesNotMatch(daemon.log(), /PIDR/, 'without --debug, datagrams are not logged');
+      const ended = once(daemon.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      daemon.child.kill(sig);
+      const [code, how] = await ended;
+      assert.deepEqual({ code, signal: how }, { code: 0, signal: null }, `exit after ${sig}; log: ${daemon.log()}`);
+      assert.equal(existsSync(pidfile), false, 'the pidfile is removed');
+      assert.equal(await ask(daemon.port, 'PIDR 1 f 3', { waitMs: 300 }), undefined, 'the port no longer answers');
+    });
+  }
+
+  test('--nofork is --foreground: it stays attached, serves, and exits 0 on SIGTERM', { timeout: 20_000 }, async (t) => {
+    const daemon = spawnProc(...binCommand('pidstatd', ['--nofork', '--port', '0', '--bind', '127.0.0.1']));
+    t.after(() => daemon.stop());
+    const port = Number((await daemon.waitFor(/listening on .*:([0-9]+)$/m))[1]);
+    assert.equal(daemon.isDone(), false, 'still running: it did not detach');
+    assert.equal(await ask(port, 'PIDR 1 n 3'), 'EXIS 1 1 n');
+    assert.deepEqual(runningChildrenOf(daemon.pid), [], 'no supervisor, no child');
+    assert.deepEqual(await daemon.stop(), { code: 0, signal: null });
+  });
+
+  test('--debug logs each datagram on stderr with its fate', { timeout: 20_000 }, async (t) => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug']);
+    t.after(() => daemon.stop());
+    const dead = await deadPid();
+    assert.equal(await ask(daemon.port, 'PIDR 1 dbgA 3'), 'EXIS 1 1 dbgA');
+    assert.deepEqual(await exchange(daemon.port, 'PIDR 0 dbgB 3', { waitMs: 200 }), []);
+    assert.deepEqual(await exchange(daemon.port, 'PIDR 1 dbgC 2', { waitMs: 200 }), []);
+    assert.equal(await ask(daemon.port, `PIDR ${dead} dbgD 3`), `EXIS ${dead} 0 dbgD`);
+    const tags = ['dbgA', 'dbgB', 'dbgC', 'dbgD'];
+    await waitFor(() => tags.every((tag) => daemon.log().includes(tag)), 1000);
+    const about = (tag: string) => lines(daemon.log()).filter((line) => line.includes(tag));
+    for (const tag of tags) assert.equal(about(tag).length, 1, `one line for the datagram ${tag}: ${daemon.log()}`);
+    for (const tag of tags) assert.match(about(tag)[0]!, /127\.0\.0\.1/, `the line for ${tag} names the source`);
+    assert.match(about('dbgA')[0]!, /answered.*EXIS 1 1 dbgA/, 'answered, with the reply');
+    assert.match(about('dbgD')[0]!, new RegExp(`answered.*EXIS ${dead} 0 dbgD`), 'answered, with the reply');
+    assert.match(about('dbgB')[0]!, /dropped/, 'PIDR 0 is dropped as malformed');
+    assert.match(about('dbgB')[0]!, /pid/, 'and the line says what is wrong');
+    assert.doesNotMatch(about('dbgB')[0]!, /answered|EXIS/);
+    assert.match(about('dbgC')[0]!, /no reply/, 'flags that ask for no reply');
+    assert.doesNotMatch(about('dbgC')[0]!, /answered|EXIS/);
+  });
+});
+
+/**
+ * A free port below the kernel's ephemeral range (32768 and up, by default):
+ * no daemon another test starts on port 0 can take it meanwhile, so an
+ * answer there can only be from the daemon under test.
+ */
+async function quietPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const socket = dgram.createSocket('udp4');
+    const free = await new Promise<boolean>((resolve) => {
+      socket.once('error', () => resolve(false));
+      socket.bind(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
+    if (free) return port;
+  }
+}
+
+describe('a pidfile that cannot be written', () => {
+  for (const form of ['--foreground', 'detached'] as const) {
+    test(`${form}: exits 1 with one line naming the pidfile, and serves nothing`, { timeout: 20_000 }, async (t) => {
+      const port = await quietPort();
+      const pidfile = join(scratch, 'no-such-folder', 'pidstatd.pid');
+      t.after(() => stopPids(pidsWithArgs('--pidfile', pidfile)));
+      const args = ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile, ...(form === 'detached' ? [] : ['--foreground'])];
+      // A daemon that reported the failure yet served on would be ended by run's timeout.
+      const result = await runBin('pidstatd', args, { timeoutMs: 3000 });
+      // Looked at the moment the command has exited: a script goes on at once.
+      const left = pidsWithArgs('--pidfile', pidfile);
+      const reply = await ask(port, 'PIDR 1 p 3', { waitMs: 300 });
+      const error = lines(result.stderr).filter((line) => !/listening on/.test(line));
+      assert.deepEqual({ code: result.code, signal: result.signal }, { code: 1, signal: null }, `exits 1 by itself; stderr: ${result.stderr}`);
+      assert.equal(error.length, 1, `one line about the failure: ${JSON.stringify(result.stderr)}`);
+      assert.ok(error[0]!.includes(pidfile), `the line names the pidfile: ${error[0]}`);
+      assert.doesNotMatch(result.stderr, /^\s+at /m, 'no stack trace');
+      assert.deepEqual(left, [], 'no process of it runs once the command has exited');
+      assert.equal(reply, undefined, 'nothing answers on the port');
+    });
+  }
+});
+
+describe('the command line', () => {
+  test('--version prints "pidstatd <version>" to stdout and exits 0', async () => {
+    const result = await runBin('pidstatd', ['--version'], { timeoutMs: 10_000 });
+    assert.deepEqual({ code: result.code, stdout: result.stdout, stderr: result.stderr }, { code: 0, stdout: `pidstatd ${VERSION}\n`, stderr: '' });
+  });
+
+  test('--help prints the usage to stdout and exits 0', async () => {
+    const result = await runBin('pidstatd', ['--help'], { timeoutMs: 10_000 });
+    assert.equal(result.code, 0);
+    assert.equal(result.stderr, '');
+    assert.match(result.stdout, /usage/i);
+    for (const option of ['--port', '--bind', '--foreground', '--allow', '--rate', '--pidfile', '--debug', '--version']) {
+      assert.ok(result.stdout.includes(option), `the usage lists ${option}`);
+    }
+  });
+
+  test('usage errors exit 64 with one line on stderr pointing to --help, and start nothing', { timeout: 30_000 }, async (t) => {
+    // Should a bad flag be ignored, the daemon would listen only on loopback
+    // and on an ephemeral port (PIDSTAT_PORT), and is stopped by run's timeout.
+    const fallbackPort = String(await freePort());
+    const pidfile = scratchFile('usage.pid');
+    t.after(() => stopDetached(pidfile));
+    const cases: string[][] = [
+      ['--foreground', '--bind', '127.0.0.1', '--bogus'],
+      ['--foreground', '--bind', '127.0.0.1', '--port', 'abc'],
+      ['--foreground', '--bind', '127.0.0.1', '--rate', '-1'],
+      ['--foreground', '--bind', '127.0.0.1', '--allow', 'notacidr'],
+      ['--foreground', '--bind', 'notanaddress'],
+      ['--foreground', '--bind', '127.0.0.1', 'stray'],
+      // Detached: the error comes before anything detaches.
+      ['--bind', '127.0.0.1', '--pidfile', pidfile, '--bogus'],
+      ['--bind', '127.0.0.1', '--pidfile', pidfile, 'stray'],
+    ];
+    const results = await Promise.all(
+      cases.map((args) => runBin('pidstatd', args, { timeoutMs: 8000, env: { PIDSTAT_PORT: fallbackPort } })),
+    );
+    const problems: string[] = [];
+    cases.forEach((args, i) => {
+      const { code, stdout, stderr } = results[i]!;
+      const text = lines(stderr);
+      if (code !== 64) problems.push(`${args.join(' ')}: exit ${code}, not 64 (stderr ${JSON.stringify(stderr)})`);
+      if (text.length !== 1) problems.push(`${args.join(' ')}: ${text.length} lines on stderr, not 1: ${JSON.stringify(stderr)}`);
+      else if (!text[0]!.includes('--help')) problems.push(`${args.join(' ')}: the line does not point to --help: ${text[0]}`);
+      if (stdout !== '') problems.push(`${args.join(' ')}: stdout ${JSON.stringify(stdout)}`);
+    });
+    assert.deepEqual(problems, []);
+    assert.equal(existsSync(pidfile), false, 'nothing detached');
+    assert.equal(await ask(Number(fallbackPort), 'PIDR 1 u 3', { waitMs: 200 }), undefined, 'nothing listens');
+  });
+});
+
+describe('an inherited socket (systemd socket activation)', () => {
+  // Binds a UDP socket, puts it on fd 3, says so in LISTEN_FDS/LISTEN_PID and
+  // execs the daemon, which keeps the pid. Prints the port first.
+  const WRAPPER = [
+    'import os, socket, sys',
+    'addr = sys.argv[1]',
+    's = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)',
+    's.bind((addr, 0))',
+    'print(s.getsockname()[1], flush=True)',
+    ...HAND_OVER_AS_LISTEN_FD,
+  ].join('\n');
+
+  for (const address of ['127.0.0.1', '::1']) {
+    test(`pidstatd --foreground answers on an inherited ${address} socket`, { timeout: 20_000 }, async (t) => {
+      const py = python();
+      if (py === undefined) return t.skip('no python3 to hand over a socket');
+      if (address === '::1' && !(await hasIPv6Loopback())) return t.skip('this host has no usable ::1');
+      // Were the inherited socket ignored, the daemon would bind here instead (loopback, ephemeral).
+      const fallback = await freePort(address);
+      const env: NodeJS.ProcessEnv = { ...process.env, PIDSTAT_PORT: String(fallback) };
+      delete env['LISTEN_FDS'];
+      delete env['LISTEN_PID'];
+      const [node, daemonArgs] = binCommand('pidstatd', ['--foreground', '--bind', address]);
+      const daemon = spawnProc(py, ['-c', WRAPPER, address, node, ...daemonArgs], { env });
+      t.after(() => daemon.stop());
+      const port = Number((await daemon.waitFor(/^([0-9]+)$/m, 'stdout'))[1]);
+      const listening = await daemon.waitFor(/listening on .*$/m);
+      const shown = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+      assert.ok(listening[0].includes(shown), `says it listens on the inherited ${shown}: ${listening[0]}`);
+      assert.equal(readlinkSync(`/proc/${daemon.pid}/exe`), process.execPath, 'the daemon kept the pid the socket was meant for');
+      assert.equal(await ask(port, 'PIDR 1 sa 3', { address }), 'EXIS 1 1 sa', `answers on the inherited port ${port}`);
+      assert.equal(await ask(fallback, 'PIDR 1 sa 3', { address, waitMs: 200 }), undefined, 'binds nothing else');
+      assert.deepEqual(await daemon.stop(), { code: 0, signal: null }, `SIGTERM ends it with 0; stderr: ${daemon.stderr()}`);
+    });
+  }
+});
+
+describe('as a user other than root', () => {
+  test('warns exactly once that it cannot signal other users\' processes, and answers exists for them (EPERM)', { timeout: 20_000 }, async (t) => {
+    let command = process.execPath;
+    let prefix: string[] = [];
+    if (IS_ROOT) {
+      const check = await run('setpriv', [...NOBODY, ...binCommand('pidstatd', ['--version']).flat()], { timeoutMs: 10_000, cwd: '/' })
+        .catch((err: Error) => ({ code: -1, stderr: err.message, stdout: '' }));
+      if (check.code !== 0) return t.skip(`cannot run pidstatd as nobody (setpriv or a repo unreadable by others): ${check.stderr.trim()}`);
+      command = 'setpriv';
+      prefix = [...NOBODY, process.execPath];
+    }
+    const [, daemonArgs] = binCommand('pidstatd', ['--foreground', '--port', '0', '--bind', '127.0.0.1']);
+    const daemon = spawnProc(command, [...prefix, ...daemonArgs], { cwd: '/' });
+    t.after(() => daemon.stop());
+    const port = Number((await daemon.waitFor(/listening on .*:([0-9]+)$/m))[1]);
+    // Questions about another user's process (pid 1 is root's) bring no more warnings.
+    assert.equal(await ask(port, 'PIDR 1 w 3'), 'EXIS 1 1 w');
+    assert.equal(await ask(port, 'PIDR 1 w 3'), 'EXIS 1 1 w');
+    await sleep(100);
+    const warnings = lines(daemon.stderr()).filter((line) => /warn|EPERM|root/i.test(line));
+    assert.equal(warnings.length, 1, `one warning line: ${JSON.stringify(daemon.stderr())}`);
+    assert.match(warnings[0]!, /cannot signal other users/i);
+    assert.match(warnings[0]!, /EPERM/);
+    assert.deepEqual(await daemon.stop(), { code: 0, signal: null });
+  });
+
+  test('as root, there is no such warning', { timeout: 20_000 }, async (t) => {
+    if (!IS_ROOT) return t.skip('not running as root');
+    const daemon = await startDaemon(['--bind', '127.0.0.1']);
+    t.after(() => daemon.stop());
+    assert.equal(await ask(daemon.port, 'PIDR 1 w 3'), 'EXIS 1 1 w');
+    assert.doesNotMatch(daemon.log(), /warn|other users|\/proc/i);
+  });
+
+  test('without /proc, another user\'s process exists: kill()\'s EPERM proves it, no /proc needed', { timeout: 20_000 }, async (t) => {
+    if (!IS_ROOT) return t.skip('needs root, to unmount /proc in a mount namespace and become nobody');
+    const inner = `umount -l /proc && exec setpriv ${NOBODY.join(' ')} /bin/sh '${BIN.pidstatd}' --foreground --port 0 --bind 127.0.0.1`;
+    const wrapper = spawnProc('unshare', ['--mount', '--fork', '--kill-child', 'sh', '-c', inner], { cwd: '/' });
+    t.after(async () => {
+      await stopPids(descendantsOf(wrapper.pid));
+      await wrapper.stop('SIGKILL');
+    });
+    let port: number;
+    try {
+      port = Number((await wrapper.waitFor(/listening on .*:([0-9]+)$/m))[1]);
+    } catch (err) {
+      if (!/pidstatd/.test(wrapper.stderr())) return t.skip(`unshare/umount failed here: ${wrapper.stderr().trim() || (err as Error).message}`);
+      throw err;
+    }
+    const dead = await deadPid();
+    assert.equal(await ask(port, 'PIDR 1 h 7'), 'EXIS 1 1 h', 'flags 7: exists');
+    assert.equal(await ask(port, 'PIDR 1 h 15'), 'EXIS 1 1 h', 'flags 15: exists, with no start token (no /proc to read it from)');
+    assert.equal(await ask(port, 'PIDR 1 h 3'), 'EXIS 1 1 h', 'flags 3: exists');
+    assert.equal(await ask(port, 'PIDR 1 h 2', { waitMs: 500 }), undefined, 'flags 2 (dead only): no reply');
+    assert.equal(await ask(port, `PIDR ${dead} h 7`), `EXIS ${dead} 0 h`, 'a dead pid is still dead (ESRCH needs no /proc)');
+  });
+});
