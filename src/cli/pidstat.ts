@@ -10,7 +10,7 @@ import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInt
 import { Output } from './output.js';
 import { runCli } from './runner.js';
 import { isTerminal, writeErr, writeOut } from './stdio.js';
-import { checkHost, parseTargets, unbracket } from './targets.js';
+import { checkHost, checkPid, parseTargets, unbracket } from './targets.js';
 
 const USAGE = `Usage:
   $0 [options] HOST PID [PID ...] [HOST PID ...]
@@ -79,6 +79,39 @@ export const WAIT_SPEC = {
     local: SPEC.options.local,
     debug: SPEC.options.debug,
     color: SPEC.options.color,
+  },
+} as const satisfies CommandSpec<OptionTable>;
+
+const PING_USAGE = `Usage:
+  $0 ping [-H] HOST [-p PORT] [-t SECONDS] [-w SECONDS] [-c SECONDS] [--pid PID]
+
+A monitoring check of the pidstatd daemon on HOST (default localhost):
+asks it about a pid and prints one line a monitoring system reads, with
+the response time as performance data. The options are the monitoring
+plugins' usual ones, and check_pidstatd's (--hostname, --pid).`;
+
+const PING_EPILOG = `Exit status: 0 OK, 1 WARNING (slower than -w), 2 CRITICAL (slower than
+-c, or no answer within -t), 3 UNKNOWN (a usage error).`;
+
+/** `pidstat ping` (pidstat(1), ping): a monitoring plugin's options, as the plugins' guidelines give them. */
+export const PING_SPEC = {
+  name: 'pidstat',
+  usage: PING_USAGE,
+  epilog: PING_EPILOG,
+  options: {
+    hostname: { type: 'string', alias: 'H', description: 'The daemon\'s host (or as the word after ping)' },
+    host: SPEC.options.host,
+    port: { ...portOption(), alias: 'p' },
+    timeout: { type: 'string', alias: 't', description: 'The whole check\'s time: seconds, or 500ms (default 5); CRITICAL after it' },
+    tries: { type: 'string', description: 'Questions within --timeout, the first included (default 5)' },
+    warning: SPEC.options.warning,
+    critical: SPEC.options.critical,
+    pid: { type: 'string', description: 'Ask about this pid, not 1; any answer is the daemon\'s (check_pidstatd\'s --pid)' },
+    'key-file': keyFileOption(),
+    verbose: { type: 'boolean', alias: 'v', description: 'Show each datagram sent and received, on stderr (as --debug)' },
+    debug: SPEC.options.debug,
+    local: { type: 'boolean', default: true, description: 'Taken, and changes nothing: ping always asks the daemon', negatedDescription: 'Taken, and changes nothing: ping always asks the daemon' },
+    version: { type: 'boolean', alias: 'V', description: 'Show the version and exit' },
   },
 } as const satisfies CommandSpec<OptionTable>;
 
@@ -277,16 +310,23 @@ async function checkDaemon(argv: string[]): Promise<number> {
  * @see https://nagios-plugins.org/doc/guidelines.html#PLUGOUTPUT
  */
 async function ping(argv: string[]): Promise<number> {
-  const args = await parseArgs(SPEC, argv, ExitCode.PLUGIN_UNKNOWN);
+  const args = await parseArgs(PING_SPEC, argv, ExitCode.PLUGIN_UNKNOWN);
   if (args === undefined) return 0;
   const thresholds = parseThresholds(args.warning, args.critical);
-  const host = pingHost(args.words.slice(1), args.host);
-  const options = clientOptions(args, false);
-  const output = await outputFor(args);
+  if (args.hostname !== undefined && args.words.length > 1) throw new CommandError(`ping takes one HOST: ${args.hostname} (-H) or ${args.words[1]}, not both`, ExitCode.PLUGIN_UNKNOWN);
+  const host = pingHost(args.words.slice(1), args.hostname ?? args.host);
+  const pid = args.pid === undefined ? 1 : checkPid(args.pid, '--pid ');
+  const tries = args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000);
+  // The whole check's time, as a plugin's -t: each question waits its share.
+  const totalMs = args.timeout === undefined ? DEFAULT_TIMEOUT_MS * DEFAULT_TRIES : parseSeconds(args.timeout, '--timeout');
+  const options = clientOptions({ port: args.port, 'key-file': args['key-file'], debug: args.debug === true || args.verbose === true, words: [] }, false);
+  options.tries = tries;
+  options.timeoutMs = Math.max(1, Math.floor(totalMs / tries));
+  const output = await outputFor({});
   const client = new PidStatClient(options);
   const where = joinHostPort(host, client.port);
   try {
-    const result = await client.query({ host, pid: 1, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
+    const result = await client.query({ host, pid, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
     if (result.state === 'no_reply') {
       // A name that does not resolve says so: silence would send the admin to the wrong host.
       const { failure } = result;

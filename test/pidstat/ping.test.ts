@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 import { freePort, runBin, startDaemon, type Daemon, type RunResult } from '../support/helpers.js';
 import { startRelay, type Relay } from '../support/relay.js';
@@ -13,7 +14,7 @@ import { startRelay, type Relay } from '../support/relay.js';
 /** Each way, so an answer through the relay takes at least twice this. */
 const DELAY_MS = 300;
 /** No resend while the delayed answer is on its way, however loaded the machine. */
-const PATIENT = ['--timeout', '5000', '--tries', '1'] as const;
+const PATIENT = ['--timeout', '5s', '--tries', '1'] as const;
 
 /** `PIDSTATD STATUS - S.SSS second response on WHERE|time=S.SSSSSSs;[W];[C];0.000000`, the guidelines' perfdata. */
 const CHECK_LINE = /^PIDSTATD (OK|WARNING|CRITICAL) - ([0-9]+\.[0-9]{3}) second response on (\S+)\|time=([0-9]+\.[0-9]{6})s;([0-9]+\.[0-9]{6})?;([0-9]+\.[0-9]{6})?;0\.000000\n$/;
@@ -108,17 +109,75 @@ describe('pidstat ping: thresholds and performance data', () => {
   });
 });
 
+describe('pidstat ping: the monitoring plugins\' options, and check_pidstatd\'s', () => {
+  let daemon: Daemon;
+  before(async () => {
+    daemon = await startDaemon(['--bind', '127.0.0.1']);
+  });
+  after(async () => {
+    await daemon?.stop();
+  });
+
+  test('-H HOST -p PORT -t SECONDS -w -c, and --hostname --port --pid, as a monitoring configuration writes them: OK', async () => {
+    for (const args of [
+      ['ping', '-H', '127.0.0.1', '-p', String(daemon.port), '-t', '10', '-w', '5', '-c', '9'],
+      ['ping', '--hostname', '127.0.0.1', '--port', String(daemon.port), '--pid', String(process.pid)],
+    ]) {
+      const r = await runBin('pidstat', args);
+      assert.equal(r.code, 0, describeRun(r));
+      assert.match(r.stdout, new RegExp(`^PIDSTATD OK - \\d+\\.\\d{3} second response on 127\\.0\\.0\\.1:${daemon.port}\\|`), describeRun(r));
+    }
+  });
+
+  test('-V prints the version, -v the datagrams, and ping --help its own options', async () => {
+    const version = await runBin('pidstat', ['ping', '-V']);
+    assert.equal(version.code, 0, describeRun(version));
+    assert.match(version.stdout, /^pidstat \d+\.\d+\.\d+\n$/);
+    const verbose = await runBin('pidstat', ['ping', '-v', '-H', '127.0.0.1', '-p', String(daemon.port)]);
+    assert.equal(verbose.code, 0, describeRun(verbose));
+    assert.match(verbose.stderr, /PIDR 1 127\.0\.0\.1\//, 'the question, on stderr');
+    const help = await runBin('pidstat', ['ping', '--help']);
+    assert.equal(help.code, 0, describeRun(help));
+    for (const option of ['-H, --hostname', '-p, --port', '-t, --timeout', '-w, --warning', '-c, --critical', '--pid', '-v, --verbose', '-V, --version']) {
+      assert.ok(help.stdout.includes(option), `${option} in ping --help: ${help.stdout}`);
+    }
+  });
+
+  test('-t is the whole check: a daemon that never answers is CRITICAL within it, however many tries', async () => {
+    // A port that takes every question and answers none (no ICMP to end a try early).
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    try {
+      const began = performance.now();
+      const r = await runBin('pidstat', ['ping', '-H', '127.0.0.1', '-p', String(silent.address().port), '-t', '1', '--tries', '10']);
+      const ms = performance.now() - began;
+      assert.equal(r.code, 2, describeRun(r));
+      assert.match(r.stdout, /^PIDSTATD CRITICAL - No response/);
+      // Ten tries of a second each, were -t the time of one try, would take ten.
+      assert.ok(ms < 6000, `the check took ${Math.round(ms)} ms`);
+    } finally {
+      silent.close();
+    }
+  });
+
+  test('-H and a HOST word both: UNKNOWN, exit 3', async () => {
+    const r = await runBin('pidstat', ['ping', '-H', 'a', 'b']);
+    assert.equal(r.code, 3, describeRun(r));
+    assert.match(r.stdout, /^PIDSTATD UNKNOWN - ping takes one HOST: a \(-H\) or b, not both\n$/);
+  });
+});
+
 describe('pidstat ping: what is not an answer', () => {
   test('no daemon listening: CRITICAL, exit 2, no perfdata', async () => {
     const port = await freePort();
-    const r = await runBin('pidstat', ['--port', String(port), '--timeout', '200', '--tries', '2', 'ping', '-w', '1', '127.0.0.1']);
+    const r = await runBin('pidstat', ['--port', String(port), '--timeout', '400ms', '--tries', '2', 'ping', '-w', '1', '127.0.0.1']);
     assert.equal(r.code, 2, describeRun(r));
     assert.equal(r.stdout, `PIDSTATD CRITICAL - No response from pidstatd on 127.0.0.1:${port}\n`);
   });
 
   test('a name that does not resolve: CRITICAL, exit 2, with the reason', async () => {
     const port = await freePort();
-    const r = await runBin('pidstat', ['--port', String(port), '--timeout', '200', '--tries', '1', 'ping', 'pidstat-ping-test.invalid'], { timeoutMs: 60_000 });
+    const r = await runBin('pidstat', ['--port', String(port), '--timeout', '200ms', '--tries', '1', 'ping', 'pidstat-ping-test.invalid'], { timeoutMs: 60_000 });
     assert.equal(r.code, 2, describeRun(r));
     assert.match(r.stdout, /^PIDSTATD CRITICAL - Cannot resolve pidstat-ping-test\.invalid: [A-Z_]+\n$/);
   });
