@@ -248,7 +248,7 @@ function batchMissing(): string {
 
 function warnIfNotRoot(): void {
   if (process.getuid?.() !== 0) {
-    log(`warning: not running as root (uid ${process.getuid?.()}): it cannot signal other users' processes, but still sees them (kill() says EPERM: they exist)`, 'warning');
+    log(`warning: not running as root (uid ${process.getuid?.()}): other users' processes are still seen (kill() says EPERM: they exist), but where /proc hides them (hidepid) their start tokens cannot be read, so answers about them carry none and their subscriptions are refused (the subscribers poll)`, 'warning');
   }
 }
 

@@ -200,12 +200,13 @@ function checkCd(dir: string, path: string | Buffer): Buffer {
   try {
     // The native realpath(3): the JavaScript one decodes a Buffer path as UTF-8.
     absolute = realpathSync.native(path, { encoding: 'buffer' });
-    if (!statSync(absolute).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    if (!statSync(absolute).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'EISFILE' });
     accessSync(absolute, fsConstants.X_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
       : code === 'ENOENT' || code === 'ENOTDIR' ? 'no such directory'
+      : code === 'EISFILE' ? 'not a directory'
       : (err as Error).message;
     throw new CommandError(`--cd ${dir}: ${why}: the command is not run`, ExitCode.CANNOT_RUN);
   }

@@ -108,6 +108,18 @@ describe('pidwatch --cd DIR enters exactly DIR', () => {
     assert.ok(!existsSync(marker), 'the command ran elsewhere');
     assert.ok(!existsSync(join(here, 'no-such-dir')));
   });
+
+  test('a DIR that is a file: exit 126, "not a directory", and the command never runs', async (t) => {
+    const sleeper = sleeperFor(t);
+    const here = freshDir('file');
+    const file = join(here, 'plain');
+    writeFileSync(file, '');
+    const marker = join(here, 'ran');
+    const result = await runPidwatch(['--cd', file, '--pid', String(sleeper.pid), `touch ${marker}`], { cwd: here });
+    assert.equal(result.code, 126, describeRun(result));
+    assert.match(result.stderr, /^pidwatch: --cd .*plain: not a directory: the command is not run\n$/, describeRun(result));
+    assert.ok(!existsSync(marker), 'the command ran elsewhere');
+  });
 });
 
 describe('pidwatch: the command is never options of /bin/sh', () => {
