@@ -41,6 +41,8 @@ export interface CommandSpec<O extends OptionTable> {
   options: O;
   /** Options end at the first word that is not one (pidwatch's command). */
   haltAtNonOption?: boolean;
+  /** The words a command line may begin with (pidstat's wait, ping...), offered by completion. */
+  commands?: readonly string[];
 }
 
 /** Parsed values: strings, booleans or string arrays, as the table says. */
@@ -51,7 +53,7 @@ export type Values<O extends OptionTable> = {
 /** The word that prints a bash/zsh completion script, yargs's own. */
 const COMPLETION = 'completion';
 /** What the completion script runs a command with to learn the completions of a word. */
-const COMPLETION_QUESTION = '--get-yargs-completions';
+export const COMPLETION_QUESTION = '--get-yargs-completions';
 
 const COMMON: OptionTable = {
   help: { type: 'boolean', alias: 'h', description: 'Show this help and exit' },
@@ -301,6 +303,19 @@ export async function readWithYargsParser(spec: CommandSpec<OptionTable>, argv: 
   return result;
 }
 
+/**
+ * What completion offers for the word being typed: yargs's options of this
+ * command's table, less the one-letter aliases it writes with two dashes
+ * (`--h`), and where no word is typed yet, the words a command line may
+ * begin with.
+ */
+function completions(spec: CommandSpec<OptionTable>, current: string, typed: readonly string[], found: readonly string[]): string[] {
+  const offered = found.filter((word) => !/^--[^-:](:|$)/.test(word));
+  const words = typed.slice(typed[0] === spec.name ? 1 : 0).filter((word) => word !== current);
+  if (!current.startsWith('-') && words.length === 0) offered.push(...(spec.commands ?? []).filter((word) => word.startsWith(current)));
+  return offered;
+}
+
 /** yargs proper: the help text, or the exact wording of a usage error. */
 async function explainWithYargs<O extends OptionTable>(
   spec: CommandSpec<O>,
@@ -322,7 +337,9 @@ async function explainWithYargs<O extends OptionTable>(
     .usage(spec.usage)
     .epilog(spec.epilog)
     .wrap(Math.min(100, stdioStream(1).columns || 80))
-    .completion(COMPLETION, 'Print a bash/zsh completion script (add it to ~/.bashrc or ~/.zshrc)')
+    .completion(COMPLETION, 'Print a bash/zsh completion script (add it to ~/.bashrc or ~/.zshrc)', (current: string, typed: { _: (string | number)[] }, defaults: (onCompleted?: (err: Error | null, found: string[] | undefined) => void) => void, done: (found: string[]) => void) => {
+      defaults((_err, found) => done(completions(spec, current, typed._.map(String), found ?? [])));
+    })
     // yargs exits 1 on bad usage, which would read as "dead": throw instead.
     // https://github.com/yargs/yargs/blob/main/docs/api.md#fail
     .fail((msg, err) => {
@@ -331,7 +348,8 @@ async function explainWithYargs<O extends OptionTable>(
   const completing = argv[0] === COMPLETION || argv.includes(COMPLETION_QUESTION);
   for (const [name, option] of Object.entries({ ...COMMON, ...spec.options })) {
     // A boolean that is on by default is only ever typed as --no-NAME: the help shows that, not `--NAME [default: true]`.
-    const negatable = option.type === 'boolean' && option.default === true;
+    const onByDefault = option.type === 'boolean' && option.default === true;
+    const negatable = onByDefault || (option.type === 'boolean' && option.negatedDescription !== undefined);
     parser = parser.option(name, {
       type: option.type,
       description: option.description,
@@ -339,7 +357,7 @@ async function explainWithYargs<O extends OptionTable>(
       ...(option.array && { array: true }),
       ...(option.type === 'string' && { requiresArg: true }),
       ...(option.default !== undefined && { default: option.default }),
-      ...(negatable && !completing && { hidden: true }),
+      ...(onByDefault && !completing && { hidden: true }),
     });
     // Shown only: yargs-parser reads --no-NAME as NAME false whatever is declared.
     if (negatable) parser = parser.option(`no-${name}`, { type: 'boolean', description: option.negatedDescription ?? option.description });

@@ -5,7 +5,7 @@ import { defaultPort, joinHostPort } from '../host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
 import type { WaitOptions, WaitTarget } from '../wait.js';
-import { parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
+import { COMPLETION_QUESTION, parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
@@ -32,6 +32,7 @@ export const SPEC = {
   name: 'pidstat',
   usage: USAGE,
   epilog: EPILOG,
+  commands: ['exists', 'ping', 'wait'],
   options: {
     host: { type: 'string', description: 'Host of the PIDs given alone (default localhost)' },
     port: portOption(),
@@ -142,7 +143,8 @@ function toJson(r: Result): Record<string, unknown> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const first = firstWord(argv);
+  // The completion script's question names the command line typed so far: its first word picks the table.
+  const first = firstWord(argv[0] === COMPLETION_QUESTION ? argv.slice(2) : argv);
   if (first === 'ping') return checkDaemon(argv);
   if (first === 'wait') return waitForTargets(argv);
   const args = await parseArgs(SPEC, argv, ExitCode.USAGE);

@@ -90,7 +90,7 @@ export const SPEC = {
     bind: { type: 'string', description: 'Listen on this address only (default :: dual-stack, else 0.0.0.0)' },
     foreground: { type: 'boolean', description: 'Stay attached and log to stderr (what a service manager runs)' },
     // IPC::Locker's pidstatd spells --foreground `--nofork` (Getopt::Long's `fork!`), hence `--no-fork` too.
-    fork: { type: 'boolean', description: 'Detach (the default); --no-fork and --nofork, as in IPC::Locker, are --foreground' },
+    fork: { type: 'boolean', description: 'Detach (the default); --no-fork and --nofork, as in IPC::Locker, are --foreground', negatedDescription: 'Stay attached, as --foreground (IPC::Locker\'s --nofork)' },
     allow: { type: 'string', array: true, description: 'Answer only clients in these CIDR ranges, comma-separated (default: everyone)' },
     rate: { type: 'string', description: `Requests answered per second per source address, 0 = no limit (default ${DEFAULT_RATE})` },
     pidfile: { type: 'string', description: 'Write the pid that SIGTERM stops to FILE; removed on exit' },

@@ -30,6 +30,21 @@ test('the script\'s question lists the options of the command', async () => {
   assert.ok(watch.stdout.split('\n').includes('--killer'));
 });
 
+test('completion follows the subcommand typed, from its own table, and offers the subcommands and the negated forms', async () => {
+  const offered = async (name: 'pidstat' | 'pidstatd', ...words: string[]) => (await runBin(name, ['--get-yargs-completions', name, ...words])).stdout.split('\n').filter(Boolean);
+  const plain = await offered('pidstat', '--');
+  for (const alias of ['--h', '--s', '--w', '--c']) assert.ok(!plain.includes(alias), `${alias} offered: ${plain}`);
+  const wait = await offered('pidstat', 'wait', '--');
+  for (const option of ['--any', '--dead-after', '--interval', '--timeout']) assert.ok(wait.includes(option), `${option} in ${wait}`);
+  for (const option of ['--tries', '--warning', '--critical']) assert.ok(!wait.includes(option), `${option} is not wait's: ${wait}`);
+  const ping = await offered('pidstat', 'ping', '-');
+  for (const option of ['-H', '-p', '-t', '--pid']) assert.ok(ping.includes(option), `${option} in ${ping}`);
+  assert.ok((await offered('pidstat', 'w')).includes('wait'));
+  assert.ok((await offered('pidstat', '')).includes('ping'));
+  assert.ok(!(await offered('pidstat', '127.0.0.1', '')).includes('ping'), 'a subcommand only first');
+  assert.ok((await offered('pidstatd', '--no')).includes('--no-fork'));
+});
+
 test('completion is listed in --help', async () => {
   for (const name of ['pidstat', 'pidstatd', 'pidwatch'] as const) {
     const r = await runBin(name, ['--help']);
