@@ -316,6 +316,21 @@ function completions(spec: CommandSpec<OptionTable>, current: string, typed: rea
   return offered;
 }
 
+/**
+ * yargs's usage errors in the suite's words: an option named as it is typed
+ * (`unknown option --bogus`, `--port needs a value`); others as yargs says them.
+ */
+function ourWords(message: string): string {
+  const unknown = /^Unknown arguments?: (.*)$/.exec(message);
+  if (unknown) {
+    const words = unknown[1]!.split(', ').map((word) => (word.startsWith('-') ? word : word.length === 1 ? `-${word}` : `--${word}`));
+    return `unknown ${words.length === 1 ? 'option' : 'options'} ${words.join(' ')}`;
+  }
+  const missing = /^Not enough arguments following: (.*)$/.exec(message);
+  if (missing) return `${missing[1]!.length === 1 ? '-' : '--'}${missing[1]} needs a value`;
+  return message;
+}
+
 /** yargs proper: the help text, or the exact wording of a usage error. */
 async function explainWithYargs<O extends OptionTable>(
   spec: CommandSpec<O>,
@@ -343,7 +358,7 @@ async function explainWithYargs<O extends OptionTable>(
     // yargs exits 1 on bad usage, which would read as "dead": throw instead.
     // https://github.com/yargs/yargs/blob/main/docs/api.md#fail
     .fail((msg, err) => {
-      throw new CommandError(msg ?? err?.message ?? 'bad arguments', usageExitCode);
+      throw new CommandError(ourWords(msg ?? err?.message ?? 'bad arguments'), usageExitCode);
     });
   const completing = argv[0] === COMPLETION || argv.includes(COMPLETION_QUESTION);
   for (const [name, option] of Object.entries({ ...COMMON, ...spec.options })) {

@@ -18,7 +18,7 @@ const USAGE = `Usage:
   $0 [options] PID ...              (on --host, default localhost)
   $0 [options] exists TARGET ...    (the same, in IPC::Locker's spelling)
   $0 [options] ping [HOST]          (is the daemon on HOST answering?)
-  $0 wait [-t SECONDS] [--any] TARGET ...   (until they die; see $0 wait --help)
+  $0 wait [-t SECONDS] [--any] TARGET ...   (see $0 wait --help)
 
 Asks the pidstatd daemon on each HOST whether each PID exists, and prints
 one line per target: HOST:PID exists|dead|unknown|no_reply.`;
@@ -43,7 +43,7 @@ export const SPEC = {
     json: { type: 'boolean', description: 'Print one JSON array of {host, pid, state, tries, ms, start?, error?}' },
     local: { type: 'boolean', default: true, description: 'Answer targets on this host without the daemon (--no-local asks it)', negatedDescription: 'Ask the daemon even about targets on this host (by default they are answered locally)' },
     debug: { type: 'boolean', description: 'Show each datagram sent and received, on stderr' },
-    color: { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)' },
+    color: { type: 'boolean', description: 'Colour the states (default: when stdout is a terminal, unless NO_COLOR is set)', negatedDescription: 'Never colour the states' },
     warning: { type: 'string', alias: 'w', description: 'ping: WARNING (exit 1) when the answer takes longer than SECONDS' },
     critical: { type: 'string', alias: 'c', description: 'ping: CRITICAL (exit 2) when the answer takes longer than SECONDS' },
   },
