@@ -14,8 +14,8 @@ import { LOADER_IMPORT } from './lazy.js';
  *
  * V8 saves what a run compiled: the build runs each command once for it
  * (scripts/code-cache.mjs, with WRITE_ENV set), and an installed package,
- * which runs no install script, at the first run that finds no cache it can
- * use. The cache's first line is the build id the bundle's first line names
+ * which runs no install script, at the first run that finds none of this
+ * build's. The cache's first line is the build id the bundle's first line names
  * (scripts/bundle.mjs), so no cache ever runs with a bundle it was not made
  * from: V8 itself checks only the source's length. What it saves of a
  * command's start is the bench's 'start-up machinery' figure (README,
@@ -126,10 +126,12 @@ function compileCached(name: CommandName, file: string): { run(): void } {
   const module = { exports: {} as { run(): void } };
   compiled.call(module.exports, module.exports, createRequire(file), module, file, dir);
   // The install runs no script (README, Install): the cache is made by the
-  // first run that finds none it can use, where the bundle's folder is
-  // writable, and by the build (scripts/code-cache.mjs, WRITE_ENV).
+  // first run that finds none of this build's, where the bundle's folder is
+  // writable, and by the build (scripts/code-cache.mjs, WRITE_ENV). A cache
+  // of this build that this V8 refuses (another Node's, other flags') is
+  // left as it is: two Nodes taking turns would rewrite it at every run.
   const told = process.env[WRITE_ENV] === '1';
-  if (header !== undefined && (told || ((cachedData === undefined || script.cachedDataRejected === true) && writable(dir)))) {
+  if (header !== undefined && (told || (cachedData === undefined && writable(dir)))) {
     process.once('exit', () => writeCache(cacheFile, Buffer.concat([header, script.createCachedData()]), told ? name : undefined));
   }
   return module.exports;
