@@ -1,4 +1,4 @@
-// The test run of `npm test`: the test files three at a time, since most of
+// The test run of `npm test`: the test files four at a time, since most of
 // their time is spent waiting on real processes and sockets; then, one by
 // one, the files named *.alone.test.js: the flood, whose bound holds only on
 // a machine it has to itself, and the forgery tests, which spray every
@@ -17,9 +17,9 @@ import { join } from 'node:path';
 const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const files = readdirSync(join(root, 'test'), { recursive: true, withFileTypes: false })
   .filter((name) => name.endsWith('.test.ts') && !/^(bench|soak|support)\//.test(name))
-  .sort()
   .map((name) => join(root, 'dist', 'test', name.replace(/\.ts$/, '.js')))
-  .filter((file) => existsSync(file));
+  .filter((file) => existsSync(file))
+  .sort();
 const alone = files.filter((file) => file.endsWith('.alone.test.js'));
 const pooled = files.filter((file) => !alone.includes(file));
 const reporter = `--test-reporter=${process.stdout.isTTY ? 'spec' : 'tap'}`;
@@ -50,7 +50,7 @@ function runGroup(concurrency, group) {
 
 const total = Object.fromEntries(COUNTS.map((name) => [name, 0]));
 let failed = false;
-for (const [concurrency, group] of [[3, pooled], [1, alone]]) {
+for (const [concurrency, group] of [[4, pooled], [1, alone]]) {
   if (group.length === 0) continue;
   const { status, counts } = await runGroup(concurrency, group);
   if (status !== 0 || counts.tests === undefined) failed = true;

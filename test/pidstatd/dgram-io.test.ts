@@ -51,7 +51,7 @@ test(`the tests of ${AGAIN.join(', ')} pass again through Node's dgram`, { timeo
   // Else the inner runner takes itself for a child of this one.
   delete env['NODE_TEST_CONTEXT'];
   const files = AGAIN.map((name) => join(ROOT, 'dist', 'test', ...name.split('/')) + '.test.js');
-  const result = await run(process.execPath, ['--test', '--test-reporter=tap', ...files], { env, timeoutMs: 160_000 });
+  const result = await run(process.execPath, ['--test', '--test-concurrency=3', '--test-reporter=tap', ...files], { env, timeoutMs: 160_000 });
   const count = (what: string) => Number(new RegExp(`^# ${what} (\\d+)$`, 'm').exec(result.stdout)?.[1]);
   t.diagnostic(`through dgram: # pass ${count('pass')}, # fail ${count('fail')}, # skipped ${count('skipped')}`);
   // Each failure with the lines that tell why (its YAML block), so a failure seen once can be diagnosed.
