@@ -62,7 +62,7 @@ export function start(name: CommandName): void {
 
 /**
  * The daemon runs with its bin's node options however it is started
- * (pidstatd(8), NODE OPTIONS): the bin's second line gives them, but
+ * (pidstatd(8), Node options): the bin's second line gives them, but
  * `node bin/pidstatd.cjs` skips that line. Such a start is made again with
  * them, in place and with its pid, where Node can exec (process.execve,
  * Node 22.15 and later); elsewhere it is told on stderr, once.
@@ -79,7 +79,7 @@ function withDaemonOptions(): void {
       why = (err as Error).message;
     }
   }
-  process.stderr.write(`pidstatd: node runs without ${missing.join(' ')} (${why}): start the daemon through its bin, bin/pidstatd.cjs, not as node's script (pidstatd(8), NODE OPTIONS)\n`);
+  process.stderr.write(`pidstatd: node runs without ${missing.join(' ')} (${why}): start the daemon through its bin, bin/pidstatd.cjs, not as node's script (pidstatd(8), Node options)\n`);
 }
 
 function writable(dir: string): boolean {

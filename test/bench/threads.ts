@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
 import { readStartToken } from '../../src/probe.js';
 import { sleep, startDaemon } from '../support/helpers.js';
+import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { NOBODY, startManyThreads } from '../support/threads.js';
 import { alternate, median, stopChild } from './lib.js';
 import { metOrNot, Unavailable, type Row } from './table.js';
@@ -76,10 +77,30 @@ export async function manyThreads(tools: Tools): Promise<Row[]> {
         }
       };
       const polite = await alternate(attacked, async () => (await udpload(tools, daemon.port, 3, 1, '1')).rate, 2);
+      // Every thread id of the target subscribed, each refused (no pidfd can
+      // watch a thread): the polite client's answers meanwhile and after.
+      const tids = readdirSync(`/proc/${target.pid}/task`).map(Number).filter((tid) => tid !== target.pid);
+      const subscribedTids = async () => {
+        const subscriber = await massSubscriber(daemon.port);
+        try {
+          const subs = tids.flatMap((tid) => {
+            const start = readStartToken(tid);
+            return start === undefined ? [] : [subscriptionTo(tid, start)];
+          });
+          const [rate, outcome] = await Promise.all([udpload(tools, daemon.port, 3, 1, '1'), subscriber.subscribeAll(subs, 30_000)]);
+          refused = outcome.refused;
+          return rate.rate;
+        } finally {
+          subscriber.close();
+        }
+      };
+      let refused = 0;
+      const threadSubs = await alternate(subscribedTids, async () => (await udpload(tools, daemon.port, 3, 1, '1')).rate, 2);
       return [
         ratioRow(`start-token read rate, ${THREADS}-thread target / pid 1`, median(reads.a), median(reads.b), '/s', 'pid 1', 0.8),
         ratioRow(`/proc/PID/stat read rate, ${THREADS}-thread target / pid 1 (what the task file avoids)`, median(whole.a), median(whole.b), '/s', 'pid 1', undefined),
         ratioRow(`polite PIDR answers under ${PER_SECOND}/s start-token questions about a ${THREADS}-thread target / without`, median(polite.a), median(polite.b), '/s', 'no attack', 0.9),
+        ratioRow(`polite PIDR answers while its ${tids.length} thread ids are subscribed to (${refused} refused in the last round) / without`, median(threadSubs.a), median(threadSubs.b), '/s', 'no attack', 0.9),
       ];
     } finally {
       await daemon.stop();
