@@ -8,7 +8,7 @@ import { BIN, ROOT, binEnv, childrenOf, isRunning, waitFor } from '../support/he
 
 /**
  * The daemon always runs with its bin's node options, the inspector guard
- * and the heap option (pidstatd(8), NODE OPTIONS), however it is started:
+ * and the heap option (pidstatd(8), Node options), however it is started:
  * `npm start`, and node given the bin as its script.
  */
 
