@@ -215,7 +215,7 @@ export class PidStatClient {
       ? encodeRequest(request)
       : Buffer.from(`${signLine(this.signingKey, keyedRequestLine(request))}\n`, 'latin1');
     const question: Question = {
-      key, wireKey: pidHostKey(pid, wireHost), target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [],
+      key, wireKey: pidHostKey(pid, wireHost), target, wire, endpoints: [], tries: 0, refused: 0, startedAt, settle: [], unauthenticated: false,
     };
     this.questions.add(question);
     const answered = new Promise<Result>((resolve) => question.settle.push(resolve));
@@ -385,7 +385,9 @@ export class PidStatClient {
   private onTimeout(question: Question): void {
     for (const endpoint of question.endpoints) this.pool.useShared(endpoint);
     this.leaveEndpoints(question);
-    if (question.tries >= this.tries) {
+    if (question.unauthenticated) {
+      this.finish(question, { state: 'no_reply', failure: { kind: 'unauthenticated' } });
+    } else if (question.tries >= this.tries) {
       this.finish(question, { state: 'no_reply', failure: { kind: 'timeout', tries: question.tries } });
     } else {
       this.sendQueue.push(question);
@@ -428,10 +430,11 @@ export class PidStatClient {
     if (!authentic) {
       // It echoed our cookie, so it read our request: a daemon without our
       // key (an old host, one without keys), which every later try would
-      // meet alike. Said at once, as a refusal is; a forger who can read the
-      // request gains no more by it than by forging a refusal: a no_reply,
-      // which never kills.
-      this.finish(question, { state: 'no_reply', failure: { kind: 'unauthenticated' } });
+      // meet alike. The question ends with this try, not after every try
+      // (onTimeout); until then an authenticated reply still answers it, so
+      // one who can read the request and forges such a reply cannot end a
+      // question that the daemon asked answers.
+      question.unauthenticated = true;
       return;
     }
     const { start } = question.target;

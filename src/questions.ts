@@ -50,6 +50,8 @@ export interface Question {
   timer?: NodeJS.Timeout;
   /** Those waiting for the answer: the first query and any that joined it. */
   readonly settle: ((result: Result) => void)[];
+  /** A reply echoed the cookie but was not authenticated by our key: the question ends with this try. */
+  unauthenticated: boolean;
 }
 
 /** The key of a pid and a host field: a reply's (with the cookie), or pidstat's own question (without). */
