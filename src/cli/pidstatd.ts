@@ -16,6 +16,7 @@ import { timeOfDay } from '../failures.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../notify.js';
 import { printable } from '../printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
+import { RestartPace } from '../restarts.js';
 import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../server.js';
 import { openSyslog, SYSLOG_SOCKET, type Severity } from '../syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
@@ -57,15 +58,6 @@ const RESTARTS_ENV = 'PIDSTATD_RESTARTS';
 const LAST_RESTART_ENV = 'PIDSTATD_LAST_RESTART';
 /** Not documented, for tests: the STATUS= and metrics file intervals, in ms. */
 const INTERVAL_ENV = 'PIDSTATD_TEST_INTERVAL_MS';
-/**
- * Waits before restarting a server that died: the first well inside the 2 s
- * promised, each next one twice as long (a port another process took keeps
- * a server dying), up to a minute; a server that stayed up STABLE_MS had
- * recovered, and the next wait is the first again.
- */
-const FIRST_RESTART_MS = 500;
-const MAX_RESTART_MS = 60_000;
-const STABLE_MS = 60_000;
 /** A server that has not stopped this long after SIGTERM is killed. */
 const STOP_GRACE_MS = 5000;
 
@@ -474,7 +466,9 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
   /** SIGHUP and SIGUSR1 that came while no server answered, for the next one that does. */
   const held = new Set<NodeJS.Signals>();
   let restart: NodeJS.Timeout | undefined;
-  let delay = FIRST_RESTART_MS;
+  const pace = new RestartPace();
+  /** The wait before the server now due starts, while none runs. */
+  let due = 0;
   const restarts: Restarts = { count: 0, last: undefined };
   // The command typed said why it cannot notify, if it cannot.
   const opened = openNotifier();
@@ -506,7 +500,7 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
       }
       if (held.has(sig)) return;
       held.add(sig);
-      const now = child !== undefined ? 'the server is starting' : `no server runs now (the next starts within ${delay / 1000} s)`;
+      const now = child !== undefined ? 'the server is starting' : `no server runs now (the next starts within ${due / 1000} s)`;
       log(`${sig}: ${now}; passed on once it answers`);
     };
     const passHeld = (server: ChildProcess) => {
@@ -541,13 +535,12 @@ function supervise(argv: string[], pidfile: string | undefined): Promise<number>
         childReady = false;
         if (stopping) return finish(0);
         if (!everReady) return finish(ExitCode.FAILURE);
-        if (performance.now() - since >= STABLE_MS) delay = FIRST_RESTART_MS;
+        const delay = (due = pace.afterDeath(performance.now() - since));
         const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
         restarts.count++;
         restarts.last = `server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''} at ${timeOfDay(Date.now())}`;
         log(`server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''}; starting another in ${delay / 1000} s`, 'err');
         restart = setTimeout(start, delay);
-        delay = Math.min(delay * 2, MAX_RESTART_MS);
       });
     };
     process.on('SIGTERM', stop);

@@ -8,6 +8,7 @@ import { CLK_TCK } from './lib.js';
 import { noticeFanOut } from './notices.js';
 import { pidwatchReaction } from './pidwatch.js';
 import { pushReaction } from './push.js';
+import { serverRestart } from './restart.js';
 import { manyThreads } from './threads.js';
 import { floodLatency } from './flood.js';
 import { massDeaths } from './deaths.js';
@@ -52,6 +53,7 @@ const FIGURES: Figure[] = [
   { name: 'many-thread target', needsTools: true, measure: manyThreads },
   { name: 'notice fan-out', needsTools: false, measure: noticeFanOut },
   { name: 'forged-source flood', needsTools: false, measure: floodLatency },
+  { name: 'server restart', needsTools: false, measure: serverRestart },
 ];
 
 const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 160);

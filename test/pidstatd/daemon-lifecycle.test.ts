@@ -183,7 +183,9 @@ describe('detached pidstatd', () => {
     }
   });
 
-  test('a server that dies is restarted within 2 s, again and again, and the counters say so where no log is kept', { timeout: 20_000 }, async (t) => {
+  // How soon is the restart pace's (test/unit/restarts.test.ts) and a bench
+  // row's; here the bounds are liveness bounds, for a busy machine.
+  test('a server that dies is restarted, again and again, and the counters say so where no log is kept', { timeout: 60_000 }, async (t) => {
     const port = await freePort();
     const metrics = scratchFile('restarts.prom');
     const { result, pidfile } = await detach(t, port, ['--metrics-file', metrics]);
@@ -197,12 +199,12 @@ describe('detached pidstatd', () => {
       const replaced = await waitFor(() => {
         const now = runningChildrenOf(supervisor);
         return now.length === 1 && now[0] !== old;
-      }, 2000);
-      const reply = await answersBy(port, `PIDR 1 r${round} 3`, killed, 2000);
+      }, 20_000);
+      const reply = await answersBy(port, `PIDR 1 r${round} 3`, killed, 20_000);
       const ms = Math.round(performance.now() - killed);
       t.diagnostic(`round ${round}: answering again ${ms} ms after the kill`);
-      assert.ok(replaced, `round ${round}: a new server child within 2 s (children now: ${runningChildrenOf(supervisor).join(' ') || 'none'})`);
-      assert.equal(reply, `EXIS 1 1 r${round}`, `round ${round}: the port answers again within 2 s (${ms} ms)`);
+      assert.ok(replaced, `round ${round}: a new server child (children now: ${runningChildrenOf(supervisor).join(' ') || 'none'})`);
+      assert.equal(reply, `EXIS 1 1 r${round}`, `round ${round}: the port answers again (after ${ms} ms)`);
       assert.ok(isRunning(supervisor), 'the supervisor lives on');
       assert.equal(readPid(pidfile), supervisor, 'the pidfile still names the supervisor');
       // Each server writes the file as it starts: the restarts before it, the way it counts them.
@@ -277,7 +279,7 @@ describe('a busy port', () => {
         assert.doesNotMatch(result.stderr, /^\s+at |Error:|internal error/m, 'no stack trace');
         assert.equal(existsSync(pidfile), false, 'no pidfile is left');
         const leftover = () => pidsWithArgs('--port', String(port)).filter((pid) => !before.has(pid));
-        assert.ok(await waitFor(() => leftover().length === 0, 2000), `no leftover process: ${leftover().join(' ')}`);
+        assert.ok(await waitFor(() => leftover().length === 0, 20_000), `no leftover process: ${leftover().join(' ')}`);
       });
     }
   }
@@ -297,7 +299,7 @@ describe('pidstatd --foreground', () => {
           return false;
         }
       };
-      assert.ok(await waitFor(written, 1000), 'the pidfile is written');
+      assert.ok(await waitFor(written, 10_000), 'the pidfile is written');
       assert.equal(readPid(pidfile), daemon.pid, 'the pidfile holds the daemon\'s own pid');
       assert.equal(await ask(daemon.port, 'PIDR 1 f 3'), 'EXIS 1 1 f');
       assert.doesNotMatch(daemon.log(), /PIDR/, 'without --debug, datagrams are not logged');
