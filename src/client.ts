@@ -370,6 +370,17 @@ export class PidStatClient {
     await this.pool.close();
   }
 
+  /**
+   * Ends every question still waiting as its last unanswered try would
+   * (pidstat's --timeout, the whole run's limit): `no_reply`, after the
+   * tries sent so far.
+   */
+  giveUp(): void {
+    for (const question of this.questions.all()) {
+      this.finish(question, { state: 'no_reply', failure: question.unauthenticated ? { kind: 'unauthenticated' } : { kind: 'timeout', tries: question.tries } });
+    }
+  }
+
   /** Sends the next try of `question`, to every address of its host. */
   private transmit(question: Question): void {
     question.tries++;

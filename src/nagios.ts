@@ -1,3 +1,4 @@
+import { parseDuration } from './duration.js';
 import { CommandError, ExitCode } from './errors.js';
 
 /**
@@ -25,20 +26,14 @@ export interface Thresholds {
   critical?: number;
 }
 
-/** A plain decimal number: no sign, exponent or unit, as plugins take `-w 0.5`. */
-const SECONDS = /^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$/;
-
 /**
- * A threshold in seconds from `-w`/`-c`, or a CommandError with the plugin's
- * UNKNOWN status. A plain number N is the guidelines' range 0..N: the check
- * alerts above it, which is all a response time needs.
+ * A threshold in seconds from `-w`/`-c`, read as every duration is
+ * (duration.ts: a bare number is seconds, `500ms` too), 0 included. A
+ * number N is the guidelines' range 0..N: the check alerts above it, which
+ * is all a response time needs.
  */
-export function parseSeconds(text: string, option: string): number {
-  const seconds = SECONDS.test(text) ? Number(text) : NaN;
-  if (!Number.isFinite(seconds)) {
-    throw new CommandError(`${option} must be a number of seconds, like 0.5 or 2, not '${text}'`, ExitCode.PLUGIN_UNKNOWN);
-  }
-  return seconds;
+function thresholdSeconds(text: string, option: string): number {
+  return parseDuration(text, option, { zero: true }) / 1000;
 }
 
 /**
@@ -48,8 +43,8 @@ export function parseSeconds(text: string, option: string): number {
  */
 export function parseThresholds(warning: string | undefined, critical: string | undefined): Thresholds {
   const thresholds: Thresholds = {};
-  if (warning !== undefined) thresholds.warning = parseSeconds(warning, '--warning');
-  if (critical !== undefined) thresholds.critical = parseSeconds(critical, '--critical');
+  if (warning !== undefined) thresholds.warning = thresholdSeconds(warning, '--warning');
+  if (critical !== undefined) thresholds.critical = thresholdSeconds(critical, '--critical');
   if (thresholds.warning !== undefined && thresholds.critical !== undefined && thresholds.warning > thresholds.critical) {
     throw new CommandError(`--warning ${warning} is over --critical ${critical}: a warning must come before the critical threshold`, ExitCode.PLUGIN_UNKNOWN);
   }

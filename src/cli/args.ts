@@ -89,9 +89,10 @@ export function parserOptions(spec: CommandSpec<OptionTable>): yargsParser.Optio
   };
 }
 
-/** The options that take a value, as typed on a command line (`--port`). */
+/** The options that take a value, as typed on a command line (`--port`, `-t`). */
 export function valueOptions(spec: CommandSpec<OptionTable>): Set<string> {
-  return new Set(Object.entries(spec.options).filter(([, o]) => o.type === 'string').map(([name]) => `--${name}`));
+  const spellings = (name: string, alias: string | undefined) => [`--${name}`, ...(alias === undefined ? [] : [alias.length === 1 ? `-${alias}` : `--${alias}`])];
+  return new Set(Object.entries(spec.options).filter(([, o]) => o.type === 'string').flatMap(([name, o]) => spellings(name, o.alias)));
 }
 
 /**

@@ -87,18 +87,6 @@ export function portFrom(flag: string | undefined, env: NodeJS.ProcessEnv, allow
   return undefined;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** A duration in ms from `500`, `500ms`, `2s`, `10m` or `1h` (like zx's parseDuration). */
-export function parseDuration(text: string, what: string): number {
-  const match = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(text);
-  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2] ?? 'ms']! : NaN;
-  if (!(ms >= 1) || ms > 2_147_483_647) {
-    throw new CommandError(`${what} must be a duration of at least 1 ms, like 500, 500ms, 2s or 10m, not '${text}'`);
-  }
-  return Math.round(ms);
-}
-
 /**
  * The colour level of a stream: `--color`/`--no-color` first, then NO_COLOR
  * (any non-empty value turns colour off), then FORCE_COLOR, then whether the

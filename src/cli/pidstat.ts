@@ -1,4 +1,5 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
+import { parseDuration, UNIT_NEEDED } from '../duration.js';
 import { CommandError, ExitCode, isUsageExit } from '../errors.js';
 import { describeFailure, timeOfDay, type Failure } from '../failures.js';
 import { defaultPort, joinHostPort } from '../host.js';
@@ -6,7 +7,7 @@ import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
 import type { WaitOptions, WaitTarget } from '../wait.js';
 import { COMPLETION_QUESTION, parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
-import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseDuration, parseInteger, portFrom, portOption } from './options.js';
+import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
 import { isTerminal, writeErr, writeOut } from './stdio.js';
@@ -37,7 +38,8 @@ export const SPEC = {
     host: { type: 'string', description: 'Host of the PIDs given alone (default localhost)' },
     port: portOption(),
     'key-file': keyFileOption(),
-    timeout: { type: 'string', description: 'Wait this long for a reply before asking again: ms, or 500ms, 2s (default 1000)' },
+    timeout: { type: 'string', alias: 't', description: 'The most the whole run takes: seconds, or 500ms, 2m; a target still unanswered then is no_reply (default: as long as the tries take)' },
+    'try-timeout': { type: 'string', description: 'Wait this long for a reply before asking again: seconds, or 500ms (default 1s)' },
     tries: { type: 'string', description: 'Requests per target, the first included (default 5)' },
     silent: { type: 'boolean', alias: 's', description: 'Print nothing; only the exit status tells' },
     json: { type: 'boolean', description: 'Print one JSON array of {host, pid, state, tries, ms, start?, error?}' },
@@ -70,8 +72,8 @@ export const WAIT_SPEC = {
   options: {
     timeout: { type: 'string', alias: 't', description: 'Give up after this long (exit 124): seconds, or 500ms, 10m, 2h (default: never)' },
     any: { type: 'boolean', description: 'Return when the first target dies, not all of them' },
-    'dead-after': { type: 'string', description: 'Silence from a host this long ends the wait with exit 2: 90s, 10m (default: never)' },
-    interval: { type: 'string', description: 'Time between two questions to a host: ms, or 500ms, 2s (default 1000)' },
+    'dead-after': { type: 'string', description: 'Silence from a host this long ends the wait with exit 2: 90s, 10m (a unit is needed; default: never)' },
+    interval: { type: 'string', description: 'Time between two questions to a host: 500ms, 2s (a unit is needed; default 1s)' },
     host: SPEC.options.host,
     port: portOption(),
     'key-file': keyFileOption(),
@@ -105,6 +107,7 @@ export const PING_SPEC = {
     port: { ...portOption(), alias: 'p' },
     timeout: { type: 'string', alias: 't', description: 'The whole check\'s time: seconds, or 500ms (default 5); CRITICAL after it' },
     tries: { type: 'string', description: 'Questions within --timeout, the first included (default 5)' },
+    'try-timeout': { type: 'string', description: 'Wait this long for an answer before asking again (default: --timeout\'s share of each try)' },
     warning: SPEC.options.warning,
     critical: SPEC.options.critical,
     pid: { type: 'string', description: 'Ask about this pid, not 1; any answer is the daemon\'s (check_pidstatd\'s --pid)' },
@@ -156,8 +159,11 @@ export async function main(argv: string[]): Promise<number> {
   const options = clientOptions(args, args.local === true);
   const output = await outputFor(args);
   const targets = parseTargets(words[0] === 'exists' ? words.slice(1) : words, args.host ?? 'localhost');
+  const limitMs = args.timeout === undefined ? undefined : parseDuration(args.timeout, '--timeout');
   const client = new PidStatClient(options);
   if (options.onDebug) options.onDebug(client.io === 'batch' ? 'reading sockets in batches (recvmmsg)' : "reading sockets through Node's dgram");
+  // The whole run's limit: what is still unanswered then ends as its last try would.
+  const deadline = limitMs === undefined ? undefined : setTimeout(() => client.giveUp(), limitMs);
   try {
     const results = await output.whileWaiting(client.queryMany(targets), () => {
       const { missing, tryNo } = client.progress();
@@ -170,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
     else output.results(results);
     return exitCodeFor(results);
   } finally {
+    clearTimeout(deadline);
     await client.close();
   }
 }
@@ -178,7 +185,7 @@ export async function main(argv: string[]): Promise<number> {
 function clientOptions(args: Values<typeof SPEC.options>, local: boolean): ClientOptions {
   const options: ClientOptions = {
     port: portFrom(args.port, process.env) ?? defaultPort(),
-    timeoutMs: args.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(args.timeout, '--timeout'),
+    timeoutMs: args['try-timeout'] === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(args['try-timeout'], '--try-timeout'),
     tries: args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000),
     local,
   };
@@ -203,14 +210,14 @@ async function waitForTargets(argv: string[]): Promise<number> {
   const args = await parseArgs(WAIT_SPEC, argv, ExitCode.USAGE);
   if (args === undefined) return 0;
   const targets = parseTargets(args.words.slice(1), args.host ?? 'localhost');
-  const limitMs = args.timeout === undefined ? undefined : parseSeconds(args.timeout, '-t');
+  const limitMs = args.timeout === undefined ? undefined : parseDuration(args.timeout, '-t');
   const { deaths, DEFAULT_INTERVAL_MS } = await import('../wait.js');
   const opts: WaitOptions = {
     port: portFrom(args.port, process.env) ?? defaultPort(),
-    intervalMs: args.interval === undefined ? DEFAULT_INTERVAL_MS : parseDuration(args.interval, '--interval'),
+    intervalMs: args.interval === undefined ? DEFAULT_INTERVAL_MS : parseDuration(args.interval, '--interval', UNIT_NEEDED),
     local: args.local === true,
   };
-  if (args['dead-after'] !== undefined) opts.deadAfterMs = parseDuration(args['dead-after'], '--dead-after');
+  if (args['dead-after'] !== undefined) opts.deadAfterMs = parseDuration(args['dead-after'], '--dead-after', UNIT_NEEDED);
   const keyFile = keyFileFrom(args['key-file'], process.env);
   if (keyFile !== undefined) opts.keyFile = keyFile;
   if (args.debug) opts.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
@@ -274,18 +281,6 @@ function hostReach(warn: (line: string) => void, until: string) {
   };
 }
 
-const SECOND_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** A time in ms from seconds (`30`, `1.5`) or with a unit (`500ms`, `10m`, `2h`, `1d`), as pwait's -t. */
-function parseSeconds(text: string, what: string): number {
-  const match = /^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)?$/.exec(text);
-  const ms = match ? Number(match[1]) * SECOND_UNITS[match[2] ?? 's']! : NaN;
-  if (!(ms > 0) || ms > 2_147_483_647) {
-    throw new CommandError(`${what} must be a time of more than 0 and at most 24 days, like 30 (seconds), 1.5, 500ms or 10m, not '${text}'`);
-  }
-  return Math.max(1, Math.round(ms));
-}
-
 /** What a monitoring system shows of the check. */
 const SERVICE = 'PIDSTATD';
 
@@ -320,13 +315,15 @@ async function ping(argv: string[]): Promise<number> {
   const pid = args.pid === undefined ? 1 : checkPid(args.pid, '--pid ');
   const tries = args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000);
   // The whole check's time, as a plugin's -t: each question waits its share.
-  const totalMs = args.timeout === undefined ? DEFAULT_TIMEOUT_MS * DEFAULT_TRIES : parseSeconds(args.timeout, '--timeout');
+  const totalMs = args.timeout === undefined ? DEFAULT_TIMEOUT_MS * DEFAULT_TRIES : parseDuration(args.timeout, '--timeout');
   const options = clientOptions({ port: args.port, 'key-file': args['key-file'], debug: args.debug === true || args.verbose === true, words: [] }, false);
   options.tries = tries;
-  options.timeoutMs = Math.max(1, Math.floor(totalMs / tries));
+  options.timeoutMs = args['try-timeout'] === undefined ? Math.max(1, Math.floor(totalMs / tries)) : parseDuration(args['try-timeout'], '--try-timeout');
   const output = await outputFor({});
   const client = new PidStatClient(options);
   const where = joinHostPort(host, client.port);
+  // The whole check's time, whatever --try-timeout makes of the tries.
+  const deadline = setTimeout(() => client.giveUp(), totalMs);
   try {
     const result = await client.query({ host, pid, flags: FLAG_EXISTS | FLAG_DEAD | FLAG_UNKNOWN });
     if (result.state === 'no_reply') {
@@ -342,6 +339,7 @@ async function ping(argv: string[]): Promise<number> {
     output.line(pluginLine(SERVICE, status, `${seconds.toFixed(3)} second response on ${where}`, timePerfData(seconds, thresholds)));
     return PLUGIN_EXIT[status];
   } finally {
+    clearTimeout(deadline);
     await client.close();
   }
 }

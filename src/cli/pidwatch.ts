@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, readFileSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { randomHex64 } from '../cookie.js';
+import { parseDuration, UNIT_NEEDED } from '../duration.js';
 import { CommandError, ExitCode } from '../errors.js';
 import { INSPECT_PORT_OPTION } from '../inspector.js';
 import { parsePid } from '../protocol.js';
@@ -12,7 +13,7 @@ import { sleep } from '../sleep.js';
 import { readStat, type JobSpec } from '../tree.js';
 import { parseSignal, watchJob, type WatchOptions } from '../watch.js';
 import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
-import { ioFrom, keyFileFrom, keyFileOption, parseDuration, portFrom, portOption } from './options.js';
+import { ioFrom, keyFileFrom, keyFileOption, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { checkHost, checkPid, unbracket } from './targets.js';
 import { writeErr } from './stdio.js';
@@ -20,7 +21,7 @@ import { writeErr } from './stdio.js';
 const USAGE = `Usage:
   $0 [--cd DIR] [--host HOST] --pid PID [--port N] [--signal SIG]
            [--kill-after DURATION] [--dead-after DURATION] [--killer PROG]
-           [--interval MS] [--key-file FILE] [--no-local] [--debug]
+           [--interval DURATION] [--key-file FILE] [--no-local] [--debug]
            COMMAND [ARG ...]
   $0 [--host HOST] --pid PID --foreground FGPID [...]
 
@@ -40,10 +41,10 @@ export const SPEC = {
     port: portOption(),
     'key-file': keyFileOption(),
     signal: { type: 'string', description: 'Signal for the command and all it started: HUP, SIGHUP, -HUP or 1 (default HUP)' },
-    'kill-after': { type: 'string', description: 'SIGKILL to what is still alive this long after the signal: 10s, 1m' },
-    'dead-after': { type: 'string', description: 'Silence from HOST this long counts as death: 90s, 10m (default: never)' },
+    'kill-after': { type: 'string', description: 'SIGKILL to what is still alive this long after the signal: 10s, 1m (a unit is needed)' },
+    'dead-after': { type: 'string', description: 'Silence from HOST this long counts as death: 90s, 10m (a unit is needed; default: never)' },
     killer: { type: 'string', description: 'Run PROG -SIG CMDPID (no shell) instead of sending the signal' },
-    interval: { type: 'string', description: 'Time between two questions: ms, or 500ms, 2s (default 1000)' },
+    interval: { type: 'string', description: 'Time between two questions: 500ms, 2s (a unit is needed; default 1s)' },
     cd: { type: 'string', description: 'Run the command in DIR (missing, or not to be entered: exit 126, nothing run)' },
     foreground: { type: 'string', description: 'Run no command: leave a watcher that signals FGPID when PID dies; exit 0 at once' },
     local: { type: 'boolean', default: true, description: 'Probe a PID on this host locally (--no-local asks its daemon)', negatedDescription: 'Ask the daemon even when HOST is this host (by default PID is probed locally)' },
@@ -111,11 +112,11 @@ export async function main(argv: string[]): Promise<number> {
   const watch: WatcherConfig['watch'] = {
     host,
     pid,
-    intervalMs: args.interval === undefined ? 1000 : parseDuration(args.interval, '--interval'),
+    intervalMs: args.interval === undefined ? 1000 : parseDuration(args.interval, '--interval', UNIT_NEEDED),
     local: args.local,
   };
-  if (args['dead-after'] !== undefined) watch.deadAfterMs = parseDuration(args['dead-after'], '--dead-after');
-  const killAfterMs = args['kill-after'] === undefined ? undefined : parseDuration(args['kill-after'], '--kill-after');
+  if (args['dead-after'] !== undefined) watch.deadAfterMs = parseDuration(args['dead-after'], '--dead-after', UNIT_NEEDED);
+  const killAfterMs = args['kill-after'] === undefined ? undefined : parseDuration(args['kill-after'], '--kill-after', UNIT_NEEDED);
   const port = portFrom(args.port, process.env);
   if (port !== undefined) watch.port = port;
   const io = ioFrom(process.env);

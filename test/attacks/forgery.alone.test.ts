@@ -120,8 +120,8 @@ async function startDaemons(wrap?: Wrap): Promise<Daemons> {
  * a client that renews its cookie on each try loses nothing.
  */
 function scenarios(daemons: Daemons, live: number, dead: number): Scenario[] {
-  const slow = ['--no-local', '--tries', '2', '--timeout', String(SLOW_MS + 600)];
-  const silent = ['--no-local', '--tries', '2', '--timeout', '900'];
+  const slow = ['--no-local', '--tries', '2', '--try-timeout', `${SLOW_MS + 600}ms`];
+  const silent = ['--no-local', '--tries', '2', '--try-timeout', '900ms'];
   return [
     { name: 'the original daemon, slow: live pid', port: daemons.perl.port, target: `127.0.0.1:${live}`, pid: live, forged: 0, args: slow, state: 'exists', code: 0 },
     { name: 'pidstatd, slow: live pid', port: daemons.slowOurs.port, target: `127.0.0.1:${live}`, pid: live, forged: 0, args: slow, state: 'exists', code: 0 },
@@ -243,7 +243,7 @@ describe('forged answers', () => {
         for (const { port } of daemons) {
           watchers.push(startBin(
             'pidwatch',
-            ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(sleeper.pid), '--interval', '200', 'sleep', '30'],
+            ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(sleeper.pid), '--interval', '200ms', 'sleep', '30'],
             wrap,
             30_000,
           ));
@@ -318,7 +318,7 @@ describe('forged answers', () => {
         }
       }
       const result = await startBin('pidstat', [
-        '--no-local', '--port', String(hostile!.port), '--tries', '2', '--timeout', String(SLOW_MS + 600),
+        '--no-local', '--port', String(hostile!.port), '--tries', '2', '--try-timeout', `${SLOW_MS + 600}ms`,
         `127.0.0.2:${sleeper.pid}`, `127.0.0.3:${sleeper.pid}`,
       ]).result;
       const stats = await hostile!.stop();

@@ -99,7 +99,7 @@ describe('under hidepid=2, as nobody, a live root process exists (kill() says EP
   for (const [how, args] of [['locally', []], ['through nobody\'s daemon (--no-local)', ['--no-local', '--host', '127.0.0.1']]] as const) {
     test(`pidwatch as nobody there, watching it ${how}, leaves its job running for many intervals; a dead pid ends it`, async (t) => {
       const start = (pid: number) => {
-        const [command, argv] = inside(binCommand('pidwatch', [...args, '--port', String(daemon.port), '--interval', String(INTERVAL_MS), '--pid', String(pid), 'sleep', '30']).flat());
+        const [command, argv] = inside(binCommand('pidwatch', [...args, '--port', String(daemon.port), '--interval', `${INTERVAL_MS}ms`, '--pid', String(pid), 'sleep', '30']).flat());
         const child = spawn(command, argv, { cwd: '/', env: binEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
         let stderr = '';
         child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));

@@ -151,7 +151,7 @@ describe('replies are matched to requests by pid and host', () => {
     // 127.0.0.3 says pid 300 is dead (a reply counts by its fields whatever address it comes from, so it names only its own host).
     const seen3 = await fakeDaemon(t, '127.0.0.3', port, (pid, host) => [`EXIS ${pid} 0 ${host}`]);
     const words = ['127.0.0.1:100', '127.0.0.1:200', '127.0.0.1:300', '127.0.0.3:300'];
-    const result = await runBin('pidstat', ['--no-local', '--port', String(port), '--timeout', '300', '--tries', '2', ...words], NO_STDIN);
+    const result = await runBin('pidstat', ['--no-local', '--port', String(port), '--try-timeout', '300ms', '--tries', '2', ...words], NO_STDIN);
     t.diagnostic(`127.0.0.1 was asked ${seen1.length} times, 127.0.0.3 ${seen3.length} times; ${Math.round(result.ms)} ms`);
     assert.deepEqual(result.stdout.split('\n').filter(Boolean), ['127.0.0.1:100 no_reply', '127.0.0.1:200 dead', '127.0.0.1:300 exists', '127.0.0.3:300 dead'], describeRun(result));
     assert.equal(result.code, 2, describeRun(result));

@@ -397,10 +397,10 @@ describe('SIGUSR1 at pidstat and pidwatch from their start', () => {
   }
 
   test('pidstat never opens the inspector', { timeout: 60_000 }, async (t) => {
-    await stormUntilHit(t, 'pidstat', BIN.pidstat, async () => ['--no-local', '--port', String(await freePort()), '--tries', '1', '--timeout', '1500', `127.0.0.1:${process.pid}`]);
+    await stormUntilHit(t, 'pidstat', BIN.pidstat, async () => ['--no-local', '--port', String(await freePort()), '--tries', '1', '--try-timeout', '1500ms', `127.0.0.1:${process.pid}`]);
   });
 
   test('pidwatch\'s launcher and its watcher never open the inspector', { timeout: 60_000 }, async (t) => {
-    await stormUntilHit(t, 'pidwatch', BIN.pidwatch, async () => ['--pid', String(process.pid), '--interval', '100', 'sleep', '1']);
+    await stormUntilHit(t, 'pidwatch', BIN.pidwatch, async () => ['--pid', String(process.pid), '--interval', '100ms', 'sleep', '1']);
   });
 });

@@ -43,7 +43,7 @@ async function checkCookieDrawn(extra: readonly string[]): Promise<void> {
   try {
     const requests: string[] = [];
     socket.on('message', (msg) => requests.push(msg.toString('latin1')));
-    const args = ['--no-local', ...extra, '--timeout', '200', '--tries', '1', '--port', String(socket.address().port), '127.0.0.1', '1'];
+    const args = ['--no-local', ...extra, '--try-timeout', '200ms', '--tries', '1', '--port', String(socket.address().port), '127.0.0.1', '1'];
     await runBin('pidstat', args);
     const host = requests[0]?.split(' ')[2];
     if (host === undefined || !/^127\.0\.0\.1\/[0-9a-f]{16}$/.test(host)) {
@@ -256,7 +256,7 @@ export async function fanout(): Promise<Row[]> {
 
       const targets = sleepers.pids.flatMap((pid) => HOSTS.map((host) => ({ host, pid })));
       const expected = targets.map(({ host, pid }) => `${host}:${pid} ${host === SILENT_HOST ? 'no_reply' : dead.has(pid) ? 'dead' : 'exists'}`);
-      const args = ['--no-local', '--timeout', '1000', '--tries', '5', '--port', String(hosts.port)];
+      const args = ['--no-local', '--try-timeout', '1000ms', '--tries', '5', '--port', String(hosts.port)];
       const result = await runBin('pidstat', [...args, ...targets.map(({ host, pid }) => `${host}:${pid}`)], { timeoutMs: 60_000 });
 
       const lines = result.stdout.split('\n').filter((line) => line !== '');

@@ -78,7 +78,7 @@ export async function pidwatchReaction(): Promise<Row[]> {
     met: metOrNot(median(times) <= boundMs),
   });
   return [
-    row('pidwatch reaction, --interval 100 (median of 10)', fast, 200),
+    row('pidwatch reaction, --interval 100ms (median of 10)', fast, 200),
     row('pidwatch reaction, default interval (median of 3)', usual, 1200),
   ];
 }

@@ -66,8 +66,8 @@ describe('command lines written for IPC::Locker, with the real bins', () => {
 
   test('pidwatch -pid=DEAD -signal -TERM: the dead pid is read, and TERM ends the job as --signal=-TERM does', async () => {
     const dead = await deadPid();
-    const short = await runBin('pidwatch', [`-pid=${dead}`, '-signal', '-TERM', '-interval', '100', 'sleep', '30'], { timeoutMs: 15_000 });
-    const long = await runBin('pidwatch', [`--pid=${dead}`, '--signal=-TERM', '--interval', '100', 'sleep', '30'], { timeoutMs: 15_000 });
+    const short = await runBin('pidwatch', [`-pid=${dead}`, '-signal', '-TERM', '-interval', '100ms', 'sleep', '30'], { timeoutMs: 15_000 });
+    const long = await runBin('pidwatch', [`--pid=${dead}`, '--signal=-TERM', '--interval', '100ms', 'sleep', '30'], { timeoutMs: 15_000 });
     assert.ok(long.signal === 'SIGTERM' || long.code === 128 + 15, `ended by TERM: ${describeRun(long)}`);
     assert.deepEqual({ code: short.code, signal: short.signal }, { code: long.code, signal: long.signal }, describeRun(short));
     assert.ok(short.ms < 10_000, `at once, not at the end of sleep 30: ${Math.round(short.ms)} ms`);

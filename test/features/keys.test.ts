@@ -90,7 +90,7 @@ function startToken(pid: number): string {
 }
 
 /** pidstat through the daemon on `port`, fast: one try of 300 ms unless told otherwise. */
-function pidstat(port: number, keys: string | undefined, targets: readonly string[], extra: readonly string[] = ['--tries', '1', '--timeout', '300']): Promise<RunResult> {
+function pidstat(port: number, keys: string | undefined, targets: readonly string[], extra: readonly string[] = ['--tries', '1', '--try-timeout', '300ms']): Promise<RunResult> {
   return runBin('pidstat', [...(keys ? ['--key-file', keys] : []), '--no-local', '--port', String(port), ...extra, ...targets]);
 }
 
@@ -177,7 +177,7 @@ describe('keys', () => {
           assert.equal(result.code, 2, `${who}: ${describeRun(result)}`);
         }
         // The daemon is alive and answers its key: the silence was the keys'.
-        const right = await pidstat(daemon.port, keys, [target], ['--tries', '3', '--timeout', '400']);
+        const right = await pidstat(daemon.port, keys, [target], ['--tries', '3', '--try-timeout', '400ms']);
         assert.equal(right.stdout, `${target} exists\n`, describeRun(right));
       });
     } finally {
@@ -223,7 +223,7 @@ describe('keys', () => {
           assert.equal(result.code, 2, `${name}: ${describeRun(result)}`);
           assert.match(result.stderr, new RegExp(`^pidstat: 127\\.0\\.0\\.1:${sleeper.pid}: .*reply not authenticated`, 'm'), `${name}: ${describeRun(result)}`);
           // Said at the end of the try that heard it, not after every try.
-          const json = await pidstat(port, keys, [`127.0.0.1:${sleeper.pid}`], ['--json', '--tries', '5', '--timeout', '2000']);
+          const json = await pidstat(port, keys, [`127.0.0.1:${sleeper.pid}`], ['--json', '--tries', '5', '--try-timeout', '2000ms']);
           const [answer] = JSON.parse(json.stdout) as { state: string; tries: number; error?: string }[];
           assert.deepEqual([answer?.state, answer?.tries, answer?.error], ['no_reply', 1, 'reply not authenticated'], `${name}: ${describeRun(json)}`);
         }
@@ -246,7 +246,7 @@ describe('keys', () => {
       await withDaemon([], { PIDSTAT_KEY_FILE: daemonKeys }, async (daemon) => {
         const target = `127.0.0.1:${sleeper.pid}`;
         for (const file of [newClient, oldClient]) {
-          const result = await pidstat(daemon.port, file, [target], ['--tries', '2', '--timeout', '500']);
+          const result = await pidstat(daemon.port, file, [target], ['--tries', '2', '--try-timeout', '500ms']);
           assert.equal(result.stdout, `${target} exists\n`, describeRun(result));
           assert.equal(result.code, 0, describeRun(result));
         }
@@ -271,7 +271,7 @@ describe('keys', () => {
         const target = `127.0.0.1:${sleeper.pid}`;
         // Positive checks get a few tries (a loaded machine); negative ones need only one.
         const answered = async (file: string): Promise<boolean> =>
-          (await pidstat(daemon.port, file, [target], ['--tries', '3', '--timeout', '400'])).stdout === `${target} exists\n`;
+          (await pidstat(daemon.port, file, [target], ['--tries', '3', '--try-timeout', '400ms'])).stdout === `${target} exists\n`;
         const refused = async (file: string): Promise<boolean> => (await pidstat(daemon.port, file, [target])).stdout === `${target} no_reply\n`;
         assert.ok(await answered(clientOne), 'key 1 not answered before the reload');
         assert.ok(await refused(clientTwo), 'key 2 answered before the reload');
@@ -303,7 +303,7 @@ describe('keys', () => {
     const sleeper = startSleeper();
     const marker = join(dir, 'the-job-ran');
     try {
-      const portArgs = ['--no-local', '--port', String(port), '--tries', '1', '--timeout', '300'];
+      const portArgs = ['--no-local', '--port', String(port), '--tries', '1', '--try-timeout', '300ms'];
       const others = [keyFile(valid, 0o604), keyFile(valid, 0o602), keyFile(`7 ${secret().slice(0, 31)}\n`)] as const;
       const cases: [string, string, Promise<RunResult>][] = [
         ['pidstat 0640', groupReadable, runBin('pidstat', ['--key-file', groupReadable, ...portArgs, `127.0.0.1:${sleeper.pid}`])],
@@ -398,7 +398,7 @@ describe('keys', () => {
     try {
       await withDaemon(['--key-file', keys], {}, async (daemon) => {
         port = daemon.port;
-        const first = await pidstat(daemon.port, keys, ['--debug', target], ['--tries', '2', '--timeout', '500']);
+        const first = await pidstat(daemon.port, keys, ['--debug', target], ['--tries', '2', '--try-timeout', '500ms']);
         assert.equal(first.stdout, `${target} exists\n`, describeRun(first));
         recorded = new RegExp(`^pidstat: < \\S+ (EXIS ${sleeper.pid} 1 \\S+ \\d+ 7:[0-9a-f]{32})$`, 'm').exec(first.stderr)?.[1];
         assert.ok(recorded !== undefined, `no reply in the debug output: ${first.stderr}`);
@@ -415,7 +415,7 @@ describe('keys', () => {
         });
         await new Promise<void>((resolve) => replayer.bind(port, '127.0.0.1', resolve));
         try {
-          const second = await pidstat(port, keys, [target], ['--tries', '2', '--timeout', '300']);
+          const second = await pidstat(port, keys, [target], ['--tries', '2', '--try-timeout', '300ms']);
           assert.ok(replayed > 0, 'nothing was replayed');
           assert.equal(second.stdout, `${target} no_reply\n`, `the replayed reply${rewrite ? ' (with the new cookie)' : ''} was believed: ${describeRun(second)}; replayed: ${JSON.stringify(recorded)}`);
           assert.equal(second.code, 2, describeRun(second));
@@ -448,12 +448,12 @@ describe('keys', () => {
       const fromB = await pidstat(b.port, keys, [target]);
       assert.equal(fromB.stdout, `${target} dead\n`, `B, in its own PID namespace: ${describeRun(fromB)}`);
 
-      const relayed = await pidstat(relay.port, keys, [target], ['--tries', '2', '--timeout', '300']);
+      const relayed = await pidstat(relay.port, keys, [target], ['--tries', '2', '--try-timeout', '300ms']);
       assert.ok(relay.passed() > 0, 'the relay passed nothing on');
       assert.equal(relayed.stdout, `${target} no_reply\n`, `B's answer, relayed, was believed: ${describeRun(relayed)}`);
       assert.match(relayed.stderr, /reply not authenticated/);
 
-      const watched = await runBin('pidwatch', ['--key-file', keys, '--no-local', '--host', '127.0.0.1', '--port', String(relay.port), '--pid', String(sleeper.pid), '--interval', '200',
+      const watched = await runBin('pidwatch', ['--key-file', keys, '--no-local', '--host', '127.0.0.1', '--port', String(relay.port), '--pid', String(sleeper.pid), '--interval', '200ms',
         'sh', '-c', `sleep 2; touch ${marker}`], { timeoutMs: 20_000 });
       assert.equal(watched.code, 0, `pidwatch through the relay: ${describeRun(watched)}`);
       assert.ok(existsSync(marker), 'the job was killed on the relayed answer of another daemon');
@@ -482,7 +482,7 @@ describe('keys', () => {
         const target = `127.0.0.1:${sleeper.pid}`;
         for (const [file, said] of [[undefined, /the daemon at 127\.0\.0\.1 requires a key \(see --key-file\)/], [wrong, /the daemon at 127\.0\.0\.1 refused our key/]] as const) {
           const began = performance.now();
-          const result = await pidstat(daemon.port, file, [target], ['--tries', '5', '--timeout', '1000']);
+          const result = await pidstat(daemon.port, file, [target], ['--tries', '5', '--try-timeout', '1000ms']);
           const ms = performance.now() - began;
           assert.equal(result.stdout, `${target} no_reply\n`, describeRun(result));
           assert.equal(result.code, 2, describeRun(result));
@@ -504,7 +504,7 @@ describe('keys', () => {
     try {
       await withDaemon(['--key-file', keys], {}, async (daemon) => {
         const watch = (file: string): Promise<RunResult> =>
-          runBin('pidwatch', ['--key-file', file, '--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '200', 'sleep', '30'], { timeoutMs: 40_000 });
+          runBin('pidwatch', ['--key-file', file, '--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '200ms', 'sleep', '30'], { timeoutMs: 40_000 });
         const [right, wrongRun] = [watch(keys), watch(wrong)];
         // The jobs are the children of the two pidwatch processes, which are this process's children.
         assert.ok(await waitFor(() => pidwatchJobs().length >= 2, 5000), 'pidwatch started no jobs');

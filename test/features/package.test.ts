@@ -282,7 +282,7 @@ test('npm pack, npm install -g, and the package at work', { timeout: 240_000 }, 
     try {
       await waitForLine(activator, /Listening on/);
       const pid = String(activator.child.pid);
-      const asked = await run(bin('pidstat'), ['--no-local', '--port', String(port), '--timeout', '500', '127.0.0.1', pid], { env });
+      const asked = await run(bin('pidstat'), ['--no-local', '--port', String(port), '--try-timeout', '500ms', '127.0.0.1', pid], { env });
       assert.equal(asked.stdout, `127.0.0.1:${pid} exists\n`, `${asked.stderr}\n${activator.stderr()}`);
       // --port 0 is ignored: the daemon serves the inherited socket.
       assert.match(activator.stderr(), new RegExp(`pidstatd: listening on 127\\.0\\.0\\.1:${port}$`, 'm'));

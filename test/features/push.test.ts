@@ -368,7 +368,7 @@ describe('pidwatch by push', () => {
     const daemon = await startDaemon(['--bind', '127.0.0.1', '--debug']);
     const sleeper = startSleeper();
     try {
-      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '20000', 'sleep', '60'], { timeoutMs: 30_000 });
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '20000ms', 'sleep', '60'], { timeoutMs: 30_000 });
       assert.ok(await waitFor(() => new RegExp(`answered SUBR ${sleeper.pid} \\S+ 1 30`).test(daemon.log()), 5000), `pidwatch did not subscribe: ${daemon.log()}`);
       const killedAt = performance.now();
       await sleeper.stop();
@@ -386,7 +386,7 @@ describe('pidwatch by push', () => {
     const daemon = await startDaemon(['--bind', '127.0.0.1', '--no-push', '--debug']);
     const sleeper = startSleeper();
     try {
-      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '300', 'sleep', '60'], { timeoutMs: 30_000 });
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '300ms', 'sleep', '60'], { timeoutMs: 30_000 });
       await sleep(2000);
       await sleeper.stop();
       const result = await running;
@@ -406,7 +406,7 @@ describe('pidwatch by push', () => {
     const perl = await startPerlDaemon();
     const sleeper = startSleeper();
     try {
-      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(perl.port), '--pid', String(sleeper.pid), '--interval', '300', 'sleep', '60'], { timeoutMs: 30_000 });
+      const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(perl.port), '--pid', String(sleeper.pid), '--interval', '300ms', 'sleep', '60'], { timeoutMs: 30_000 });
       await sleep(2000);
       const asked = perl.requests.length;
       assert.ok(asked >= 3, `pidwatch asked ${asked} times in 2 s at --interval 300: it is not polling`);
@@ -436,7 +436,7 @@ describe('pidwatch by push', () => {
       await watch.daemon.stop();
     });
     // --dead-after 6000: renewals every 2 s (a third of it), and a restart of a second or so is no death.
-    watch.running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(watch.sleeper.pid), '--dead-after', '6000', '--interval', '500', 'sleep', '60'], { timeoutMs: 30_000 });
+    watch.running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--pid', String(watch.sleeper.pid), '--dead-after', '6s', '--interval', '500ms', 'sleep', '60'], { timeoutMs: 30_000 });
     assert.ok(await subscribedIn(() => watch.daemon.log(), watch.sleeper.pid), `pidwatch did not subscribe: ${watch.daemon.log()}`);
     return watch;
   }
@@ -475,7 +475,7 @@ describe('pidwatch on this host', () => {
   test('a local pid is watched through a pidfd: the job ends at once, with no poll for 20 s', { skip }, async () => {
     const sleeper = startSleeper();
     try {
-      const running = runBin('pidwatch', ['--pid', String(sleeper.pid), '--interval', '20000', 'sleep', '60'], { timeoutMs: 30_000 });
+      const running = runBin('pidwatch', ['--pid', String(sleeper.pid), '--interval', '20000ms', 'sleep', '60'], { timeoutMs: 30_000 });
       await sleep(1500);
       const killedAt = performance.now();
       await sleeper.stop();

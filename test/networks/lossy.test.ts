@@ -346,10 +346,10 @@ describe('loss and delay for real: A asks B through a lossy relay in A', () => {
     for (const pid of noReplyPids) assert.match(result.stderr, new RegExp(`^pidstat: ${relayAddress.replace(/\./g, '\\.')}:${pid}: no reply after ${TRIES} tries$`, 'm'));
   });
 
-  test('100 % loss, --timeout 300 --tries 3: all 200 no_reply, exit 2, within tries x timeout plus 1.5 s, exactly 3 requests each', opts, async (t) => {
+  test('100 % loss, --try-timeout 300ms --tries 3: all 200 no_reply, exit 2, within tries x timeout plus 1.5 s, exactly 3 requests each', opts, async (t) => {
     const from = await relay!.setLoss(1);
     const pids = [...live.map((l) => l.inner), ...deadInB];
-    const result = await pidstat(['--timeout', '300', '--tries', '3', ...pids.map((p) => `${relayAddress}:${p}`)]);
+    const result = await pidstat(['--try-timeout', '300ms', '--tries', '3', ...pids.map((p) => `${relayAddress}:${p}`)]);
     await settle();
     t.diagnostic(`${Math.round(result.ms)} ms for ${pids.length} targets`);
     assert.equal(result.code, 2, describeRun(result));
@@ -368,7 +368,7 @@ describe('loss and delay for real: A asks B through a lossy relay in A', () => {
 
   test('pidwatch through the relay (--interval 200): 100 % loss never kills the job; at 30 % loss the death of the pid in B does, within 4 s', opts, async (t) => {
     const watched = live[SLEEPERS - 1]!;
-    const args = ['--no-local', '--host', relayAddress, '--port', String(relay!.port), '--interval', '200', '--pid', String(watched.inner)];
+    const args = ['--no-local', '--host', relayAddress, '--port', String(relay!.port), '--interval', '200ms', '--pid', String(watched.inner)];
 
     // Total loss: pidwatch hears nothing, so its job runs to its end.
     const from = await relay!.setLoss(1);

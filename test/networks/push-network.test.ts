@@ -182,7 +182,7 @@ describe('push notices over a lossy link (namespaces A and B, relay in A)', () =
     await relay.setLabels(inner);
 
     // --interval 20000: no poll in the test's time, and a renewal only every 20 s; so a job that ends was ended by a notice.
-    const common = ['--no-local', '--port', String(relay.port), '--interval', '20000'];
+    const common = ['--no-local', '--port', String(relay.port), '--interval', '20000ms'];
     const jobs: Started[] = inner.map((pid, i) => {
       const [command, args] = i < WATCHES
         ? [BIN.pidwatch, [...common, '--host', relayAddress, '--pid', String(pid), 'sleep 60']]

@@ -26,7 +26,7 @@ import {
 
 const ESC = '\x1b';
 /** Keeps every no_reply run short. */
-const FAST = ['--timeout', '200', '--tries', '2'] as const;
+const FAST = ['--try-timeout', '200ms', '--tries', '2'] as const;
 
 const VERSION = (JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string }).version;
 

@@ -62,7 +62,7 @@ for (const io of ['batch', 'dgram'] as const) {
     let asked = 0;
     silent.on('message', () => asked++);
     await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
-    const [command, args] = binCommand('pidstat', ['--no-local', '--port', String(silent.address().port), '--tries', '3', '--timeout', '1000', '127.0.0.1:1', '127.0.0.2:1']);
+    const [command, args] = binCommand('pidstat', ['--no-local', '--port', String(silent.address().port), '--tries', '3', '--try-timeout', '1000ms', '127.0.0.1:1', '127.0.0.2:1']);
     const child = spawn(command, args, { env: binEnv({ PIDSTAT_IO: io }), stdio: 'ignore' });
     try {
       assert.ok(await waitFor(() => asked >= 2, 5000), 'pidstat asked nothing');

@@ -64,7 +64,7 @@ describe('stderr on a full disk changes nothing', { skip: NO_FULL }, () => {
 
   test('pidstat ping -w soon 2> /dev/full: UNKNOWN on stdout, exit 3', async () => {
     const r = await runFull('pidstat', ['ping', '-w', 'soon'], 2);
-    assert.match(r.stdout, /^PIDSTATD UNKNOWN - --warning must be a number of seconds/, describeRun(r));
+    assert.match(r.stdout, /^PIDSTATD UNKNOWN - --warning must be a duration/, describeRun(r));
     assert.equal(r.code, 3, describeRun(r));
   });
 });

@@ -187,9 +187,9 @@ describe('pidstat ping: usage errors are UNKNOWN on stdout, exit 3', () => {
   const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
     ['two hosts', ['ping', 'a', 'b'], {}, /ping takes one HOST, not 2/],
     ['an unknown option', ['ping', '--bogus'], {}, /bogus/],
-    ['a warning that is no number', ['ping', '-w', 'soon', '127.0.0.1'], {}, /--warning must be a number of seconds.*'soon'/],
-    ['a negative critical', ['ping', '--critical=-1', '127.0.0.1'], {}, /--critical must be a number of seconds.*'-1'/],
-    ['a critical with an exponent', ['ping', '-c', '1e3', '127.0.0.1'], {}, /--critical must be a number of seconds.*'1e3'/],
+    ['a warning that is no number', ['ping', '-w', 'soon', '127.0.0.1'], {}, /--warning must be a duration.*'soon'/],
+    ['a negative critical', ['ping', '--critical=-1', '127.0.0.1'], {}, /--critical must be a duration.*'-1'/],
+    ['a critical with an exponent', ['ping', '-c', '1e3', '127.0.0.1'], {}, /--critical must be a duration.*'1e3'/],
     ['a warning over the critical', ['ping', '-w', '2', '-c', '1', '127.0.0.1'], {}, /--warning 2 is over --critical 1/],
     ['a bad --tries', ['ping', '--tries', '0', '127.0.0.1'], {}, /--tries must be a whole number/],
     ['a bad PIDSTAT_PORT', ['ping', '127.0.0.1'], { PIDSTAT_PORT: 'http' }, /PIDSTAT_PORT must be a whole number/],

@@ -34,7 +34,7 @@ after(async () => {
 });
 
 test('an unresolvable host is no_reply, exit 2, and stderr names the look-up failure', { skip: why ?? false }, async () => {
-  const r = await runBinIn(pair.a, 'pidstat', ['--no-local', '--port', '40000', '--timeout', '200', '--tries', '2', 'no-such-host.invalid:12', `${pair.b.ipv4}:1`]);
+  const r = await runBinIn(pair.a, 'pidstat', ['--no-local', '--port', '40000', '--try-timeout', '200ms', '--tries', '2', 'no-such-host.invalid:12', `${pair.b.ipv4}:1`]);
   assert.equal(r.code, 2, r.stderr);
   assert.deepEqual(r.stdout.split('\n').filter(Boolean), ['no-such-host.invalid:12 no_reply', `${pair.b.ipv4}:1 no_reply`]);
   assert.match(r.stderr, /^pidstat: no-such-host\.invalid:12: cannot resolve no-such-host\.invalid: (ENOTFOUND|EAI_AGAIN)$/m);
@@ -105,7 +105,7 @@ test('a name that did not resolve is looked up again: pidstat wait learns the de
   t.after(() => sleeper.stop());
   const daemon = await startDaemon(['--bind', '127.0.0.1'], binEnv(), (cmd, rest) => inNetns(pair.a, cmd, rest));
   t.after(() => daemon.stop());
-  const [command, args] = inNetns(pair.a, ...binCommand('pidstat', ['wait', '-t', '15', '--interval', '200', '--no-local', '--port', String(daemon.port), `later.test:${sleeper.pid}`]));
+  const [command, args] = inNetns(pair.a, ...binCommand('pidstat', ['wait', '-t', '15', '--interval', '200ms', '--no-local', '--port', String(daemon.port), `later.test:${sleeper.pid}`]));
   const waiting = run(command, args, { env: binEnv(), timeoutMs: 25_000 });
   // Nothing answers A's resolver yet: the first look-ups fail, and say so.
   await sleep(1500);

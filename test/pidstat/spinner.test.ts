@@ -18,7 +18,7 @@ before(async () => {
 });
 after(() => silent?.close());
 
-const args = () => ['--no-local', '--port', String(port), '--timeout', '400', '--tries', '2', '127.0.0.1:1', '127.0.0.1:2'];
+const args = () => ['--no-local', '--port', String(port), '--try-timeout', '400ms', '--tries', '2', '127.0.0.1:1', '127.0.0.1:2'];
 
 test('on a terminal, a spinner says how many answers are missing and which try this is', async (t) => {
   const probe = await run('script', ['-qec', 'true', '/dev/null'], { timeoutMs: 5000 }).catch(() => undefined);

@@ -103,7 +103,7 @@ describe('pidstat wait: deaths', () => {
       const a = sleeperFor(t);
       const b = sleeperFor(t);
       const remote = where === 'daemon' ? ['--no-local', '--port', String(daemon.port)] : [];
-      const w = startWait(t, ['--interval', '200', ...remote, `127.0.0.1:${a.pid}`, `127.0.0.1:${b.pid}`]);
+      const w = startWait(t, ['--interval', '200ms', ...remote, `127.0.0.1:${a.pid}`, `127.0.0.1:${b.pid}`]);
       await sleep(1000);
       assert.ok(w.running(), `it returned while both targets lived: ${w.stderr()}`);
       await a.stop();
@@ -122,7 +122,7 @@ describe('pidstat wait: deaths', () => {
   test('--any returns on the first death, the other target still alive', async (t) => {
     const a = sleeperFor(t);
     const b = sleeperFor(t);
-    const w = startWait(t, ['--any', '--interval', '200', '--no-local', '--port', String(daemon.port), `127.0.0.1:${a.pid}`, `127.0.0.1:${b.pid}`]);
+    const w = startWait(t, ['--any', '--interval', '200ms', '--no-local', '--port', String(daemon.port), `127.0.0.1:${a.pid}`, `127.0.0.1:${b.pid}`]);
     await sleep(800);
     assert.ok(w.running(), `it returned while both targets lived: ${w.stderr()}`);
     await b.stop();
@@ -136,7 +136,7 @@ describe('pidstat wait: deaths', () => {
     const gone = await deadPid();
     // With an interval of 5 s, a wait of one interval would show.
     for (const args of [[`${gone}`], ['--no-local', '--port', String(daemon.port), `127.0.0.1:${gone}`]]) {
-      const r = await wait(['--interval', '5000', ...args]);
+      const r = await wait(['--interval', '5000ms', ...args]);
       assert.equal(r.code, 0, describeRun(r));
       assert.match(r.stdout, new RegExp(`:${gone} dead\\n$`));
       assert.ok(r.ms < 3500, describeRun(r));
@@ -146,7 +146,7 @@ describe('pidstat wait: deaths', () => {
   test('--json prints one line {host, pid, state, ms} per death; -s prints nothing', async (t) => {
     const gone = await deadPid();
     const a = sleeperFor(t);
-    const w = startWait(t, ['--json', '--interval', '200', '--no-local', '--port', String(daemon.port), `127.0.0.1:${gone}`, `127.0.0.1:${a.pid}`]);
+    const w = startWait(t, ['--json', '--interval', '200ms', '--no-local', '--port', String(daemon.port), `127.0.0.1:${gone}`, `127.0.0.1:${a.pid}`]);
     assert.ok(await waitFor(() => w.lines.length === 1, 5000), w.stderr());
     await a.stop();
     const r = await w.exit;
@@ -175,7 +175,7 @@ describe('pidstat wait: deaths', () => {
 
   test('300 live targets with 128 descriptors: the watches share their sockets, and every death is printed', async (t) => {
     const sleepers = Array.from({ length: 300 }, () => sleeperFor(t));
-    const [command, full] = binCommand('pidstat', ['wait', '-t', '15', '--interval', '200', '--no-local', '--port', String(daemon.port), ...sleepers.map((s) => `127.0.0.1:${s.pid}`)]);
+    const [command, full] = binCommand('pidstat', ['wait', '-t', '15', '--interval', '200ms', '--no-local', '--port', String(daemon.port), ...sleepers.map((s) => `127.0.0.1:${s.pid}`)]);
     // The limit is set by the shell, and the bin run by it from its own arguments.
     const limited = run('/bin/sh', ['-c', 'ulimit -n 128 && exec "$@"', 'sh', command, ...full], { env: binEnv(), timeoutMs: 25_000 });
     await sleep(1500);
@@ -190,7 +190,7 @@ describe('pidstat wait: deaths', () => {
     const perl: PerlDaemon = await startPerlDaemon();
     t.after(() => perl.stop());
     const a = sleeperFor(t);
-    const w = startWait(t, ['--interval', '200', '--no-local', '--port', String(perl.port), `127.0.0.1:${a.pid}`]);
+    const w = startWait(t, ['--interval', '200ms', '--no-local', '--port', String(perl.port), `127.0.0.1:${a.pid}`]);
     await sleep(1000);
     assert.ok(w.running(), `it returned while the target lived: ${w.stderr()}`);
     await a.stop();
@@ -205,7 +205,7 @@ describe('pidstat wait: deaths', () => {
 describe('pidstat wait: no death, no 0', () => {
   test('-t runs out: exit 124, nothing printed', async (t) => {
     const a = sleeperFor(t);
-    const r = await wait(['-t', '1', '--interval', '200', `${a.pid}`]);
+    const r = await wait(['-t', '1', '--interval', '200ms', `${a.pid}`]);
     assert.equal(r.code, 124, describeRun(r));
     assert.equal(r.stdout, '');
     assert.ok(r.ms >= 900 && r.ms < 6000, describeRun(r));
@@ -218,7 +218,7 @@ describe('pidstat wait: no death, no 0', () => {
       await own.stop();
     });
     const a = sleeperFor(t);
-    const w = startWait(t, ['--dead-after', '1s', '--interval', '200', '--no-local', '--port', String(own.port), `127.0.0.1:${a.pid}`]);
+    const w = startWait(t, ['--dead-after', '1s', '--interval', '200ms', '--no-local', '--port', String(own.port), `127.0.0.1:${a.pid}`]);
     await sleep(1500);
     assert.ok(w.running(), `it returned while the daemon answered: ${w.stderr()}`);
     process.kill(own.pid, 'SIGSTOP');
@@ -237,7 +237,7 @@ describe('pidstat wait: no death, no 0', () => {
     const silent = await startPerlDaemon({ silent: true });
     t.after(() => silent.stop());
     const a = sleeperFor(t);
-    const w = startWait(t, ['--interval', '200', '--no-local', '--port', String(silent.port), `127.0.0.1:${a.pid}`, `127.0.0.1:${process.pid}`]);
+    const w = startWait(t, ['--interval', '200ms', '--no-local', '--port', String(silent.port), `127.0.0.1:${a.pid}`, `127.0.0.1:${process.pid}`]);
     await sleep(3500);
     assert.ok(w.running(), `it returned on silence: ${w.stderr()}`);
     assert.equal(w.lines.length, 0);
@@ -247,7 +247,7 @@ describe('pidstat wait: no death, no 0', () => {
 
   test('`unknown` never counts as dead', async (t) => {
     const port = await startUnknownDaemon(t);
-    const r = await wait(['-t', '2', '--interval', '200', '--no-local', '--port', String(port), `127.0.0.1:${await deadPid()}`]);
+    const r = await wait(['-t', '2', '--interval', '200ms', '--no-local', '--port', String(port), `127.0.0.1:${await deadPid()}`]);
     assert.equal(r.code, 124, describeRun(r));
     assert.equal(r.stdout, '');
   });
@@ -259,7 +259,7 @@ describe('pidstat wait: usage', () => {
     ['-t 0', ['-t', '0', '1'], /-t must be/],
     ['-t words', ['-t', 'soon', '1'], /-t must be/],
     ['-t negative', ['-t', '-5', '1'], /./],
-    ['--interval 0', ['--interval', '0', '1'], /--interval must be/],
+    ['--interval 0', ['--interval', '0ms', '1'], /--interval must be/],
     ['--dead-after words', ['--dead-after', 'never', '1'], /--dead-after must be/],
     ['a host without a pid', ['node17'], /no PID after it/],
     ['pid 0', ['0'], /not a pid/],
@@ -287,8 +287,8 @@ node=$1; inspect=$2; pidstat=$3; pidstatd=$4; dir=$5
 port=
 while [ -z "$port" ]; do sleep 0.1; port=$(sed -n 's/.*listening on .*:\\([0-9]*\\)$/\\1/p' "$dir/daemon.log"); done
 sleep 600 & w=$!
-"$node" "$inspect" "$pidstat" wait -t 8 --interval 300 "$w" > "$dir/local.out" & l=$!
-"$node" "$inspect" "$pidstat" wait -t 8 --interval 300 --no-local --port "$port" "127.0.0.1:$w" > "$dir/remote.out" & r=$!
+"$node" "$inspect" "$pidstat" wait -t 8 --interval 300ms "$w" > "$dir/local.out" & l=$!
+"$node" "$inspect" "$pidstat" wait -t 8 --interval 300ms --no-local --port "$port" "127.0.0.1:$w" > "$dir/remote.out" & r=$!
 echo started
 read go
 kill -KILL "$w"; wait "$w" 2>/dev/null

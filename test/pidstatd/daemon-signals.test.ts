@@ -75,7 +75,7 @@ describe('SIGUSR1', () => {
     const port = silent.address().port;
     // Its first request shows it has started: the listener start.ts installs first thing is there.
     const asked = new Promise<void>((resolve) => silent.once('message', () => resolve()));
-    const asking = run(process.execPath, [BIN.pidstat, '--no-local', '--port', String(port), '--timeout', '300', '--tries', '3', '127.0.0.1', '1'], { env: binEnv(), timeoutMs: 10_000 });
+    const asking = run(process.execPath, [BIN.pidstat, '--no-local', '--port', String(port), '--try-timeout', '300ms', '--tries', '3', '127.0.0.1', '1'], { env: binEnv(), timeoutMs: 10_000 });
     assert.ok(await waitFor(() => pidsOf(BIN.pidstat).length === 1, 2000), 'pidstat runs');
     const [pid] = pidsOf(BIN.pidstat);
     await asked;

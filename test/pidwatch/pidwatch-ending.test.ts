@@ -59,7 +59,7 @@ describe('pidwatch --kill-after: every process the first signal reached', () => 
   test('a member orphaned by the signal, its environment cleared, still gets SIGKILL; both sleeps are gone', async (t) => {
     const sleeper = sleeperFor(t);
     const command = `sh -c '(trap "" HUP; exec env -i sleep 315) & exec sleep 316'`;
-    const job = start(t, ['--interval', '100', '--pid', String(sleeper.pid), '--kill-after', '1s', command], { cwd: dir });
+    const job = start(t, ['--interval', '100ms', '--pid', String(sleeper.pid), '--kill-after', '1s', command], { cwd: dir });
     let inner: number | undefined;
     let outer: number | undefined;
     const found = await waitFor(() => {
@@ -97,7 +97,7 @@ describe('pidwatch --kill-after: every process the first signal reached', () => 
 const REUSE_SCRIPT = `
 pw=$1; cmd=$3; m=$4
 sleep 600 & w=$!
-PATH=$2:$PATH "$pw" --interval 100 --pid "$w" --kill-after 3s "$cmd" & job=$!
+PATH=$2:$PATH "$pw" --interval 100ms --pid "$w" --kill-after 3s "$cmd" & job=$!
 while ! [ -s "$m" ]; do sleep 0.05; done
 echo started
 kill -KILL "$w"
@@ -169,7 +169,7 @@ describe('pidwatch: a stderr pipe nobody reads', () => {
     // head fills the pipe past its 64 KiB and blocks there; the sleep that
     // ignores SIGHUP lives on for --kill-after's line.
     const command = `head -c 100000 /dev/zero >&2 & (trap "" HUP; exec sleep 318) & exec sleep 317`;
-    const child = spawn(BIN.pidwatch, ['--interval', '100', '--pid', String(sleeper.pid), '--kill-after', '2s', command], {
+    const child = spawn(BIN.pidwatch, ['--interval', '100ms', '--pid', String(sleeper.pid), '--kill-after', '2s', command], {
       stdio: ['ignore', 'ignore', writer],
       env: binEnv(),
       cwd: dir,
@@ -226,7 +226,7 @@ describe('pidwatch: a stderr pipe nobody reads', () => {
 describe('pidwatch --foreground: the watcher keeps no descriptor of its caller', () => {
   test('`z=$(pidwatch --pid P --foreground $$ 40>&1 9>&1 25>&1); echo done` returns at once while the watcher runs', async (t) => {
     const sleeper = sleeperFor(t);
-    const script = `z=$(${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} --foreground $$ 40>&1 9>&1 25>&1); echo done; exec sleep 60`;
+    const script = `z=$(${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} --foreground $$ 40>&1 9>&1 25>&1); echo done; exec sleep 60`;
     const shell = start(t, ['-c', script], { command: 'bash', cwd: dir });
     const done = await waitFor(() => shell.stdout().includes('done'), 5000);
     const watchers = watchersOf(shell.pid);

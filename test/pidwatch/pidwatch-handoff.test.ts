@@ -172,7 +172,7 @@ describe('pidwatch --killer ./PROG', () => {
     const log = join(here, 'killed');
     writeFileSync(join(here, 'k.sh'), `#!/bin/sh\necho "$@" > '${log}'\nkill "$@"\n`);
     chmodSync(join(here, 'k.sh'), 0o755);
-    const watch = start(t, ['--interval', '200', '--killer', './k.sh', '--pid', String(sleeper.pid), 'sleep 30'], { cwd: here });
+    const watch = start(t, ['--interval', '200ms', '--killer', './k.sh', '--pid', String(sleeper.pid), 'sleep 30'], { cwd: here });
     assert.ok(await waitFor(() => commandRuns(watch.pid) || !watch.running(), 5000), watch.describe());
     await sleeper.stop();
     const exit = await exitWithin(watch, 5000, 'after the watched pid died');

@@ -66,7 +66,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     test(`setsid, double fork, new process group, empty environment, SIGHUP ignored${killAfter ? ', --kill-after 1s: every one is gone' : ': all but the one ignoring SIGHUP are gone'}`, async (t) => {
       const sleeper = sleeperFor(t);
       const d = scratch('family');
-      const job = start(t, ['--interval', '200', ...(killAfter ? ['--kill-after', '1s'] : []), '--pid', String(sleeper.pid), familyJob(d)], { cwd: dir });
+      const job = start(t, ['--interval', '200ms', ...(killAfter ? ['--kill-after', '1s'] : []), '--pid', String(sleeper.pid), familyJob(d)], { cwd: dir });
       const family = Object.fromEntries(await Promise.all(FAMILY.map(async (name) => [name, await pidFrom(join(d, name))] as const)));
       t.after(() => killAll(Object.values(family)));
       // The orphan's parent subshell has ended: it is init's (or a subreaper's) now.
@@ -97,7 +97,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
   test('a script that runs pidwatch is not touched: `sh -c \'pidwatch --pid P sleep 100; echo after\'` prints after', async (t) => {
     const sleeper = sleeperFor(t);
     // The script leads a process group of its own, which pidwatch's command shares (no terminal, no job control).
-    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} sleep 100; echo after`], { command: '/bin/sh', cwd: dir, detached: true });
+    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} sleep 100; echo after`], { command: '/bin/sh', cwd: dir, detached: true });
     let root: number | undefined;
     assert.ok(await waitFor(() => (root = descendants(script.pid).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('/bin/sh\0-c\0--\0sleep 100'))) !== undefined, 5000), `pidwatch did not run its command; ${script.describe()}`);
     const sleep100 = await waitForChild(root!);
@@ -116,7 +116,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
       // set -m: job control, as in a terminal: the pipeline gets a process group of its own, led by pidwatch.
       // The command lasts long enough for the watcher to see it; the reader reads after it has ended.
       const command = ending === 'the command ends' ? 'echo one; echo two; sleep 1' : 'echo one; echo two; sleep 100';
-      const line = `set -m; ${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} '${command}' | (sleep 2.5; cat > ${out}); echo "status \${PIPESTATUS[*]}"`;
+      const line = `set -m; ${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} '${command}' | (sleep 2.5; cat > ${out}); echo "status \${PIPESTATUS[*]}"`;
       const shell = start(t, ['-c', line], { command: 'bash', cwd: dir });
       if (ending === 'the watched pid dies') {
         assert.ok(await waitFor(() => descendants(shell.pid).some((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('sleep\x00100')), 5000), shell.describe());
@@ -182,7 +182,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     const sleeper = sleeperFor(t);
     const port = await silentPort(t);
     const began = performance.now();
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500', '--dead-after', '2s', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--dead-after', '2s', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
     const exit = await exitWithin(job, 2000 + 500 + 3000, 'silence for --dead-after 2s');
     const ms = exit.at - began;
     t.diagnostic(`the job ended ${Math.round(ms)} ms into the run`);
@@ -196,7 +196,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     const sleeper = sleeperFor(t);
     const port = await silentPort(t);
     const began = performance.now();
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500', '--pid', String(sleeper.pid), 'sleep 6; echo finished'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--pid', String(sleeper.pid), 'sleep 6; echo finished'], { cwd: dir });
     const exit = await exitWithin(job, 12_000, 'a job of 6 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -209,7 +209,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     const daemon = await startDaemon(['--bind', '127.0.0.1']);
     t.after(() => daemon.stop());
     const sleeper = sleeperFor(t);
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--interval', '300', '--dead-after', '1s', '--pid', String(sleeper.pid), 'sleep 3; echo finished'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--interval', '300ms', '--dead-after', '1s', '--pid', String(sleeper.pid), 'sleep 3; echo finished'], { cwd: dir });
     const exit = await exitWithin(job, 10_000, 'a job of 3 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -220,7 +220,7 @@ describe('pidwatch: when it cannot watch', () => {
   test('no daemon listening: one warning line, the job runs to its end', async (t) => {
     const sleeper = sleeperFor(t);
     const port = await freePort();
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '200', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
     const exit = await exitWithin(job, 10_000, 'a job of 2 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -231,7 +231,7 @@ describe('pidwatch: when it cannot watch', () => {
 
   test('a host name that does not resolve: one warning line, the job runs to its end', async (t) => {
     const sleeper = sleeperFor(t);
-    const job = start(t, ['--host', 'no-such-host.invalid', '--interval', '300', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const job = start(t, ['--host', 'no-such-host.invalid', '--interval', '300ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
     const exit = await exitWithin(job, 10_000, 'a job of 2 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -246,7 +246,7 @@ describe('pidwatch: when it cannot watch', () => {
       const daemon = await startDaemon(['--bind', bind]);
       t.after(() => daemon.stop());
       const sleeper = sleeperFor(t);
-      const job = start(t, ['--no-local', '--host', host, '--port', String(daemon.port), '--interval', '200', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
+      const job = start(t, ['--no-local', '--host', host, '--port', String(daemon.port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
       await commandStarted(job);
       await sleep(800);
       assert.ok(job.running(), `the job ended while the pid lives; ${job.describe()}`);
@@ -297,7 +297,7 @@ describe('pidwatch: failure paths', () => {
     const killer = join(d, 'k;x $(true)');
     writeFileSync(killer, `#!/bin/sh\necho "$@" >> ${d}/log\nkill "$@"\n`);
     chmodSync(killer, 0o755);
-    const job = start(t, ['--interval', '200', '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: dir });
+    const job = start(t, ['--interval', '200ms', '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: dir });
     await commandStarted(job);
     await sleeper.stop();
     const exit = await exitWithin(job, 3000, 'after the watched pid died');
@@ -341,7 +341,7 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
   test('`sh -c \'pidwatch --pid P --foreground $$; echo next\'` prints next at once; the watcher signals the script when P dies', async (t) => {
     const sleeper = sleeperFor(t);
     const began = performance.now();
-    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} --foreground $$; echo next; sleep 60; echo never`], { command: '/bin/sh', cwd: dir, detached: true });
+    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} --foreground $$; echo next; sleep 60; echo never`], { command: '/bin/sh', cwd: dir, detached: true });
     assert.ok(await waitFor(() => script.stdout() === 'next\n', 5000), `no "next"; ${script.describe()}`);
     t.diagnostic(`next after ${Math.round(performance.now() - began)} ms`);
     const watchers = watchersOf(script.pid);
@@ -372,7 +372,7 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
     const sleeper = sleeperFor(t);
     const fg = spawn('sleep', ['3'], { stdio: 'ignore' });
     const fgExit = new Promise<number>((resolve) => fg.on('exit', () => resolve(performance.now())));
-    const launch = start(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    const launch = start(t, ['--interval', '200ms', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
     const exit = await exitWithin(launch, 3000, 'the launcher returns at once');
     assert.equal(exit.code, 0, launch.describe());
     assert.ok(isRunning(fg.pid!), 'FGPID ended before the launcher did: too slow a machine for this test');
@@ -397,7 +397,7 @@ const FG_REUSE_SCRIPT = `
 pw=$1
 sleep 600 & w=$!
 sleep 600 & fg=$!
-PATH=$2:$PATH "$pw" --interval 200 --pid "$w" --foreground "$fg"
+PATH=$2:$PATH "$pw" --interval 200ms --pid "$w" --foreground "$fg"
 echo "launched $?"
 read go
 kill -KILL "$fg"; wait "$fg" 2>/dev/null

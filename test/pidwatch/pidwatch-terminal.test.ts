@@ -112,7 +112,7 @@ describe('pidwatch in a terminal: the command is the shell\'s job', () => {
     const sleeper = startSleeper();
     t.after(() => sleeper.stop());
     const term = terminal(t);
-    term.send(`${BIN.pidwatch} --interval 200 --pid ${sleeper.pid} sleep 30; echo status:$?`, 'Enter');
+    term.send(`${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} sleep 30; echo status:$?`, 'Enter');
     const job = await runningJob(term);
     await sleeper.stop();
     await term.expect(/^status:129$/m, 3000);

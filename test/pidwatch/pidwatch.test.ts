@@ -167,7 +167,7 @@ describe('pidwatch: the watched pid dies', () => {
     const daemon = await startDaemon(['--bind', '127.0.0.1']);
     t.after(() => daemon.stop());
     const sleeper = sleeperFor(t);
-    const watch = startPidwatch(t, ['--host', '127.0.0.1', '--no-local', '--port', String(daemon.port), '--interval', '200', '--pid', String(sleeper.pid), 'sleep 60 & sleep 60'], { cwd: dir });
+    const watch = startPidwatch(t, ['--host', '127.0.0.1', '--no-local', '--port', String(daemon.port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 60 & sleep 60'], { cwd: dir });
     const leader = await watch.job();
     // The sh and both sleeps (or the two sleeps, were the last one exec'd).
     const members = await watch.groupOf(3);
@@ -211,7 +211,7 @@ describe('pidwatch: the watched pid dies', () => {
     test(`--signal ${spelling} delivers SIGTERM to the job`, async (t) => {
       const sleeper = sleeperFor(t);
       const job = `trap "echo got HUP; exit 1" HUP; trap "echo got TERM; exit 0" TERM; while :; do sleep 0.1; done`;
-      const watch = startPidwatch(t, ['--interval', '200', '--signal', spelling, '--pid', String(sleeper.pid), job], { cwd: dir });
+      const watch = startPidwatch(t, ['--interval', '200ms', '--signal', spelling, '--pid', String(sleeper.pid), job], { cwd: dir });
       await watch.groupOf(2);
       assert.ok(watch.running(), 'pidwatch ended before the watched pid died');
       await sleeper.stop();
@@ -237,7 +237,7 @@ describe('pidwatch: the watched pid dies', () => {
       const killer = join(dir, `killer-${name}.sh`);
       writeFileSync(killer, `#!/bin/sh\necho "$@" >> ${shellQuote(log)}\nkill "$@"\n`);
       chmodSync(killer, 0o755);
-      const watch = startPidwatch(t, ['--interval', '200', ...extra, '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: dir });
+      const watch = startPidwatch(t, ['--interval', '200ms', ...extra, '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: dir });
       const leader = await watch.job();
       await watch.groupOf(2);
       assert.equal(leader, watch.pid, 'the command does not run in pidwatch\'s own process');
@@ -251,7 +251,7 @@ describe('pidwatch: the watched pid dies', () => {
   test('silence never kills: no daemon on the port, a dead pid, the job runs to its end', async () => {
     const port = await freePort();
     const pid = await deadPid();
-    const result = await runPidwatch(['--host', '127.0.0.1', '--no-local', '--port', String(port), '--interval', '200', '--pid', String(pid), 'sleep 3; echo finished'], { cwd: dir });
+    const result = await runPidwatch(['--host', '127.0.0.1', '--no-local', '--port', String(port), '--interval', '200ms', '--pid', String(pid), 'sleep 3; echo finished'], { cwd: dir });
     assert.equal(result.code, 0, describeRun(result));
     assert.equal(result.stdout, 'finished\n');
     assert.ok(result.ms >= 2900, `the job ended after ${Math.round(result.ms)} ms`);
@@ -299,7 +299,7 @@ describe('pidwatch --foreground FGPID', () => {
     const fg = spawn('sleep', ['2'], { stdio: 'ignore' });
     t.after(() => void killQuietly(fg.pid!));
     const fgExit = new Promise<number>((resolve) => fg.on('exit', () => resolve(performance.now())));
-    const watch = startPidwatch(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    const watch = startPidwatch(t, ['--interval', '200ms', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
     const exit = await exitWithin(watch, 1900, 'pidwatch --foreground returns at once');
     assert.equal(exit.code, 0, watch.describe());
     const [watcher] = watchersOf(fg.pid!);
@@ -316,7 +316,7 @@ describe('pidwatch --foreground FGPID', () => {
     const fg = spawn('sleep', ['600'], { stdio: 'ignore' });
     t.after(() => void killQuietly(fg.pid!));
     const fgExit = new Promise<{ signal: NodeJS.Signals | null; at: number }>((resolve) => fg.on('exit', (_, signal) => resolve({ signal, at: performance.now() })));
-    const watch = startPidwatch(t, ['--interval', '200', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    const watch = startPidwatch(t, ['--interval', '200ms', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
     const exit = await exitWithin(watch, 3000, 'pidwatch --foreground returns at once');
     assert.equal(exit.code, 0, watch.describe());
     const [watcher] = watchersOf(fg.pid!);
@@ -420,7 +420,7 @@ fi
 sleep 600 &
 w=$!
 echo "watched $w"
-"$pw" "$@" --interval 500 --pid "$w" 'sleep 600' &
+"$pw" "$@" --interval 500ms --pid "$w" 'sleep 600' &
 p=$!
 echo "pidwatch $p"
 read go
@@ -529,7 +529,7 @@ describe('pidwatch between two hosts: network namespaces A and B, the daemon in 
     if (inB === wanted) assert.ok(!pidInUse(inB), `pid ${inB} is in use in A too`);
     else t.diagnostic(`B gave the sleeper pid ${inB}, not ${wanted}: ns_last_pid was not honoured`);
 
-    const watch = startWatch(t, 'ip', ['netns', 'exec', pair.a.name, PIDWATCH, '--host', pair.b.ipv4, '--port', String(port), '--interval', '200', '--pid', String(inB), 'sleep 60'], { cwd: dir });
+    const watch = startWatch(t, 'ip', ['netns', 'exec', pair.a.name, PIDWATCH, '--host', pair.b.ipv4, '--port', String(port), '--interval', '200ms', '--pid', String(inB), 'sleep 60'], { cwd: dir });
     const leader = await watch.job(10_000);
     await sleep(800);
     assert.ok(watch.running() && isRunning(leader), `the job ended while the process in B lived: ${watch.stderr()}`);
