@@ -224,7 +224,7 @@ async function waitForTargets(argv: string[]): Promise<number> {
   const io = ioFrom(process.env);
   if (io !== undefined) opts.io = io;
   const output = await outputFor(args);
-  const until = opts.deadAfterMs === undefined ? 'still waiting' : `giving up after ${opts.deadAfterMs / 1000} s of silence (--dead-after)`;
+  const until = opts.deadAfterMs === undefined ? 'still waiting' : `waiting up to ${opts.deadAfterMs / 1000} s of silence (--dead-after)`;
   const reach = hostReach((line) => output.warn(line), until);
   opts.onReach = reach.changed;
   const timer = new AbortController();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { deaths, deathSignal, PidEndedError, waitForExit } from '../../src/index.js';
-import { BIN, binCommand, binEnv, deadPid, run, runBin, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from '../support/helpers.js';
+import { BIN, binCommand, binEnv, deadPid, freePort, run, runBin, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from '../support/helpers.js';
 import { pidnsUnavailable } from '../support/jobs.js';
 import { runScriptInPidNamespace } from '../support/netns.js';
 import { startPerlDaemon, type PerlDaemon } from '../support/perl-daemon.js';
@@ -243,6 +243,17 @@ describe('pidstat wait: no death, no 0', () => {
     assert.equal(w.lines.length, 0);
     assert.equal(w.stderr().match(/127\.0\.0\.1 is not answering/g)?.length, 1, w.stderr());
     assert.match(w.stderr(), /still waiting/);
+  });
+
+  test('no daemon listening, with --dead-after 1s: one line says the host is silent and how long it is waited for, one that the wait gives up; exit 2', async () => {
+    const port = await freePort();
+    const r = await wait(['--dead-after', '1s', '--interval', '200ms', '--no-local', '--port', String(port), '127.0.0.1:1', '127.0.0.1:2']);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.equal(r.stdout, '');
+    const lines = r.stderr.split('\n').filter((line) => line !== '');
+    assert.equal(lines[0], 'pidstat: 127.0.0.1 is not answering (no daemon listening): waiting up to 1 s of silence (--dead-after)', r.stderr);
+    assert.match(lines[1] ?? '', /^pidstat: 127\.0\.0\.1:[12]: no answer from 127\.0\.0\.1 for 1 s \(--dead-after\): giving up$/, r.stderr);
+    assert.equal(lines.length, 2, r.stderr);
   });
 
   test('`unknown` never counts as dead', async (t) => {
