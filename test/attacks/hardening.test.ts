@@ -2,30 +2,21 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
-import { loadLinuxCalls } from '../../src/native.js';
-import { parseAllow, startServer, type Server } from '../../src/server.js';
-import { ask, binCommand, binEnv, type Daemon, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, waitFor } from '../support/helpers.js';
+import { startServer, type Server } from '../../src/server.js';
+import { ask, binCommand, binEnv, type Daemon, exchange, hasIPv6Loopback, type Io, ioSkip, IS_ROOT, run, sleep, startDaemon, TRANSPORTS, waitFor } from '../support/helpers.js';
 import { HAND_OVER_AS_LISTEN_FD } from '../support/detached.js';
 import { createHostPair, inNetns, netnsUnavailable, runIn, type HostPair } from '../support/netns.js';
 
 /**
  * The daemon's datagram path against misuse (doc/protocol.md, pidstatd(8)): no
  * reply aimed at a service port, nor to a request sent to a broadcast or
- * multicast address; --allow matching clients of its own family on a
- * dual-stack socket; `--bind ::` dual-stack; replies the kernel refuses
+ * multicast address; `--bind ::` dual-stack; replies the kernel refuses
  * counted and logged once per interval with a count; oversized datagrams
  * counted apart; an inherited descriptor that is no bound UDP socket
  * refused. Each runs on both transports, the addon's batches and Node's
  * dgram, which answer alike except where dgram cannot tell (a datagram's
  * destination address).
  */
-
-const TRANSPORTS = ['batch', 'dgram'] as const;
-type Io = (typeof TRANSPORTS)[number];
-
-const addonMissing = loadLinuxCalls().why;
-/** Why this transport cannot be tested here, or false. */
-const ioSkip = (io: Io): string | false => (io === 'batch' && addonMissing !== undefined ? `the addon is not built: ${addonMissing}` : false);
 
 /** A UDP socket bound to address:port, or the bind's error. */
 async function bound(address: string, port: number): Promise<dgram.Socket> {
@@ -262,45 +253,6 @@ describe('reflection: no reply to a request sent to a broadcast or multicast add
         }
       });
     }
-  }
-});
-
-// ---------------------------------------------------------------------------
-
-describe('--allow: a range matches clients of its own family only (dual-stack socket)', { concurrency: true }, () => {
-  test('an empty list is an error, never "everyone"', async () => {
-    assert.throws(() => parseAllow([]), (err: Error) => err instanceof RangeError && /empty/.test(err.message));
-    await assert.rejects(startServer({ port: 0, allow: [], hostname: 'me' }), /empty/);
-  });
-
-  const cases = [
-    { allow: ['0.0.0.0/0'], v4: true, v6: false },
-    { allow: ['::/0'], v4: false, v6: true },
-    { allow: ['::ffff:127.0.0.0/104'], v4: true, v6: false },
-    { allow: ['127.0.0.1', '::1'], v4: true, v6: true },
-  ];
-  for (const io of TRANSPORTS) {
-    test(`${io}: ${cases.map((c) => c.allow.join(',')).join('; ')}`, async (t) => {
-      if (ioSkip(io)) return t.skip(ioSkip(io) as string);
-      if (!(await hasIPv6Loopback())) return t.skip('this host has no ::1: no dual-stack socket to test');
-      await Promise.all(
-        cases.map(async (c) => {
-          const server = await startServer({ port: 0, allow: c.allow, hostname: 'me', io });
-          try {
-            const { port } = server.address();
-            const [v4, v6] = await Promise.all([
-              ask(port, 'PIDR 1 four 3', { address: '127.0.0.1', waitMs: c.v4 ? 1000 : 300 }),
-              ask(port, 'PIDR 1 six 3', { address: '::1', waitMs: c.v6 ? 1000 : 300 }),
-            ]);
-            assert.equal(v4, c.v4 ? 'EXIS 1 1 four' : undefined, `--allow ${c.allow.join(',')}: 127.0.0.1`);
-            assert.equal(v6, c.v6 ? 'EXIS 1 1 six' : undefined, `--allow ${c.allow.join(',')}: ::1`);
-            assert.equal(server.stats.denied, Number(!c.v4) + Number(!c.v6));
-          } finally {
-            await server.close();
-          }
-        }),
-      );
-    });
   }
 });
 

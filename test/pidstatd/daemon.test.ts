@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 import { readStartToken } from '../../src/probe.js';
-import { startServer, type Server } from '../../src/server.js';
+import { startServer } from '../../src/server.js';
 import { ask, deadPid, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, startSleeper, waitFor, type Daemon } from '../support/helpers.js';
 
 /**
@@ -87,44 +87,6 @@ for (const address of ['127.0.0.1', '::1']) {
     });
   });
 }
-
-describe('--allow', () => {
-  let inside: Daemon;
-  let outside: Daemon;
-  before(async () => {
-    // Ranges come comma-separated, or in repeated options: the last range counts too.
-    // Loopback in the first --allow: each one given counts, not only the last.
-    inside = await startDaemon(['--bind', '127.0.0.1', '--allow', '127.0.0.0/24', '--allow', 'fd00::/8,10.0.0.0/8']);
-    outside = await startDaemon(['--bind', '127.0.0.1', '--allow', '10.0.0.0/8,fd00::/8', '--debug']);
-  });
-  after(async () => {
-    await inside?.stop();
-    await outside?.stop();
-  });
-  test('a client inside a listed range is answered', async () => {
-    assert.equal(await ask(inside.port, 'PIDR 1 h 3'), 'EXIS 1 1 h');
-  });
-  test('a client outside every range gets nothing, and the drop is logged', async () => {
-    assert.equal(await ask(outside.port, 'PIDR 1 h 3', { waitMs: 300 }), undefined);
-    assert.match(outside.log(), /not allowed/);
-  });
-});
-
-describe('--allow on a dual-stack socket (library)', () => {
-  let server: Server;
-  before(async () => {
-    server = await startServer({ port: 0, allow: ['127.0.0.1/32'], hostname: 'me' });
-  });
-  after(() => server?.close());
-  test('an IPv4 client arriving as ::ffff:127.0.0.1 matches an IPv4 range', async () => {
-    assert.equal(await ask(server.address().port, 'PIDR 1 h 3'), 'EXIS 1 1 h');
-  });
-  test('::1 is outside 127.0.0.1/32', async (t) => {
-    if (!(await hasIPv6Loopback())) return t.skip('this host has no ::1');
-    assert.equal(await ask(server.address().port, 'PIDR 1 h 3', { address: '::1', waitMs: 300 }), undefined);
-    assert.equal(server.stats.denied, 1);
-  });
-});
 
 describe('counters and the rate limit (library)', () => {
   test('answered and dropped datagrams are counted', async () => {

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_HEAP_OPTION } from '../../src/heap.js';
 import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
+import { loadLinuxCalls } from '../../src/native.js';
 
 /**
  * What the tests share: the built bins, a daemon started on an ephemeral port
@@ -211,6 +212,78 @@ export async function freePort(address = '127.0.0.1'): Promise<number> {
   return port;
 }
 
+/** A UDP client socket that keeps every reply it hears (abuse.test.ts, allow.test.ts). */
+export interface Client {
+  socket: dgram.Socket;
+  /** Replies received, in order, as text. */
+  replies: string[];
+  /** Resolves with the first reply after `since` replies that satisfies `match`, or undefined after waitMs. */
+  next(match: (reply: string) => boolean, waitMs: number): Promise<string | undefined>;
+  send(payload: string | Buffer, port: number, address: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A Client bound to bindAddress on an ephemeral port, with a 4 MiB receive buffer where the kernel allows it. */
+export async function client(bindAddress: string): Promise<Client> {
+  const socket = dgram.createSocket(bindAddress.includes(':') ? 'udp6' : 'udp4');
+  const replies: string[] = [];
+  const waiters = new Set<(reply: string) => void>();
+  socket.on('error', () => {});
+  socket.on('message', (msg) => {
+    const text = msg.toString('latin1');
+    replies.push(text);
+    for (const waiter of waiters) waiter(text);
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(0, bindAddress, () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
+  try {
+    socket.setRecvBufferSize(4 * 1024 * 1024);
+  } catch {
+    // the default queue
+  }
+  return {
+    socket,
+    replies,
+    next(match, waitMs) {
+      return new Promise((resolve) => {
+        const waiter = (reply: string) => {
+          if (!match(reply)) return;
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          resolve(reply);
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(waiter);
+          resolve(undefined);
+        }, waitMs);
+        waiters.add(waiter);
+      });
+    },
+    send(payload, port, address) {
+      return new Promise((resolve, reject) =>
+        socket.send(typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload, port, address, (err) => (err ? reject(err) : resolve())),
+      );
+    },
+    close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+  };
+}
+
+/** Sends until the reply whose host field is `host` comes; returns it and the tries it took. */
+export async function askUntil(c: Client, payload: string, host: string, port: number, address: string, tries: number, waitMs: number) {
+  for (let i = 1; i <= tries; i++) {
+    const reply = c.next((r) => r.split(' ')[3] === host, waitMs);
+    await c.send(payload, port, address);
+    const got = await reply;
+    if (got !== undefined) return { reply: got, tries: i };
+  }
+  return { reply: undefined, tries };
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -233,6 +306,16 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
     await sleep(50);
   }
   return check();
+}
+
+/** The daemon's two datagram transports (PIDSTAT_IO): the addon's batches, and Node's dgram. */
+export const TRANSPORTS = ['batch', 'dgram'] as const;
+export type Io = (typeof TRANSPORTS)[number];
+
+/** Why this transport cannot be tested here (the addon is not built), or false. */
+export function ioSkip(io: Io): string | false {
+  const addonMissing = loadLinuxCalls().why;
+  return io === 'batch' && addonMissing !== undefined ? `the addon is not built: ${addonMissing}` : false;
 }
 
 /** Whether this host has a usable ::1 (a udp6 socket can bind it). */
