@@ -1,7 +1,8 @@
 import { COOKIE_LENGTH, withCookie } from './cookie.js';
 import { EndpointPool, type Endpoint } from './endpoints.js';
 import type { Failure } from './failures.js';
-import { defaultPort, isLocalHost, joinHostPort } from './host.js';
+import { joinHostPort } from './address.js';
+import { defaultPort, isLocalHost } from './host.js';
 import { daemonIdentity, readKeyFile, signLine, verify, type Key } from './keys.js';
 import type { SocketIo } from './native.js';
 import { SendQueue } from './pacing.js';

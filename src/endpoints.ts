@@ -20,7 +20,8 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Failure } from './failures.js';
-import { dnsModule, ipFamily, joinHostPort, mappedIPv4 } from './host.js';
+import { ipFamily, joinHostPort, mappedIPv4 } from './address.js';
+import { dnsModule } from './host.js';
 import type { SocketIo } from './native.js';
 import { addressPace, type TokenBucket } from './pacing.js';
 import { printable } from './printable.js';

@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { canonicalAddress } from './host.js';
+import { canonicalAddress } from './address.js';
 import { loadLinuxCalls, type LinuxCalls } from './native.js';
 
 /**

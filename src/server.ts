@@ -1,7 +1,8 @@
 import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
-import { defaultPort, joinHostPort, literalLookup, localFqdn, mappedIPv4 } from './host.js';
+import { joinHostPort, mappedIPv4 } from './address.js';
+import { defaultPort, literalLookup, localFqdn } from './host.js';
 import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from './native.js';
 import { daemonIdentity, readKeyFile, signLine, verify } from './keys.js';
 import { pidExists, readStartToken } from './probe.js';

@@ -1,5 +1,5 @@
 import { constants } from 'node:os';
-import { randomHex64 } from './cookie.js';
+import { randomHex64 } from './random.js';
 import { daemonIdentity, keyFromSecret, signLine, type Key } from './keys.js';
 import { loadLinuxCalls } from './native.js';
 import { startNotices, type Outgoing } from './notices.js';

@@ -1,20 +1,16 @@
-import { spawn } from 'node:child_process';
-import { constants } from 'node:os';
 import { PidStatClient, type Result } from './client.js';
 import type { Failure } from './failures.js';
 import { isLocalHost } from './host.js';
-import { localPidExists, pidExists, readStartToken } from './probe.js';
+import { localPidExists, readStartToken } from './probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
 import { loadLinuxCalls, type SocketIo } from './native.js';
 import { sleep } from './sleep.js';
 import { monotonicMs } from './time.js';
-import { findJob, readStat, signalJob, signalProcess, stillRunning, type JobSpec, type ProcessStat } from './tree.js';
 
 /**
- * pidwatch's core: watch a pid, on this host or through a daemon, and when
- * it dies, end a job (tree.ts finds its processes). The job runs elsewhere:
- * pidwatch's shell script execs it in place, and this code runs in a
- * detached watcher beside it (see pidwatch(1), DESIGN).
+ * Learning a death: watch a pid, on this host or through a daemon, until it
+ * dies (waitForDeath), for pidwatch (ending.ts acts on its job) and for
+ * `pidstat wait` (wait.ts).
  */
 
 export interface WatchOptions {
@@ -89,17 +85,6 @@ function hearEveryMs(opts: WatchOptions, leaseMs = USUAL_LEASE_MS): number {
 
 /** Why the watched pid counts as dead: the host said so, or it was silent for deadAfterMs. */
 export type Death = { cause: 'dead' } | { cause: 'silence'; ms: number };
-
-/** Whether a signal name or number is one this host knows; the canonical name (SIGHUP) or undefined. */
-export function parseSignal(text: string): NodeJS.Signals | undefined {
-  const bare = text.replace(/^-/, '').toUpperCase();
-  if (/^[0-9]+$/.test(bare)) {
-    const number = Number(bare);
-    return (Object.keys(constants.signals) as NodeJS.Signals[]).find((name) => constants.signals[name] === number);
-  }
-  const name = (bare.startsWith('SIG') ? bare : `SIG${bare}`) as NodeJS.Signals;
-  return name in constants.signals ? name : undefined;
-}
 
 /** Silent questions in a row (plain timeouts) before watching counts as not working, at start and after a lapse alike. */
 const SILENT_TRIES_TO_WARN = 3;
@@ -329,170 +314,4 @@ function watchLocalExit(pid: number, start: string | undefined, signal: AbortSig
     settle(true);
   }
   return outcome;
-}
-
-/**
- * Where the addon cannot watch a process end (not built, or a kernel before
- * Linux 5.3 without pidfd_open), the job's root is looked at: kill(pid, 0),
- * the cheap look, every ROOT_POLL_MS; and every ROOT_STAT_EVERY looks one
- * read of /proc/PID/stat, for a root that is a zombie its parent has not
- * reaped yet, or whose pid is another process's already. Each wake-up of an
- * idle Node process costs CPU (the watcher idles for hours); 200 ms still
- * ends the leftovers of a root killed with SIGKILL well within a second.
- */
-export const ROOT_POLL_MS = 200;
-const ROOT_STAT_EVERY = 5;
-
-/** Whether the job's root still runs: the same process (by its start token), not a zombie. */
-export function rootRuns(job: JobSpec): boolean {
-  const stat = readStat(job.root);
-  if (stat === undefined) return job.rootStart === undefined && pidExists(job.root) === true;
-  if (job.rootStart !== undefined && stat.start !== job.rootStart) return false;
-  return stat.state !== 'Z' && stat.state !== 'X';
-}
-
-/** Resolves once the job's root has ended, or at abort. */
-function rootEnds(job: JobSpec, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else if (!rootEndWatched(job, signal, resolve)) rootEndPolled(job, signal, resolve);
-  });
-}
-
-/**
- * The root's end told by the kernel (the addon's pidfd), at no cost while it
- * runs. False where the addon cannot: the caller then polls.
- */
-function rootEndWatched(job: JobSpec, signal: AbortSignal, ended: () => void): boolean {
-  const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
-  if (watchExit === undefined || unwatchExit === undefined) return false;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    signal.removeEventListener('abort', cancel);
-    ended();
-  };
-  function cancel() {
-    if (done) return;
-    unwatchExit!(handle);
-    finish();
-  }
-  const handle = watchExit(job.root, finish);
-  if (typeof handle === 'number') return false;
-  signal.addEventListener('abort', cancel);
-  // The pidfd is of whatever process had the pid when it was opened: the
-  // root only if that is still the same process, running.
-  if (!rootRuns(job)) cancel();
-  return true;
-}
-
-function rootEndPolled(job: JobSpec, signal: AbortSignal, ended: () => void): void {
-  let looks = 0;
-  const timer = setInterval(check, ROOT_POLL_MS);
-  function check() {
-    const runs = pidExists(job.root) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(job));
-    if (!signal.aborted && runs) return;
-    clearInterval(timer);
-    ended();
-  }
-  check();
-}
-
-export interface JobWatch {
-  watch: WatchOptions;
-  job: JobSpec;
-  /** What the job gets when the pid dies. */
-  signal: NodeJS.Signals;
-  /** SIGKILL to whatever of the job still lives this long after the signal. */
-  killAfterMs?: number;
-  /** Run `killer -NAME ROOT` instead of sending the signal (executed directly, no shell). */
-  killer?: string;
-  /** When the root ends first, send the signal to what it left behind (the job's leftovers); not for --foreground. */
-  endLeftovers: boolean;
-  /**
-   * What pidwatch did, one line each, for stderr. Called after the deed:
-   * a notice that cannot be written (a pipe nobody reads) never delays a
-   * signal (pidwatch(1)).
-   */
-  onNotice(line: string): void;
-}
-
-/** How a watch ended. */
-export type WatchEnd = 'root-ended' | 'pid-died';
-
-/**
- * Watches the pid and the job's root together. When the pid dies first, the
- * job gets the signal (or the killer runs); when the root ends first, its
- * leftovers get it (with endLeftovers). --kill-after then sends SIGKILL to
- * whatever still lives.
- */
-export async function watchJob(w: JobWatch): Promise<WatchEnd> {
-  const stop = new AbortController();
-  const rootEnded = rootEnds(w.job, stop.signal).then(() => 'root' as const);
-  const death = waitForDeath(w.watch, stop.signal);
-  const first = await Promise.race([rootEnded, death]);
-  stop.abort();
-  await Promise.allSettled([rootEnded, death]);
-  const name = w.signal.replace(/^SIG/, '');
-  if (first === 'root' || first === undefined) {
-    if (!w.endLeftovers) return 'root-ended';
-    const left = findJob(w.job);
-    if (left.length === 0) return 'root-ended';
-    const sent = await signalJob(w.job, w.signal, () => w.onNotice(`the command ended and left ${count(left.length)}: sending ${w.signal}`));
-    await killAfter(w, sent);
-    return 'root-ended';
-  }
-  const why = first.cause === 'dead'
-    ? `pid ${w.watch.pid} on ${w.watch.host} is dead`
-    : `no answer from ${w.watch.host} for ${Math.round(first.ms / 1000)} s (--dead-after): pid ${w.watch.pid} counts as dead`;
-  // The first round: what --kill-after must reach again, by pid and start token.
-  let round: ProcessStat[];
-  if (w.killer !== undefined) {
-    round = findJob(w.job);
-    // Started before the notice is written (spawn runs at once).
-    const ran = runKiller(w.killer, [`-${name}`, String(w.job.root)]);
-    w.onNotice(`${why}: running ${w.killer} -${name} ${w.job.root}`);
-    const failed = await ran;
-    if (failed !== undefined) {
-      const notice = `cannot run --killer ${w.killer}: ${failed}; sending ${w.signal} to the command instead`;
-      round = round.concat(await signalJob(w.job, w.signal, () => w.onNotice(notice)));
-    }
-  } else {
-    round = await signalJob(w.job, w.signal, (sent) => w.onNotice(`${why}: sending ${w.signal} to the command (${count(sent.length)})`));
-  }
-  await killAfter(w, round);
-  return 'pid-died';
-}
-
-function count(n: number): string {
-  return `${n} ${n === 1 ? 'process' : 'processes'}`;
-}
-
-/**
- * --kill-after: SIGKILL to what of the job is still alive then, and to every
- * process of the first round (`first`) that still runs as the same process:
- * one that ignored the signal may have left the job since (orphaned when its
- * parent died of the signal, its environment cleared), and no longer be
- * found as part of it. A pid reused meanwhile has another start token and is
- * never killed.
- */
-async function killAfter(w: JobWatch, first: readonly ProcessStat[]): Promise<void> {
-  if (w.killAfterMs === undefined) return;
-  await sleep(w.killAfterMs);
-  // The remembered ones first, then the job as found now; the notice counts each process once.
-  const sent = new Set(stillRunning(first).filter((p) => signalProcess(p, 'SIGKILL')).map((p) => `${p.pid}/${p.start}`));
-  await signalJob(w.job, 'SIGKILL', (more) => {
-    for (const p of more) sent.add(`${p.pid}/${p.start}`);
-    if (sent.size > 0) w.onNotice(`sending SIGKILL to ${count(sent.size)} of the command still alive after ${w.killAfterMs} ms (--kill-after)`);
-  });
-}
-
-/** Runs the killer as argv (no shell) and waits for it; the reason it could not run, or undefined. */
-function runKiller(program: string, args: string[]): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const child = spawn(program, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    child.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
-    child.once('exit', () => resolve(undefined));
-  });
 }

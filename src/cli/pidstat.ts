@@ -2,7 +2,8 @@ import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, t
 import { parseDuration, UNIT_NEEDED } from '../duration.js';
 import { CommandError, ExitCode, isUsageExit } from '../errors.js';
 import { describeFailure, timeOfDay, type Failure } from '../failures.js';
-import { defaultPort, joinHostPort } from '../host.js';
+import { joinHostPort } from '../address.js';
+import { defaultPort } from '../host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
 import type { WaitOptions, WaitTarget } from '../wait.js';

@@ -1,5 +1,5 @@
 import { CommandError } from '../errors.js';
-import { ipFamily } from '../host.js';
+import { ipFamily } from '../address.js';
 import { COOKIE_LENGTH } from '../cookie.js';
 import { isValidHost, MAX_HOST_BYTES, parsePid } from '../protocol.js';
 import type { Target } from '../questions.js';

@@ -6,7 +6,7 @@ import { readPlainly, readWithYargsParser, type CommandSpec, type OptionTable } 
 import { SPEC as PIDSTAT } from '../../src/cli/pidstat.js';
 import { SPEC as PIDSTATD } from '../../src/cli/pidstatd.js';
 import { SPEC as PIDWATCH } from '../../src/cli/pidwatch.js';
-import { ipFamily } from '../../src/host.js';
+import { ipFamily } from '../../src/address.js';
 import { decodeReply, decodeRequest, ProtocolError, type Reply, type Request } from '../../src/protocol.js';
 
 /**
