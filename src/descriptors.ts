@@ -46,10 +46,8 @@ export function closeInheritedDescriptors(): number[] {
 
 /** Lines written to a descriptor without ever waiting for its reader. */
 export interface LineWriter {
-  /** Writes `text` whole if there is room now; else drops it (or what was left of it) and counts it. Whether it was written whole. */
+  /** Writes `text` whole if there is room now; else drops it (or what was left of it). Whether it was written whole. */
   write(text: string): boolean;
-  /** How many writes were dropped, in all. */
-  readonly dropped: number;
 }
 
 /**
@@ -61,7 +59,7 @@ export interface LineWriter {
  * writes; so a pipe or a terminal is opened anew through /proc/self/fd, a
  * description of this process alone, with O_NONBLOCK (and O_NOCTTY: it must
  * not become the writer's controlling terminal). A write that would block
- * is dropped and counted. A regular file never blocks and is written as it
+ * is dropped. A regular file never blocks and is written as it
  * is; so is a socket, which cannot be reopened. Where a pipe or a terminal
  * cannot be reopened (its reader gone, another user's), every write is
  * dropped: a write that may block is never made.
@@ -84,16 +82,9 @@ export function openLineWriter(fd: number): LineWriter {
   } catch {
     target = undefined;
   }
-  let dropped = 0;
   return {
-    get dropped() {
-      return dropped;
-    },
     write(text: string): boolean {
-      if (target === undefined) {
-        dropped++;
-        return false;
-      }
+      if (target === undefined) return false;
       const bytes = Buffer.from(text);
       let done = 0;
       try {
@@ -102,7 +93,6 @@ export function openLineWriter(fd: number): LineWriter {
         return true;
       } catch {
         // EAGAIN: no room now; EPIPE: no reader; ENOSPC...: dropped all the same.
-        dropped++;
         return false;
       }
     },
