@@ -6,7 +6,7 @@
  * pidfds, signals through them and computes HMACs. The source is linux.c, as the calls are Linux's
  * (recvmmsg, sendmmsg, pidfd_open); the built file is pidstat_linux.node, a
  * name that says whose it is where it shows among a process's libraries or
- * in an error message. scripts/build-native.mjs builds it; src/native.ts
+ * in an error message. scripts/build-native.mjs builds it; src/sys/native.ts
  * loads it and types what it exports.
  *
  * Its sections, in this order, each saying what it offers:
@@ -110,8 +110,8 @@ static void call_back(napi_env env, napi_async_context context, napi_ref ref, in
  * batch to JavaScript in one call, and sends its replies with one
  * sendmmsg(2). The daemon's logic
  * (allow list, rate limit, decoding, probing, encoding) stays in TypeScript
- * (src/server.ts); this section only moves bytes. The client
- * (src/sockets.ts) reads its replies the same way, and sends with send(); it
+ * (src/daemon/server.ts); this section only moves bytes. The client
+ * (src/net/sockets.ts) reads its replies the same way, and sends with send(); it
  * then never loads dgram, whose first bind loads Node's cluster module, a
  * twentieth of a pidstat run.
  *
@@ -699,8 +699,8 @@ static napi_value js_ref(napi_env env, napi_callback_info info) {
  * a socket made for it and closed at once, which Node cannot do. A path
  * starting with '@' names an abstract socket. Returns 0 or a negative errno;
  * never blocks: a receiver whose queue is full gives -EAGAIN. What to send,
- * and what a failure means, is decided in TypeScript (src/syslog.ts,
- * src/notify.ts).
+ * and what a failure means, is decided in TypeScript (src/daemon/syslog.ts,
+ * src/daemon/notify.ts).
  */
 static napi_value js_unix_send(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -754,7 +754,7 @@ static napi_value js_unix_send(napi_env env, napi_callback_info info) {
  * This is how pidwatch's detached watcher learns that the job's root ended,
  * and the daemon that a subscribed process died, without being its parent
  * and without waking up to look. Which process, and what its end means, is
- * decided in TypeScript (src/watch.ts, src/subscriptions.ts).
+ * decided in TypeScript (src/deaths/watch.ts, src/daemon/subscriptions.ts).
  */
 typedef struct {
   uv_poll_t poll;
@@ -855,7 +855,7 @@ static napi_value js_unwatch_exit(napi_env env, napi_callback_info info) {
  * pidfdSignal(fd, signal): pidfd_send_signal(2) (Linux 5.1), 0 or a negative
  * errno (-ESRCH once that process has ended, whoever has its pid now).
  * pidfdClose(fd) closes it. The pidfd names the process that had the pid
- * when it was opened, never a later one: the job tree (src/pidref.ts)
+ * when it was opened, never a later one: the job tree (src/sys/pidref.ts)
  * opens it before it checks the start token, so the check and the signal
  * name the same process, as systemd's PidRef does.
  */
@@ -907,7 +907,7 @@ static napi_value js_pidfd_close(napi_env env, napi_callback_info info) {
  * written to the first 32 bytes of `out`. They call the HMAC of the OpenSSL
  * that Node itself carries, found with dlsym (nothing is linked at build
  * time); both properties are absent where the process has none, and
- * src/keys.ts then uses node:crypto. hmacKey prepares a context once per key
+ * src/wire/keys.ts then uses node:crypto. hmacKey prepares a context once per key
  * (OpenSSL keeps the padded key's hash states in it), so each MAC then costs
  * two short hashes: a keyed daemon computes two per request, where a
  * node:crypto Hmac object would cost more than the rest of the request.

@@ -24,7 +24,7 @@
 //     no headers, not Linux), it says why and the commands read their
 //     sockets through Node's dgram, answering the same, slower.
 //
-// src/native.ts looks for the prebuilt addon first, then the built one.
+// src/sys/native.ts looks for the prebuilt addon first, then the built one.
 import { spawnSync } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';

@@ -3,7 +3,7 @@
 // src/cli/start.ts): pidstat asks a responder of this script's own on
 // loopback, the others print their version. Each runs through its bin, with
 // the options the bin's first lines give node: V8 refuses a cache made
-// under other V8 flags (pidstatd's --max-semi-space-size, src/heap.ts).
+// under other V8 flags (pidstatd's --max-semi-space-size, src/daemon/heap.ts).
 // Runs at `npm run build`. It never fails the build: without a cache the
 // commands compile as usual. The caches are left out of the package
 // (package.json "files"): each holds the path of the bundle it was made

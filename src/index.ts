@@ -3,18 +3,18 @@
  * such questions, and read or write the wire protocol of IPC::Locker's
  * pidstatd.
  */
-export { PidStatClient, DEFAULT_TIMEOUT_MS, DEFAULT_TRIES } from './client.js';
-export type { ClientOptions, Result, Target } from './client.js';
-export { describeFailure } from './failures.js';
-export type { Failure } from './failures.js';
-export { localPidExists, readStartToken } from './probe.js';
-export { deaths, deathSignal, waitForExit, PidEndedError, DEFAULT_INTERVAL_MS } from './wait.js';
-export type { PidEnd, WaitOptions, WaitTarget } from './wait.js';
-export { KeyFileError } from './keys.js';
-export { startServer, DEFAULT_RATE } from './server.js';
-export type { Server, ServerOptions, ServerStats } from './server.js';
-export type { SocketIo } from './native.js';
-export { defaultPort, isLocalHost } from './host.js';
+export { PidStatClient, DEFAULT_TIMEOUT_MS, DEFAULT_TRIES } from './client/client.js';
+export type { ClientOptions, Result, Target } from './client/client.js';
+export { describeFailure } from './client/failures.js';
+export type { Failure } from './client/failures.js';
+export { localPidExists, readStartToken } from './sys/probe.js';
+export { deaths, deathSignal, waitForExit, PidEndedError, DEFAULT_INTERVAL_MS } from './deaths/wait.js';
+export type { PidEnd, WaitOptions, WaitTarget } from './deaths/wait.js';
+export { KeyFileError } from './wire/keys.js';
+export { startServer, DEFAULT_RATE } from './daemon/server.js';
+export type { Server, ServerOptions, ServerStats } from './daemon/server.js';
+export type { SocketIo } from './sys/native.js';
+export { defaultPort, isLocalHost } from './net/host.js';
 export {
   decodeReply,
   decodeRequest,
@@ -29,6 +29,6 @@ export {
   FLAG_START,
   FLAG_UNKNOWN,
   MAX_PID,
-} from './protocol.js';
-export type { Reply, Request, State } from './protocol.js';
-export { ExitCode, CommandError } from './errors.js';
+} from './wire/protocol.js';
+export type { Reply, Request, State } from './wire/protocol.js';
+export { ExitCode, CommandError } from './cli/errors.js';

@@ -1,5 +1,5 @@
 import type yargsParser from 'yargs-parser';
-import { CommandError } from '../errors.js';
+import { CommandError } from './errors.js';
 import { importLazily } from './lazy.js';
 import { readVersion } from './options.js';
 import { stdioStream, writeOut } from './stdio.js';

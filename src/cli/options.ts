@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { packageRoot } from '../paths.js';
-import { CommandError } from '../errors.js';
-import { KeyFileError, readKeyFile } from '../keys.js';
-import { loadLinuxCalls } from '../native.js';
+import { packageRoot } from '../sys/paths.js';
+import { CommandError } from './errors.js';
+import { KeyFileError, readKeyFile } from '../wire/keys.js';
+import { loadLinuxCalls } from '../sys/native.js';
 import type { OptionSpec } from './args.js';
 
 /**

@@ -1,5 +1,5 @@
-import type { Result } from '../client.js';
-import { joinHostPort } from '../address.js';
+import type { Result } from '../client/client.js';
+import { joinHostPort } from '../wire/address.js';
 import { importLazily } from './lazy.js';
 import { isTerminal, stdioStream, writeErr, writeOut } from './stdio.js';
 

@@ -1,12 +1,12 @@
-import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client.js';
-import { parseDuration, UNIT_NEEDED } from '../duration.js';
-import { CommandError, ExitCode, isUsageExit } from '../errors.js';
-import { describeFailure, timeOfDay, type Failure } from '../failures.js';
-import { joinHostPort } from '../address.js';
-import { defaultPort } from '../host.js';
-import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from '../nagios.js';
-import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../protocol.js';
-import type { WaitOptions, WaitTarget } from '../wait.js';
+import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client/client.js';
+import { parseDuration, UNIT_NEEDED } from './duration.js';
+import { CommandError, ExitCode, isUsageExit } from './errors.js';
+import { describeFailure, timeOfDay, type Failure } from '../client/failures.js';
+import { joinHostPort } from '../wire/address.js';
+import { defaultPort } from '../net/host.js';
+import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from './nagios.js';
+import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../wire/protocol.js';
+import type { WaitOptions, WaitTarget } from '../deaths/wait.js';
 import { COMPLETION_QUESTION, parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
@@ -212,7 +212,7 @@ async function waitForTargets(argv: string[]): Promise<number> {
   if (args === undefined) return 0;
   const targets = parseTargets(args.words.slice(1), args.host ?? 'localhost');
   const limitMs = args.timeout === undefined ? undefined : parseDuration(args.timeout, '-t');
-  const { deaths, DEFAULT_INTERVAL_MS } = await import('../wait.js');
+  const { deaths, DEFAULT_INTERVAL_MS } = await import('../deaths/wait.js');
   const opts: WaitOptions = {
     port: portFrom(args.port, process.env) ?? defaultPort(),
     intervalMs: args.interval === undefined ? DEFAULT_INTERVAL_MS : parseDuration(args.interval, '--interval', UNIT_NEEDED),

@@ -3,23 +3,23 @@ import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
-import { closeInheritedDescriptors } from '../descriptors.js';
-import { packageRoot } from '../paths.js';
-import { CommandError, ExitCode } from '../errors.js';
-import { joinHostPort } from '../address.js';
-import { defaultPort } from '../host.js';
-import { describeFileLimit, fileLimit } from '../filelimit.js';
-import { DAEMON_HEAP_OPTION } from '../heap.js';
-import { startMetricsFile, type MetricsFile } from '../metrics.js';
-import { INSPECT_PORT_OPTION } from '../inspector.js';
-import { loadLinuxCalls } from '../native.js';
-import { timeOfDay } from '../failures.js';
-import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../notify.js';
-import { printable } from '../printable.js';
-import { pidfileOwner, removePidfile, writePidfile } from '../pidfile.js';
-import { RestartPace } from '../restarts.js';
-import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../server.js';
-import { openSyslog, SYSLOG_SOCKET, type Severity } from '../syslog.js';
+import { closeInheritedDescriptors } from '../sys/descriptors.js';
+import { packageRoot } from '../sys/paths.js';
+import { CommandError, ExitCode } from './errors.js';
+import { joinHostPort } from '../wire/address.js';
+import { defaultPort } from '../net/host.js';
+import { describeFileLimit, fileLimit } from '../sys/filelimit.js';
+import { DAEMON_HEAP_OPTION } from '../daemon/heap.js';
+import { startMetricsFile, type MetricsFile } from '../daemon/metrics.js';
+import { INSPECT_PORT_OPTION } from '../daemon/inspector.js';
+import { loadLinuxCalls } from '../sys/native.js';
+import { timeOfDay } from '../client/failures.js';
+import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../daemon/notify.js';
+import { printable } from '../wire/printable.js';
+import { pidfileOwner, removePidfile, writePidfile } from '../daemon/pidfile.js';
+import { RestartPace } from '../daemon/restarts.js';
+import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../daemon/server.js';
+import { openSyslog, SYSLOG_SOCKET, type Severity } from '../daemon/syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption, readVersion } from './options.js';
 import { runCli } from './runner.js';
@@ -379,7 +379,7 @@ function writeOwnPidfile(file: string, pid: number): void {
 
 /**
  * Spawns this command again in another role, with an IPC channel and no
- * terminal, and with Node's inspector unable to open (src/inspector.ts): a
+ * terminal, and with Node's inspector unable to open (src/daemon/inspector.ts): a
  * SIGUSR1 that reaches the new process before its first line of JavaScript,
  * when Node's own handler still answers it, opens nothing. Not with
  * --disable-sigusr1 (Node 22.14+): it leaves SIGUSR1 blocked in every

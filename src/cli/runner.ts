@@ -1,4 +1,4 @@
-import { CommandError, ExitCode, isUsageExit } from '../errors.js';
+import { CommandError, ExitCode, isUsageExit } from './errors.js';
 import { whenOutputFails, writeErr } from './stdio.js';
 
 /**

@@ -3,8 +3,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
-import { DAEMON_HEAP_OPTION } from '../heap.js';
-import { INSPECT_PORT_OPTION } from '../inspector.js';
+import { DAEMON_HEAP_OPTION } from '../daemon/heap.js';
+import { INSPECT_PORT_OPTION } from '../daemon/inspector.js';
 import { LOADER_IMPORT } from './lazy.js';
 
 /**
@@ -46,7 +46,7 @@ export function start(name: CommandName): void {
   // Each command adds its own listener (pidstatd logs its counters, pidwatch
   // passes it on); this one keeps it harmless until then, and in pidstat.
   // Before this line Node's own handler answers it, and the option the bins
-  // start node with (src/inspector.ts) makes that inspector fail to open.
+  // start node with (src/daemon/inspector.ts) makes that inspector fail to open.
   process.on('SIGUSR1', ignoreSignal);
   // SIGHUP never stops pidstatd (pidstatd(8), SIGNALS), from this line on:
   // before it, Node has set SIGHUP back to its default, which ends a process.

@@ -1,7 +1,7 @@
 import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { getSystemErrorMap } from 'node:util';
-import { CommandError, ExitCode } from '../errors.js';
+import { CommandError, ExitCode } from './errors.js';
 
 /**
  * Standard output and error without Node's streams where it can: the first

@@ -1,8 +1,8 @@
-import { CommandError } from '../errors.js';
-import { ipFamily } from '../address.js';
-import { COOKIE_LENGTH } from '../cookie.js';
-import { isValidHost, MAX_HOST_BYTES, parsePid } from '../protocol.js';
-import type { Target } from '../questions.js';
+import { CommandError } from './errors.js';
+import { ipFamily } from '../wire/address.js';
+import { COOKIE_LENGTH } from '../wire/cookie.js';
+import { isValidHost, MAX_HOST_BYTES, parsePid } from '../wire/protocol.js';
+import type { Target } from '../client/questions.js';
 
 /** Signed, hex and exponent numbers: meant as pids, never host names. */
 const LOOKS_NUMERIC = /^(?:[+-][0-9]+|0x[0-9a-f]+|[0-9]+(?:\.[0-9]+)?e[+-]?[0-9]+)$/i;

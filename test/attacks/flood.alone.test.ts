@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { PidStatClient } from '../../src/client.js';
+import { PidStatClient } from '../../src/client/client.js';
 import { startDaemon } from '../support/helpers.js';
 import { floodUnavailable, forgedFlood } from '../support/forged.js';
 

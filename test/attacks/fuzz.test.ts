@@ -28,7 +28,7 @@ import { ask, deadPid, freePort, isRunning, runBin, sleep, startDaemon, startSle
  * bytes, valid requests with one field or some bytes changed, huge, empty
  * and NUL-laden datagrams, sent to the real bin in closed-loop batches that
  * each end with a valid request whose reply is awaited. Every datagram is
- * judged by test/support/fuzzer.ts's own checker of the contract (not src/protocol.ts):
+ * judged by test/support/fuzzer.ts's own checker of the contract (not src/wire/protocol.ts):
  * each valid request must get exactly the reply the contract gives it (or none
  * when its flags ask for none), and nothing else may be answered.
  *

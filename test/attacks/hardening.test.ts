@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
-import { startServer, type Server } from '../../src/server.js';
+import { startServer, type Server } from '../../src/daemon/server.js';
 import { ask, binCommand, binEnv, type Daemon, exchange, hasIPv6Loopback, type Io, ioSkip, IS_ROOT, run, sleep, startDaemon, TRANSPORTS, waitFor } from '../support/helpers.js';
 import { HAND_OVER_AS_LISTEN_FD } from '../support/detached.js';
 import { createHostPair, inNetns, netnsUnavailable, runIn, type HostPair } from '../support/netns.js';

@@ -4,10 +4,10 @@ import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { readdirSync } from 'node:fs';
 import { describe, test, type TestContext } from 'node:test';
-import { PidStatClient, type Result } from '../../src/client.js';
-import { readStartToken } from '../../src/probe.js';
-import { NO_TICKET } from '../../src/pushwire.js';
-import { startServer, type Server, type ServerOptions } from '../../src/server.js';
+import { PidStatClient, type Result } from '../../src/client/client.js';
+import { readStartToken } from '../../src/sys/probe.js';
+import { NO_TICKET } from '../../src/wire/pushwire.js';
+import { startServer, type Server, type ServerOptions } from '../../src/daemon/server.js';
 import { sleep, startDaemon, startSleeper, waitFor } from '../support/helpers.js';
 import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { PidStatClient } from '../../src/client.js';
-import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
-import { readStartToken } from '../../src/probe.js';
+import { PidStatClient } from '../../src/client/client.js';
+import { INSPECT_PORT_OPTION } from '../../src/daemon/inspector.js';
+import { readStartToken } from '../../src/sys/probe.js';
 import { sleep, startDaemon } from '../support/helpers.js';
 import { NOBODY, startManyThreads } from '../support/threads.js';
 

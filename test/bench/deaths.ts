@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { fileLimit } from '../../src/filelimit.js';
-import { loadLinuxCalls } from '../../src/native.js';
-import { readStartToken } from '../../src/probe.js';
+import { fileLimit } from '../../src/sys/filelimit.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
+import { readStartToken } from '../../src/sys/probe.js';
 import { startDaemon } from '../support/helpers.js';
 import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { mb, rssKb } from './lib.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ask } from '../support/helpers.js';
 
 /**
- * Keyed messages for the bench, computed here from the layout of src/keys.ts
+ * Keyed messages for the bench, computed here from the layout of src/wire/keys.ts
  * (not with its code, so the bench also checks the daemon against the
  * layout): `<line> <id>:<mac>`, mac the first 32 lowercase hex digits of
  * HMAC-SHA256(secret, every byte before it), a reply's with the daemon's

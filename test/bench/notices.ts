@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readStartToken } from '../../src/probe.js';
+import { readStartToken } from '../../src/sys/probe.js';
 import { sleep, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
 import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { ms, until } from './lib.js';

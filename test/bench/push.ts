@@ -32,9 +32,9 @@ const WATCHES = 20;
 const SETTLE_MS = 12_000;
 /**
  * Four times the least the issue asks: a live push watch renews every 12 s
- * (RENEWALS_PER_LEASE, src/watch.ts), ten renewals here, and sends one SUBS
+ * (RENEWALS_PER_LEASE, src/deaths/watch.ts), ten renewals here, and sends one SUBS
  * more each time its ticket lapses (every 4 minutes: a ticket holds for its
- * 120 s slot and the next, TICKET_SLOT_MS in src/subscriptions.ts), which
+ * 120 s slot and the next, TICKET_SLOT_MS in src/daemon/subscriptions.ts), which
  * this window holds only sometimes, as it falls.
  */
 const WINDOW_MS = 120_000;

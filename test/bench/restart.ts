@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RESTART_PACE } from '../../src/restarts.js';
+import { RESTART_PACE } from '../../src/daemon/restarts.js';
 import { pidIn, runningChildrenOf, signal, stopDetached } from '../support/detached.js';
 import { ask, freePort, runBin, waitFor } from '../support/helpers.js';
 import { median } from './lib.js';
@@ -12,7 +12,7 @@ import { metOrNot, type Row } from './table.js';
  * (pidstatd(8): a server that dies is restarted within 2 s): the time from
  * SIGKILL of the server to the first answer on the port, asked every 10 ms,
  * for the first death of a server, the median over fresh daemons. The part
- * that is the supervisor's wait (src/restarts.ts) is given beside it; the
+ * that is the supervisor's wait (src/daemon/restarts.ts) is given beside it; the
  * rest is the new server's start.
  */
 

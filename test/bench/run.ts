@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fanout, keyedStartToAnswer, startToAnswer } from './client.js';
-import { loadLinuxCalls } from '../../src/native.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
 import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput, keyedThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
 import { CLK_TCK } from './lib.js';

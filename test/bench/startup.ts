@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readPlainly, respellGetopt, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
 import { SPEC } from '../../src/cli/pidstat.js';
-import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
+import { INSPECT_PORT_OPTION } from '../../src/daemon/inspector.js';
 import { binEnv, ROOT, run, startDaemon, startSleeper } from '../support/helpers.js';
 import { median } from './lib.js';
 import { metOrNot, type Row } from './table.js';

@@ -1,4 +1,4 @@
-import { readStartToken } from '../../src/probe.js';
+import { readStartToken } from '../../src/sys/probe.js';
 import { sleep, startDaemon } from '../support/helpers.js';
 import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { mb, rssKb } from './lib.js';

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
-import { readStartToken } from '../../src/probe.js';
+import { INSPECT_PORT_OPTION } from '../../src/daemon/inspector.js';
+import { readStartToken } from '../../src/sys/probe.js';
 import { sleep, startDaemon } from '../support/helpers.js';
 import { massSubscriber, subscriptionTo } from '../support/subscriber.js';
 import { NOBODY, startManyThreads } from '../support/threads.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { respellGetopt, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
-import { CommandError } from '../../src/errors.js';
+import { CommandError } from '../../src/cli/errors.js';
 import { SPEC as PIDSTAT } from '../../src/cli/pidstat.js';
 import { SPEC as PIDSTATD } from '../../src/cli/pidstatd.js';
 import { SPEC as PIDWATCH } from '../../src/cli/pidwatch.js';

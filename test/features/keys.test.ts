@@ -23,10 +23,10 @@ import {
 } from '../support/helpers.js';
 import { commandRuns, descendants, killAll, pidnsUnavailable, watchersOf } from '../support/jobs.js';
 import { startPerlDaemon } from '../support/perl-daemon.js';
-import { loadLinuxCalls } from '../../src/native.js';
-import { PidStatClient } from '../../src/client.js';
-import { daemonIdentity, readKeyFile, signLine, verify } from '../../src/keys.js';
-import { decodeRequest, keyedReplyLine } from '../../src/protocol.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
+import { PidStatClient } from '../../src/client/client.js';
+import { daemonIdentity, readKeyFile, signLine, verify } from '../../src/wire/keys.js';
+import { decodeRequest, keyedReplyLine } from '../../src/wire/protocol.js';
 
 /**
  * Keys (doc/protocol.md, Keys): with `--key-file` (or PIDSTAT_KEY_FILE) requests

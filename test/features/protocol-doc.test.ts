@@ -5,15 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ROOT } from '../support/helpers.js';
-import { COOKIE_LENGTH } from '../../src/cookie.js';
-import { FALLBACK_PORT } from '../../src/host.js';
-import { daemonIdentity, MAC_HEX_DIGITS, readKeyFile, signLine, verify, type KeyRing } from '../../src/keys.js';
-import * as protocol from '../../src/protocol.js';
-import { DEFAULT_RATE } from '../../src/server.js';
+import { COOKIE_LENGTH } from '../../src/wire/cookie.js';
+import { FALLBACK_PORT } from '../../src/net/host.js';
+import { daemonIdentity, MAC_HEX_DIGITS, readKeyFile, signLine, verify, type KeyRing } from '../../src/wire/keys.js';
+import * as protocol from '../../src/wire/protocol.js';
+import { DEFAULT_RATE } from '../../src/daemon/server.js';
 
 /**
  * doc/protocol.md against the code: its worked example's MACs are the ones
- * src/keys.ts computes and accepts, every message the codec sends and every
+ * src/wire/keys.ts computes and accepts, every message the codec sends and every
  * limit it enforces is in it, and it is linked from the README and the man
  * pages. Also: comments cite the repository's own documents, never a file
  * outside it.
@@ -122,9 +122,9 @@ describe(`${DOC} says what the code does`, () => {
 
   test('every message the codec sends is documented, with a heading and its layout', () => {
     // A message the code sends is a template literal that starts with its word: `PIDR ${...`.
-    const source = readFileSync(`${ROOT}src/protocol.ts`, 'utf8') + readFileSync(`${ROOT}src/pushwire.ts`, 'utf8');
+    const source = readFileSync(`${ROOT}src/wire/protocol.ts`, 'utf8') + readFileSync(`${ROOT}src/wire/pushwire.ts`, 'utf8');
     const sent = new Set([...source.matchAll(/`([A-Z]{4}) \$\{/g)].map((m) => m[1]!));
-    assert.deepEqual([...sent].sort(), ['ACKN', 'AUTH', 'EXIS', 'NOTE', 'PIDR', 'SUBC', 'SUBR', 'SUBS', 'UNKN'], 'the scan of src/protocol.ts and src/pushwire.ts finds the messages');
+    assert.deepEqual([...sent].sort(), ['ACKN', 'AUTH', 'EXIS', 'NOTE', 'PIDR', 'SUBC', 'SUBR', 'SUBS', 'UNKN'], 'the scan of src/wire/protocol.ts and src/wire/pushwire.ts finds the messages');
     for (const word of sent) {
       assert.match(doc, new RegExp(`^##+ .*\\b${word}\\b`, 'm'), `${word} has a heading`);
       assert.ok(codeLines(doc, new RegExp(`^${word} <pid> `)).length > 0, `${word}'s layout is shown`);

@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { readStartToken } from '../../src/probe.js';
-import { NO_TICKET } from '../../src/pushwire.js';
+import { readStartToken } from '../../src/sys/probe.js';
+import { NO_TICKET } from '../../src/wire/pushwire.js';
 import { BIN, binCommand, IS_ROOT, ROOT, sleep, startDaemon, startSleeper, waitFor } from '../support/helpers.js';
 import { start as startJob, type Exit, type Started } from '../support/jobs.js';
 import { createHostPair, inNetns, netnsUnavailable, pidInUse, spawnInPidNamespace, type HostPair, type NsTree } from '../support/netns.js';
@@ -52,7 +52,7 @@ const DELAY_MS = 20;
 /** pidwatch on the first WATCHES sleepers, `pidstat wait` on the last. */
 const WATCHES = 5;
 const SLEEPERS = WATCHES + 1;
-/** When each copy of a notice leaves the daemon, in ms after it sees the death: src/subscriptions.ts RESEND_MS summed. */
+/** When each copy of a notice leaves the daemon, in ms after it sees the death: src/daemon/subscriptions.ts RESEND_MS summed. */
 const COPIES_AT_MS = [0, 20, 60, 140, 300, 620, 1260, 2540];
 /**
  * How long after the kill a job may end. The last copy leaves 2540 ms after

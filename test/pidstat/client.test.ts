@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PidStatClient, type Result } from '../../src/client.js';
-import { readStartToken } from '../../src/probe.js';
-import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../../src/protocol.js';
-import { startServer, type Server } from '../../src/server.js';
+import { PidStatClient, type Result } from '../../src/client/client.js';
+import { readStartToken } from '../../src/sys/probe.js';
+import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../../src/wire/protocol.js';
+import { startServer, type Server } from '../../src/daemon/server.js';
 import { deadPid, freePort, run, sleep, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
 
 /**
@@ -218,7 +218,7 @@ describe('the same pid asked twice at once, of a real pidstatd', () => {
 /**
  * A client whose socket could not be opened (no descriptor left) answers
  * no_reply, and its next question, once descriptors are free again, opens
- * one: the failure is not kept for the client's life (src/endpoints.ts).
+ * one: the failure is not kept for the client's life (src/client/endpoints.ts).
  */
 const OUT_OF_DESCRIPTORS = `
 import { closeSync, openSync } from 'node:fs';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { fileLimit } from '../../src/filelimit.js';
-import { DAEMON_HEAP_OPTION } from '../../src/heap.js';
+import { fileLimit } from '../../src/sys/filelimit.js';
+import { DAEMON_HEAP_OPTION } from '../../src/daemon/heap.js';
 import { BIN, startDaemon } from '../support/helpers.js';
 
 /**

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { DAEMON_HEAP_OPTION } from '../../src/heap.js';
-import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
+import { DAEMON_HEAP_OPTION } from '../../src/daemon/heap.js';
+import { INSPECT_PORT_OPTION } from '../../src/daemon/inspector.js';
 import { BIN, ROOT, binEnv, childrenOf, isRunning, waitFor } from '../support/helpers.js';
 
 /**

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
-import { readStartToken } from '../../src/probe.js';
-import { startServer } from '../../src/server.js';
+import { readStartToken } from '../../src/sys/probe.js';
+import { startServer } from '../../src/daemon/server.js';
 import { ask, deadPid, exchange, hasIPv6Loopback, IS_ROOT, run, sleep, startDaemon, startSleeper, waitFor, type Daemon } from '../support/helpers.js';
 
 /**

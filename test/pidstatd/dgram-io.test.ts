@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadLinuxCalls } from '../../src/native.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
 import { ROOT, run, runBin, startDaemon, startSleeper } from '../support/helpers.js';
 
 /**

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
 import { ask, binCommand, binEnv, type Daemon, freePort, run, startDaemon } from '../support/helpers.js';
 import { pidIn, python, runningChildrenOf, signal, startDatagramReceiver, stopDetached, type Datagram, type DatagramReceiver } from '../support/detached.js';
-import { loadLinuxCalls } from '../../src/native.js';
-import { watchdogIntervalMs } from '../../src/notify.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
+import { watchdogIntervalMs } from '../../src/daemon/notify.js';
 
 /**
  * systemd's notification protocol (pidstatd(8)): with NOTIFY_SOCKET

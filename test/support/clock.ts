@@ -1,7 +1,7 @@
-import type { Timers } from '../../src/time.js';
+import type { Timers } from '../../src/sys/time.js';
 
 /**
- * A fake clock and its timers (src/time.ts, Timers) for the daemon's
+ * A fake clock and its timers (src/sys/time.ts, Timers) for the daemon's
  * schedules: nothing runs until the test says, and each callback run is one
  * turn of a pretend event loop, so a test can see what one turn did.
  */

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import { existsSync, readFileSync } from 'node:fs';
 import { ask, childrenOf } from './helpers.js';
-import { DAEMON_HEAP_OPTION } from '../../src/heap.js';
+import { DAEMON_HEAP_OPTION } from '../../src/daemon/heap.js';
 
 export { childrenOf };
 
@@ -749,7 +749,7 @@ export function failuresOf(report: FuzzReport, ...types: Failure['type'][]): num
  * V8's heap sizing, pinned for a daemon under the fuzzer: its young
  * generation grows in steps under load (to 3 x 16 MB as Node ships it, VmRSS
  * ~55 MB to ~113 MB over the first ~550 000 datagrams, then flat: see
- * test/soak/run.ts; to 3 x 4 MB with the daemon's own cap, src/heap.ts),
+ * test/soak/run.ts; to 3 x 4 MB with the daemon's own cap, src/daemon/heap.ts),
  * which would hide a leak or fake one. With a small young generation and a
  * capped old one, VmRSS shows what the daemon keeps, and a leak that outgrows
  * the cap crashes it, which the restart checks see. Its logic is unchanged.
@@ -765,7 +765,7 @@ export function pinnedHeapEnv(): NodeJS.ProcessEnv {
   return { NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} ${HEAP_FLAGS}`.trim() };
 }
 
-/** startDaemon()'s wrap for a daemon with HEAP_FLAGS in place of the bin's own heap option (src/heap.ts). */
+/** startDaemon()'s wrap for a daemon with HEAP_FLAGS in place of the bin's own heap option (src/daemon/heap.ts). */
 export function pinnedHeap(command: string, args: string[]): [string, string[]] {
   return [command, args.flatMap((word) => (word === DAEMON_HEAP_OPTION ? HEAP_FLAGS.split(' ') : [word]))];
 }

@@ -4,9 +4,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DAEMON_HEAP_OPTION } from '../../src/heap.js';
-import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
-import { loadLinuxCalls } from '../../src/native.js';
+import { DAEMON_HEAP_OPTION } from '../../src/daemon/heap.js';
+import { INSPECT_PORT_OPTION } from '../../src/daemon/inspector.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
 
 /**
  * What the tests share: the built bins, a daemon started on an ephemeral port

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readStat, signalProcess } from '../../src/tree.js';
+import { readStat, signalProcess } from '../../src/job/tree.js';
 
 /**
  * Run as the first process of a PID namespace of its own (test/unit/pidref.test.ts

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { NO_TICKET } from '../../src/pushwire.js';
+import { NO_TICKET } from '../../src/wire/pushwire.js';
 
 /**
  * A client of death notices for many subscriptions at once, on one socket

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseDuration, UNIT_NEEDED } from '../../src/duration.js';
-import { CommandError } from '../../src/errors.js';
+import { parseDuration, UNIT_NEEDED } from '../../src/cli/duration.js';
+import { CommandError } from '../../src/cli/errors.js';
 
-/** The one duration reader (src/duration.ts): a bare number is seconds, wherever one is taken. */
+/** The one duration reader (src/cli/duration.ts): a bare number is seconds, wherever one is taken. */
 
 test('a bare number is seconds; a unit says otherwise', () => {
   assert.equal(parseDuration('30', '-t'), 30_000);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RESEND_MS, SLICE_SENDS, startNotices, type Outgoing } from '../../src/notices.js';
+import { RESEND_MS, SLICE_SENDS, startNotices, type Outgoing } from '../../src/daemon/notices.js';
 import { fakeClock } from '../support/clock.js';
 
 /**
- * The fan-out of death notices (src/notices.ts) on a fake clock: a death
+ * The fan-out of death notices (src/daemon/notices.ts) on a fake clock: a death
  * with 100 000 subscribers goes out in slices, never more than SLICE_SENDS
  * sends in one turn of the event loop; every subscriber gets its first
  * notice; an acknowledged one is sent no more; an unacknowledged one gets

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { refill, TokenBucket } from '../../src/pacing.js';
+import { refill, TokenBucket } from '../../src/net/pacing.js';
 
-/** The token bucket (src/pacing.ts), on times the test gives. */
+/** The token bucket (src/net/pacing.ts), on times the test gives. */
 
 test('refill: rate tokens a second, never past the burst', () => {
   assert.equal(refill(0, 0, 500, 10, 100), 5);

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { INSPECT_PORT_OPTION } from '../../src/inspector.js';
-import { loadLinuxCalls } from '../../src/native.js';
-import { openPidRef } from '../../src/pidref.js';
+import { INSPECT_PORT_OPTION } from '../../src/daemon/inspector.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
+import { openPidRef } from '../../src/sys/pidref.js';
 import { IS_ROOT, startSleeper } from '../support/helpers.js';
 
 const pinning = loadLinuxCalls().addon?.pidfdOpen !== undefined;

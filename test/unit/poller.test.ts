@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { POLL_BUDGET, POLL_PERIOD_MS, POLL_TICK_MS, startPoller } from '../../src/poller.js';
+import { POLL_BUDGET, POLL_PERIOD_MS, POLL_TICK_MS, startPoller } from '../../src/daemon/poller.js';
 import { fakeClock } from '../support/clock.js';
 
 /**
- * The look at processes that no pidfd watches (src/poller.ts) on a fake
+ * The look at processes that no pidfd watches (src/daemon/poller.ts) on a fake
  * clock and a fake probe: each process once per period while they are few;
  * never more than the budget per tick, round robin, when many, and the
  * looks put off counted.

@@ -10,7 +10,7 @@ import {
   ProtocolError,
   type Reply,
   type Request,
-} from '../../src/protocol.js';
+} from '../../src/wire/protocol.js';
 
 /**
  * Properties of the codec (doc/protocol.md) over generated inputs:

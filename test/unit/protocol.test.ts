@@ -9,7 +9,7 @@ import {
   ProtocolError,
   type Reply,
   type Request,
-} from '../../src/protocol.js';
+} from '../../src/wire/protocol.js';
 
 const req = (text: string | Buffer) => decodeRequest(typeof text === 'string' ? Buffer.from(text, 'latin1') : text);
 const refused = (text: string | Buffer) => assert.throws(() => req(text), ProtocolError, JSON.stringify(String(text)));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { halfSipHash13, RateLimiter } from '../../src/ratelimit.js';
+import { halfSipHash13, RateLimiter } from '../../src/daemon/ratelimit.js';
 
 /**
  * The --rate limiter (pidstatd(8)) on a clock of the test's own: a

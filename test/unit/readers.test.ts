@@ -6,8 +6,8 @@ import { readPlainly, readWithYargsParser, type CommandSpec, type OptionTable } 
 import { SPEC as PIDSTAT } from '../../src/cli/pidstat.js';
 import { SPEC as PIDSTATD } from '../../src/cli/pidstatd.js';
 import { SPEC as PIDWATCH } from '../../src/cli/pidwatch.js';
-import { ipFamily } from '../../src/address.js';
-import { decodeReply, decodeRequest, ProtocolError, type Reply, type Request } from '../../src/protocol.js';
+import { ipFamily } from '../../src/wire/address.js';
+import { decodeReply, decodeRequest, ProtocolError, type Reply, type Request } from '../../src/wire/protocol.js';
 
 /**
  * The fast readers of the start-up and the daemon's hot path hold to the

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RESTART_PACE, RestartPace } from '../../src/restarts.js';
+import { RESTART_PACE, RestartPace } from '../../src/daemon/restarts.js';
 
-/** The supervisor's waits before another server (src/restarts.ts), on the run times the test gives. */
+/** The supervisor's waits before another server (src/daemon/restarts.ts), on the run times the test gives. */
 
 const quick = 1000;
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sourceOf } from '../../src/source.js';
+import { sourceOf } from '../../src/daemon/source.js';
 
 /**
  * Which network an address counts as for the per-source subscription cap
- * (src/source.ts, pidstatd(8) --source-prefix-v4 and -v6).
+ * (src/daemon/source.ts, pidstatd(8) --source-prefix-v4 and -v6).
  */
 
 const cases: [address: string, v4: number | undefined, v6: number | undefined, source: string][] = [

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
 import { test } from 'node:test';
-import { NO_TICKET, type PushMessage } from '../../src/pushwire.js';
-import { startSubscriptions, type SubscriptionProbe, type SubscriptionStats } from '../../src/subscriptions.js';
+import { NO_TICKET, type PushMessage } from '../../src/wire/pushwire.js';
+import { startSubscriptions, type SubscriptionProbe, type SubscriptionStats } from '../../src/daemon/subscriptions.js';
 import { fakeClock } from '../support/clock.js';
 
 /**
- * The daemon's subscriptions (src/subscriptions.ts) with a fake kernel and
+ * The daemon's subscriptions (src/daemon/subscriptions.ts) with a fake kernel and
  * clock: a thread id is refused, counted and logged, and never watched;
  * pidfd_open's refusal of a pid is a refusal, never a poll; a process that
  * no pidfd watches is polled; the cap per source counts networks.

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { findJob, appendMarker, type ProcessStat } from '../../src/tree.js';
+import { findJob, appendMarker, type ProcessStat } from '../../src/job/tree.js';
 
 /**
- * Which processes are the job (src/tree.ts, pidwatch(1), Finding the job),
+ * Which processes are the job (src/job/tree.ts, pidwatch(1), Finding the job),
  * decided over a process table given as a list: the root checked by its
  * start token, the parent chain, the groups a member leads, never the
  * root's own group, never init or an excluded pid, never a zombie.

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { openPidRef } from './pidref.js';
-import { START_FIELD, statFields } from './probe.js';
-import { sleep } from './sleep.js';
+import { openPidRef } from '../sys/pidref.js';
+import { START_FIELD, statFields } from '../sys/probe.js';
+import { sleep } from '../sys/sleep.js';
 
 /**
  * A job's processes on this host, found through /proc (Linux), and signalled

@@ -1,4 +1,4 @@
-import { loadLinuxCalls } from './native.js';
+import { loadLinuxCalls } from '../sys/native.js';
 
 /**
  * The service manager's notification protocol (sd_notify(3)): newline-

@@ -1,15 +1,15 @@
 import dgram from 'node:dgram';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { BlockList, isIPv4, isIPv6, type AddressInfo } from 'node:net';
-import { joinHostPort, mappedIPv4 } from './address.js';
-import { defaultPort, literalLookup, localFqdn } from './host.js';
-import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from './native.js';
-import { daemonIdentity, readKeyFile, signLine, verify } from './keys.js';
-import { pidExists, readStartToken } from './probe.js';
+import { joinHostPort, mappedIPv4 } from '../wire/address.js';
+import { defaultPort, literalLookup, localFqdn } from '../net/host.js';
+import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from '../sys/native.js';
+import { daemonIdentity, readKeyFile, signLine, verify } from '../wire/keys.js';
+import { pidExists, readStartToken } from '../sys/probe.js';
 import { RateLimiter } from './ratelimit.js';
-import { dgramStep } from './sockets.js';
+import { dgramStep } from '../net/sockets.js';
 import { ThrottledReport } from './throttle.js';
-import { decodePush, isPushMessage } from './pushwire.js';
+import { decodePush, isPushMessage } from '../wire/pushwire.js';
 import { startSubscriptions, type Subscriptions } from './subscriptions.js';
 import {
   decodeRequest,
@@ -24,7 +24,7 @@ import {
   ProtocolError,
   type Reply,
   type Request,
-} from './protocol.js';
+} from '../wire/protocol.js';
 
 /**
  * The daemon's socket: it hands each datagram to `handle`, which filters,

@@ -5,7 +5,7 @@
  * daemon address in endpoints.ts); the daemon's --rate keeps a fixed table
  * of them in two arrays (ratelimit.ts), through refill().
  */
-import { monotonicMs } from './time.js';
+import { monotonicMs } from '../sys/time.js';
 
 /** The tokens of a bucket that held `tokens` at `filledAt` (ms), at `now`: `rate` a second more, `burst` at most. */
 export function refill(tokens: number, filledAt: number, now: number, rate: number, burst: number): number {

@@ -1,14 +1,14 @@
 import { constants } from 'node:os';
-import { randomHex64 } from './random.js';
-import { daemonIdentity, keyFromSecret, signLine, type Key } from './keys.js';
-import { loadLinuxCalls } from './native.js';
+import { randomHex64 } from '../sys/random.js';
+import { daemonIdentity, keyFromSecret, signLine, type Key } from '../wire/keys.js';
+import { loadLinuxCalls } from '../sys/native.js';
 import { startNotices, type Outgoing } from './notices.js';
 import { startPoller } from './poller.js';
-import { isThreadGroupLeader, pidExists, readStartToken } from './probe.js';
-import { NO_TICKET, pushLine, TICKET_DIGITS, type PushMessage } from './pushwire.js';
+import { isThreadGroupLeader, pidExists, readStartToken } from '../sys/probe.js';
+import { NO_TICKET, pushLine, TICKET_DIGITS, type PushMessage } from '../wire/pushwire.js';
 import { DEFAULT_SOURCE_PREFIX_V4, DEFAULT_SOURCE_PREFIX_V6, sourceOf } from './source.js';
 import { ThrottledReport } from './throttle.js';
-import { processTimers, type Timers } from './time.js';
+import { processTimers, type Timers } from '../sys/time.js';
 
 /**
  * The daemon's side of push death notices (doc/protocol.md, Death notices):

@@ -1,4 +1,4 @@
-import { randomHex64 } from './random.js';
+import { randomHex64 } from '../sys/random.js';
 
 /**
  * The cookie (pidstatd(8), The cookie): 64 unpredictable bits that every request

@@ -1,8 +1,8 @@
 import { setMaxListeners } from 'node:events';
-import type { Failure } from './failures.js';
-import type { SocketIo } from './native.js';
-import { readKeyFile } from './keys.js';
-import { monotonicMs } from './time.js';
+import type { Failure } from '../client/failures.js';
+import type { SocketIo } from '../sys/native.js';
+import { readKeyFile } from '../wire/keys.js';
+import { monotonicMs } from '../sys/time.js';
 import { waitForDeath, watchClient, type WatchOptions } from './watch.js';
 
 /**

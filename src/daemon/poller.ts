@@ -1,5 +1,5 @@
 import { Queue } from './queue.js';
-import { processTimers, type Timers } from './time.js';
+import { processTimers, type Timers } from '../sys/time.js';
 
 /**
  * The daemon's look at subscribed processes that no pidfd can watch (no

@@ -20,12 +20,12 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Failure } from './failures.js';
-import { ipFamily, joinHostPort, mappedIPv4 } from './address.js';
-import { dnsModule } from './host.js';
-import type { SocketIo } from './native.js';
-import { addressPace, type TokenBucket } from './pacing.js';
-import { printable } from './printable.js';
-import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents } from './sockets.js';
+import { ipFamily, joinHostPort, mappedIPv4 } from '../wire/address.js';
+import { dnsModule } from '../net/host.js';
+import type { SocketIo } from '../sys/native.js';
+import { addressPace, type TokenBucket } from '../net/pacing.js';
+import { printable } from '../wire/printable.js';
+import { socketOpener, type ClientSocket, type OpenSocket, type SocketEvents } from '../net/sockets.js';
 
 /**
  * A deeper receive queue, so replies that arrive while the event loop is busy

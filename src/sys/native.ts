@@ -57,12 +57,12 @@ export interface LinuxCalls {
   /** Stops reading and closes fd, then calls closed(). */
   stop(handle: unknown, closed: () => void): void;
 
-  // Unix datagram sockets (src/syslog.ts, src/notify.ts).
+  // Unix datagram sockets (src/daemon/syslog.ts, src/daemon/notify.ts).
 
   /** One datagram to a Unix datagram socket ('@name' abstract): 0, or a negative errno; never blocks. Absent from older builds. */
   unixSend?(path: string, datagram: Buffer): number;
 
-  // pidfd exit watches (src/watch.ts, src/subscriptions.ts).
+  // pidfd exit watches (src/deaths/watch.ts, src/daemon/subscriptions.ts, src/job/ending.ts).
 
   /**
    * Calls onExit once when process `pid` has ended (a zombie included),
@@ -73,7 +73,7 @@ export interface LinuxCalls {
   /** Stops a watchExit before it has called back; never after. */
   unwatchExit?(handle: unknown): void;
 
-  // pidfd signals (src/pidref.ts).
+  // pidfd signals (src/sys/pidref.ts).
 
   /** A pidfd of process `pid` (close-on-exec), or a negative errno (-ENOSYS before Linux 5.3). Absent from older builds. */
   pidfdOpen?(pid: number): number;
@@ -81,7 +81,7 @@ export interface LinuxCalls {
   pidfdSignal?(fd: number, signal: number): number;
   pidfdClose?(fd: number): void;
 
-  // HMAC (src/keys.ts).
+  // HMAC (src/wire/keys.ts).
 
   /**
    * An HMAC-SHA256 context keyed with `key`, and the MAC with it of

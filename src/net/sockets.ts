@@ -1,7 +1,7 @@
 import type dgram from 'node:dgram';
 import { createRequire } from 'node:module';
 import { literalLookup } from './host.js';
-import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from './native.js';
+import { batchAddon, errnoError, type SocketIo, type LinuxCalls } from '../sys/native.js';
 
 /**
  * The client's UDP sockets, in one of two ways that behave alike: through the

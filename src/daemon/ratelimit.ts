@@ -1,5 +1,5 @@
 import { randomFillSync } from 'node:crypto';
-import { refill } from './pacing.js';
+import { refill } from '../net/pacing.js';
 
 /**
  * The daemon's `--rate`: a token bucket per source address (`rate` requests a

@@ -1,8 +1,8 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { canonicalAddress } from './address.js';
-import { loadLinuxCalls, type LinuxCalls } from './native.js';
+import { PrivateFileError, readPrivateFile } from '../sys/privatefile.js';
+import { loadLinuxCalls, type LinuxCalls } from '../sys/native.js';
 
 /**
  * Keys (pidstatd(8), Keys): requests and replies authenticated with
@@ -59,27 +59,13 @@ function cryptoModule(): Crypto {
   return (crypto ??= createRequire(import.meta.url)('node:crypto') as Crypto);
 }
 
-function readSecure(file: string): string {
-  let fd: number;
+/** A key file's text, read only if nobody else may read or change it; a KeyFileError if not. */
+function readKeyText(file: string): string {
   try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    return readPrivateFile(file, 'key file');
   } catch (err) {
-    throw new KeyFileError(`key file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
-  }
-  try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new KeyFileError(`key file ${file}: not a regular file`);
-    const uid = process.getuid?.();
-    if (uid !== undefined && stat.uid !== uid && stat.uid !== 0) {
-      throw new KeyFileError(`key file ${file}: owned by uid ${stat.uid}, not by you (uid ${uid}) or root`);
-    }
-    if ((stat.mode & 0o077) !== 0) {
-      const mode = (stat.mode & 0o777).toString(8).padStart(4, '0');
-      throw new KeyFileError(`key file ${file}: group or others may read or write it (mode ${mode}): run chmod 600 ${file}`);
-    }
-    return readFileSync(fd, 'latin1');
-  } finally {
-    closeSync(fd);
+    if (err instanceof PrivateFileError) throw new KeyFileError(err.message);
+    throw err;
   }
 }
 
@@ -87,7 +73,7 @@ function readSecure(file: string): string {
 export function readKeyFile(file: string): KeyRing {
   const byId = new Map<number, Key>();
   let first: Key | undefined;
-  readSecure(file).split('\n').forEach((raw, index) => {
+  readKeyText(file).split('\n').forEach((raw, index) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
     const where = `key file ${file}, line ${index + 1}`;

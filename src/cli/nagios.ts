@@ -7,7 +7,7 @@ import { CommandError, ExitCode } from './errors.js';
  * (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, usage errors included). The
  * performance data is `'label'=value[UOM];[warn];[crit];[min];[max]`: a field
  * with nothing to say (no threshold given) stays empty, and trailing empty
- * ones may be left out. Only the check itself (pidstat ping) lives in cli/.
+ * ones may be left out. The check itself is pidstat ping's (pidstat.ts).
  * @see https://www.monitoring-plugins.org/doc/guidelines.html#AEN200
  */
 

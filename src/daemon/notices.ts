@@ -1,5 +1,5 @@
 import { Queue } from './queue.js';
-import { processTimers, type Timers } from './time.js';
+import { processTimers, type Timers } from '../sys/time.js';
 
 /**
  * The daemon's death notices on their way out (doc/protocol.md, Death

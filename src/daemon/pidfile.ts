@@ -1,6 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { pidExists } from './probe.js';
+import { pidExists } from '../sys/probe.js';
 
 /**
  * pidstatd's pidfile, which often lives in a directory other users can write

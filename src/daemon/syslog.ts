@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { loadLinuxCalls } from './native.js';
+import { loadLinuxCalls } from '../sys/native.js';
 
 /**
  * Log lines to the local syslog daemon, as syslog(3) sends them: one

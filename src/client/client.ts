@@ -1,12 +1,12 @@
-import { COOKIE_LENGTH, withCookie } from './cookie.js';
+import { COOKIE_LENGTH, withCookie } from '../wire/cookie.js';
 import { EndpointPool, type Endpoint } from './endpoints.js';
 import type { Failure } from './failures.js';
-import { joinHostPort } from './address.js';
-import { defaultPort, isLocalHost } from './host.js';
-import { daemonIdentity, readKeyFile, signLine, verify, type Key } from './keys.js';
-import type { SocketIo } from './native.js';
-import { SendQueue } from './pacing.js';
-import { localPidExists, readStartToken } from './probe.js';
+import { joinHostPort } from '../wire/address.js';
+import { defaultPort, isLocalHost } from '../net/host.js';
+import { daemonIdentity, readKeyFile, signLine, verify, type Key } from '../wire/keys.js';
+import type { SocketIo } from '../sys/native.js';
+import { SendQueue } from '../net/pacing.js';
+import { localPidExists, readStartToken } from '../sys/probe.js';
 import {
   ALL_FLAGS,
   decodeRefusal,
@@ -17,11 +17,11 @@ import {
   MAX_HOST_BYTES,
   MAX_PID,
   type Reply,
-} from './protocol.js';
-import { printable } from './printable.js';
-import { decodePush, isPushMessage, NO_TICKET, pushLine, type PushMessage } from './pushwire.js';
+} from '../wire/protocol.js';
+import { printable } from '../wire/printable.js';
+import { decodePush, isPushMessage, NO_TICKET, pushLine, type PushMessage } from '../wire/pushwire.js';
 import { pidHostKey, questionOf, Questions, type Question, type Result, type Target } from './questions.js';
-import { monotonicMs } from './time.js';
+import { monotonicMs } from '../sys/time.js';
 
 export type { Result, Target } from './questions.js';
 

@@ -1,11 +1,11 @@
-import { PidStatClient, type Result } from './client.js';
-import type { Failure } from './failures.js';
-import { isLocalHost } from './host.js';
-import { localPidExists, readStartToken } from './probe.js';
-import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from './protocol.js';
-import { loadLinuxCalls, type SocketIo } from './native.js';
-import { sleep } from './sleep.js';
-import { monotonicMs } from './time.js';
+import { PidStatClient, type Result } from '../client/client.js';
+import type { Failure } from '../client/failures.js';
+import { isLocalHost } from '../net/host.js';
+import { localPidExists, readStartToken } from '../sys/probe.js';
+import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../wire/protocol.js';
+import { loadLinuxCalls, type SocketIo } from '../sys/native.js';
+import { sleep } from '../sys/sleep.js';
+import { monotonicMs } from '../sys/time.js';
 
 /**
  * Learning a death: watch a pid, on this host or through a daemon, until it

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { loadLinuxCalls } from './native.js';
-import { pidExists } from './probe.js';
-import { sleep } from './sleep.js';
+import { loadLinuxCalls } from '../sys/native.js';
+import { pidExists } from '../sys/probe.js';
+import { sleep } from '../sys/sleep.js';
 import { findJob, readStat, signalJob, signalProcess, stillRunning, type JobSpec, type ProcessStat } from './tree.js';
-import { waitForDeath, type WatchOptions } from './watch.js';
+import { waitForDeath, type WatchOptions } from '../deaths/watch.js';
 
 /**
- * pidwatch's core: when the watched pid dies (watch.ts learns it), end the
+ * pidwatch's core: when the watched pid dies (deaths/watch.ts learns it), end the
  * job (tree.ts finds its processes). The job runs elsewhere: pidwatch's
  * shell script execs it in place, and this code runs in a detached watcher
  * beside it (see pidwatch(1), DESIGN).

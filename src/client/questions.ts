@@ -8,7 +8,7 @@
  */
 import type { Endpoint } from './endpoints.js';
 import type { Failure } from './failures.js';
-import { ALL_FLAGS, type State } from './protocol.js';
+import { ALL_FLAGS, type State } from '../wire/protocol.js';
 
 export interface Target {
   host: string;
