@@ -12,9 +12,9 @@ import { stdioStream, writeOut } from './stdio.js';
  * print --help or to word a usage error, from the same table and with the
  * same parser settings, so all three read a command line alike. Reading
  * pidstat's command line plainly rather than with yargs-parser, imported
- * for it, saves some 15 ms of its 29 to 30 ms start-to-answer, on Node 20
- * and 24 alike (bench figure 'start-up machinery', test/bench/startup.ts,
- * two runs of 2026-12-05, medians of 40 rounds).
+ * for it, saves about half of its start-to-answer (bench figure 'start-up
+ * machinery', test/bench/startup.ts; the figures are in the README,
+ * Performance).
  */
 
 export interface OptionSpec {

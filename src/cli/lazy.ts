@@ -3,9 +3,9 @@
  * bins run a command's bundle through node:vm (src/cli/start.ts), where
  * import() has no loader behind it: the bin's own import() is used then,
  * which start() leaves under LOADER_IMPORT. Loading all four at every start
- * instead would add some 81 ms to pidstat's 29 to 30 ms start-to-answer on
- * Node 20, 64 ms on Node 24 (bench figure 'start-up machinery',
- * test/bench/startup.ts, two runs of 2026-12-05, medians of 40 rounds).
+ * instead would more than double pidstat's start-to-answer (bench figure
+ * 'start-up machinery', test/bench/startup.ts; the figures are in the
+ * README, Performance).
  */
 
 export const LOADER_IMPORT = Symbol.for('pidstat.import');

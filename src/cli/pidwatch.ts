@@ -14,7 +14,7 @@ import { readStat, type JobSpec } from '../job/tree.js';
 import { watchJob } from '../job/ending.js';
 import { parseSignal } from '../sys/signals.js';
 import type { WatchOptions } from '../deaths/watch.js';
-import { parseArgs, valueOptions, type CommandSpec, type OptionTable } from './args.js';
+import { parseArgs, type CommandSpec, type OptionTable } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { checkHost, checkPid, unbracket } from './targets.js';
@@ -54,28 +54,6 @@ export const SPEC = {
   },
 } as const satisfies CommandSpec<OptionTable>;
 
-const VALUE_OPTIONS = valueOptions(SPEC);
-
-/**
- * `--signal -HUP` as one option: the parser would read `-HUP` as options -H -U -P.
- * Only pidwatch's own options are looked at, up to the command's first word.
- */
-function joinSignalValue(argv: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const word = argv[i]!;
-    if (word === '--' || !word.startsWith('-')) return out.concat(argv.slice(i));
-    if (!VALUE_OPTIONS.has(word) || i + 1 >= argv.length) {
-      out.push(word);
-    } else if (word === '--signal') {
-      out.push(`--signal=${argv[++i]}`);
-    } else {
-      out.push(word, argv[++i]!);
-    }
-  }
-  return out;
-}
-
 /** Set by bin/pidwatch for its launcher: the script's own pid ($$), the process the command is exec'd in. */
 const LAUNCH_ENV = 'PIDWATCH_LAUNCH';
 /** The descriptor on which the launcher answers bin/pidwatch (writeCode()). */
@@ -101,7 +79,7 @@ interface WatcherConfig {
  * (pidwatch(1), DESIGN).
  */
 export async function main(argv: string[]): Promise<number> {
-  const args = await parseArgs(SPEC, joinSignalValue(argv));
+  const args = await parseArgs(SPEC, argv);
   if (args === undefined) return 0;
   const { words } = args;
   if (args.pid === undefined) throw new CommandError('--pid is required: the pid to watch');
