@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { after, describe, test, type TestContext } from 'node:test';
 import { PidStatClient, type Result } from '../../src/index.js';
 import { BIN, IS_ROOT, binEnv, deadPid, expectedExit, freePort, run, runBin, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from '../support/helpers.js';
+import { askManyTargets } from '../support/many-targets.js';
 import { createHostPair, inNetns, netnsUnavailable, pidInUse, runIn, type HostPair, type NetnsHost } from '../support/netns.js';
 
 /**
@@ -242,57 +243,19 @@ describe('a host name with several addresses (its own /etc/hosts in a network na
 });
 
 describe('many targets and many hosts', () => {
-  // 13 s at the client's pace: run once, with the default socket I/O (test/pidstatd/dgram-io.test.ts runs this file again through dgram).
+  // Seconds at the client's pace: run once, with the default socket I/O (test/pidstatd/dgram-io.test.ts runs this file again through dgram).
   const again = process.env['PIDSTAT_IO'] === 'dgram' ? 'run once, with the default socket I/O: pacing and matching are the same code through dgram' : false;
-  test('100 000 targets in one queryMany (pids 1 to 100000, one daemon with default settings): every answer right, none over its rate, peak RSS under 400 MB', { skip: again }, async (t) => {
+  test('20 000 targets in one queryMany (pids 1 to 20000, one daemon with default settings): every answer right, none over its rate', { skip: again }, async (t) => {
     // The daemon's default --rate (10 000 a second per source) must never refuse our own client.
+    // 100 000 targets, and the client's peak RSS then, are the bench's (figure 'many targets').
     const daemon = await daemonFor(t, ['--bind', '127.0.0.1']);
-    // In a process of its own, so that its peak RSS is the client's.
-    const script = `
-      import { existsSync, readFileSync } from 'node:fs';
-      import { PidStatClient } from ${JSON.stringify(new URL('../../src/index.js', import.meta.url).href)};
-      const count = Number(process.env.COUNT);
-      const lastPid = () => Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'latin1'));
-      const before = new Uint8Array(count + 1);
-      const firstLast = lastPid();
-      for (let p = 1; p <= count; p++) before[p] = existsSync('/proc/' + p) ? 1 : 0;
-      const rcvbufErrors = () => { const [names, values] = readFileSync('/proc/net/snmp', 'latin1').split('\\n').filter((l) => l.startsWith('Udp:')).map((l) => l.split(/\\s+/)); return Number(values[names.indexOf('RcvbufErrors')]); };
-      const dropsBefore = rcvbufErrors();
-      const client = new PidStatClient({ port: Number(process.env.PORT), local: false });
-      const began = performance.now();
-      const results = await client.queryMany(Array.from({ length: count }, (_, i) => ({ host: '127.0.0.1', pid: i + 1 })));
-      const ms = performance.now() - began;
-      const drops = rcvbufErrors() - dropsBefore;
-      await client.close();
-      // Pids handed out meanwhile (by anything on the machine) may have lived and died during the run: no truth for them.
-      const after = new Uint8Array(count + 1);
-      for (let p = 1; p <= count; p++) after[p] = existsSync('/proc/' + p) ? 1 : 0;
-      const lastLast = lastPid();
-      const window = (p) => firstLast === lastLast ? false : firstLast < lastLast ? p > firstLast && p <= lastLast : p > firstLast || p <= lastLast;
-      const states = {};
-      const tries = {};
-      const wrong = [];
-      let unstable = 0;
-      results.forEach((r, i) => {
-        const pid = i + 1;
-        states[r.state] = (states[r.state] ?? 0) + 1;
-        tries[r.tries] = (tries[r.tries] ?? 0) + 1;
-        if (r.pid !== pid || r.host !== '127.0.0.1') { wrong.push(pid + ': result for ' + r.host + ':' + r.pid); return; }
-        if (after[pid] !== before[pid] || window(pid)) { unstable++; return; }
-        const truth = before[pid] ? 'exists' : 'dead';
-        if (r.state !== truth) wrong.push(pid + ': ' + r.state + ' (' + (r.failure?.kind ?? '') + '), truth ' + truth);
-      });
-      process.stdout.write(JSON.stringify({ ms, count: results.length, states, tries, unstable, wrongCount: wrong.length, wrong: wrong.slice(0, 20), drops, maxRssKb: process.resourceUsage().maxRSS }));
-    `;
-    const result = await run(process.execPath, ['--input-type=module', '-e', script], { ...NO_STDIN, env: { ...process.env, COUNT: '100000', PORT: String(daemon.port) }, timeoutMs: 50_000 });
-    assert.equal(result.code, 0, describeRun(result));
-    const report = JSON.parse(result.stdout) as { ms: number; count: number; states: Record<string, number>; tries: Record<string, number>; unstable: number; wrongCount: number; wrong: string[]; drops: number; maxRssKb: number };
-    t.diagnostic(`100 000 targets: ${Math.round(report.ms)} ms; states ${JSON.stringify(report.states)}; tries ${JSON.stringify(report.tries)}; ${report.unstable} pids without a truth (came, went or handed out meanwhile); peak RSS ${(report.maxRssKb / 1024).toFixed(1)} MB; whole child ${Math.round(result.ms)} ms; ${report.drops} datagrams dropped meanwhile on full receive queues (RcvbufErrors, whole machine)`);
-    assert.equal(report.count, 100_000);
+    const { result, report } = await askManyTargets(daemon.port, 20_000, 60_000);
+    assert.ok(report !== undefined, describeRun(result));
+    t.diagnostic(`20 000 targets: ${Math.round(report.ms)} ms; states ${JSON.stringify(report.states)}; tries ${JSON.stringify(report.tries)}; ${report.unstable} pids without a truth (came, went or handed out meanwhile); ${report.drops} datagrams dropped meanwhile on full receive queues (RcvbufErrors, whole machine)`);
+    assert.equal(report.count, 20_000);
     daemon.child.kill('SIGUSR1');
-    assert.ok(await waitFor(() => /counters: .*limited 0\b/.test(daemon.log()), 2000), `the daemon refused none over its rate: ${daemon.log().split('\n').filter((l) => l.includes('counters')).join(' ')}`);
+    assert.ok(await waitFor(() => /counters: .*limited 0\b/.test(daemon.log()), 20_000), `the daemon refused none over its rate: ${daemon.log().split('\n').filter((l) => l.includes('counters')).join(' ')}`);
     assert.equal(report.wrongCount, 0, `wrong answers (first 20): ${report.wrong.join('; ')}`);
-    assert.ok(report.maxRssKb < 400 * 1024, `peak RSS ${(report.maxRssKb / 1024).toFixed(1)} MB`);
   });
 
   test('3000 hosts (127.10.x.y) in one call under `ulimit -n 256`, one daemon on 0.0.0.0: every answer right, no descriptor exhaustion, exit 1', { skip: netnsWhy ?? false }, async (t) => {

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { binEnv, freePort, run, runBin, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
+import { askManyTargets } from '../support/many-targets.js';
 import { writeKeyFile } from './keyed.js';
 import { alternate, isGone, killPid, median, ms, stopChild, until } from './lib.js';
 import { metOrNot, type Row } from './table.js';
@@ -289,5 +290,42 @@ export async function fanout(): Promise<Row[]> {
     }
   } finally {
     await hosts.stop();
+  }
+}
+
+/**
+ * 100 000 targets in one queryMany of one client against one daemon with
+ * its default settings (the test asks about 20 000, test/attacks/robust.test.ts):
+ * every answer right, and the client's peak RSS against the goal's bound.
+ */
+export async function manyTargets(): Promise<Row[]> {
+  const COUNT = 100_000;
+  const RSS_BOUND_MB = 400;
+  const daemon = await startDaemon(['--bind', '127.0.0.1']);
+  try {
+    const { result, report } = await askManyTargets(daemon.port, COUNT, 120_000);
+    if (report === undefined) throw new Error(`the client failed: exit ${result.code}: ${result.stderr.slice(0, 300)}`);
+    const rssMb = report.maxRssKb / 1024;
+    const right = report.count - report.wrongCount - report.unstable;
+    return [
+      {
+        figure: `many targets: ${COUNT} in one call, answers right (of those with a truth)`,
+        ours: `${right}/${report.count - report.unstable} in ${(report.ms / 1000).toFixed(1)} s`,
+        reference: `${report.count - report.unstable} (${report.unstable} pids came or went meanwhile)`,
+        ratio: right / (report.count - report.unstable),
+        goal: 'all',
+        met: metOrNot(report.count === COUNT && report.wrongCount === 0),
+      },
+      {
+        figure: `many targets: the client's peak RSS for ${COUNT}`,
+        ours: `${rssMb.toFixed(1)} MB`,
+        reference: `${RSS_BOUND_MB} MB (goal bound)`,
+        ratio: rssMb / RSS_BOUND_MB,
+        goal: `< ${RSS_BOUND_MB} MB`,
+        met: metOrNot(rssMb < RSS_BOUND_MB),
+      },
+    ];
+  } finally {
+    await daemon.stop();
   }
 }

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { fanout, keyedStartToAnswer, startToAnswer } from './client.js';
+import { fanout, keyedStartToAnswer, manyTargets, startToAnswer } from './client.js';
 import { loadLinuxCalls } from '../../src/sys/native.js';
 import { daemonMemory, daemonRoundTrip, daemonThroughput, deadPidThroughput, dgramThroughput, keyedThroughput } from './daemon.js';
 import { idleCosts } from './idle.js';
@@ -46,6 +46,7 @@ const FIGURES: Figure[] = [
   { name: 'pidstat start-to-answer with a key file', needsTools: false, measure: keyedStartToAnswer },
   { name: 'start-up machinery', needsTools: false, measure: startupMachinery },
   { name: 'fan-out', needsTools: false, measure: fanout },
+  { name: 'many targets', needsTools: false, measure: manyTargets },
   { name: 'pidwatch reaction', needsTools: false, measure: pidwatchReaction },
   { name: 'push reaction', needsTools: false, measure: pushReaction },
   { name: 'subscription memory', needsTools: false, measure: subscriptionMemory },
