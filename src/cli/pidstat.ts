@@ -1,7 +1,8 @@
 import { DEFAULT_TIMEOUT_MS, DEFAULT_TRIES, PidStatClient, type ClientOptions, type Result } from '../client/client.js';
 import { parseDuration, UNIT_NEEDED } from './duration.js';
 import { CommandError, ExitCode, isUsageExit } from './errors.js';
-import { describeFailure, timeOfDay, type Failure } from '../client/failures.js';
+import { describeFailure, type Failure } from '../client/failures.js';
+import { timeOfDay } from '../sys/time.js';
 import { joinHostPort } from '../wire/address.js';
 import { defaultPort } from '../net/host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from './nagios.js';

@@ -13,11 +13,10 @@ import { DAEMON_HEAP_OPTION } from '../daemon/heap.js';
 import { startMetricsFile, type MetricsFile } from '../daemon/metrics.js';
 import { INSPECT_PORT_OPTION } from '../daemon/inspector.js';
 import { loadLinuxCalls } from '../sys/native.js';
-import { timeOfDay } from '../client/failures.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../daemon/notify.js';
 import { printable } from '../wire/printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../daemon/pidfile.js';
-import { RestartPace } from '../daemon/restarts.js';
+import { LAST_RESTART_ENV, RESTARTS_ENV, restartsFrom, supervise, type Outcome, type Restarts, type SupervisorMessage } from '../daemon/supervisor.js';
 import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../daemon/server.js';
 import { openSyslog, SYSLOG_SOCKET, type Severity } from '../daemon/syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
@@ -33,7 +32,8 @@ import { writeErr } from './stdio.js';
  * - detached (the default): the command the user typed starts a supervisor in
  *   a new session and waits for its word that the server listens, or why it
  *   cannot;
- * - the supervisor runs the server as its child and restarts it if it dies.
+ * - the supervisor runs the server as its child and restarts it if it dies
+ *   (daemon/supervisor.ts).
  *
  * The roles talk over Node's IPC channel; ROLE_ENV tells a child its role.
  * A detached daemon logs to syslog; the others to stderr.
@@ -50,22 +50,8 @@ const ROLE_ENV = 'PIDSTATD_ROLE';
 const CWD_ENV = 'PIDSTATD_CWD';
 /** Set for a server whose supervisor sends its states to the service manager: they go over IPC. */
 const RELAY_ENV = 'PIDSTATD_NOTIFY_RELAY';
-/**
- * For a supervised server: how many servers its supervisor has restarted,
- * and why the last one ended, so that its counters say so wherever it is
- * asked (SIGUSR1, the metrics file, STATUS=) even where no log is kept.
- */
-const RESTARTS_ENV = 'PIDSTATD_RESTARTS';
-const LAST_RESTART_ENV = 'PIDSTATD_LAST_RESTART';
 /** Not documented, for tests: the STATUS= and metrics file intervals, in ms. */
 const INTERVAL_ENV = 'PIDSTATD_TEST_INTERVAL_MS';
-/** A server that has not stopped this long after SIGTERM is killed. */
-const STOP_GRACE_MS = 5000;
-
-/** What a server tells its supervisor, which tells the command typed the first outcome. */
-type Outcome = { ready: string } | { error: string };
-type Message = Outcome | { notify: string[] };
-
 const USAGE = `Usage: $0 [--port N] [--bind ADDR] [--foreground] [--allow CIDR,...]
                 [--rate N] [--pidfile FILE] [--key-file FILE] [--metrics-file FILE]
                 [--debug] [--version] [--help]
@@ -125,17 +111,6 @@ function log(text: string, severity: Severity = 'info'): void {
 function logToSyslog(): void {
   const opened = openSyslog('pidstatd');
   if ('syslog' in opened) sink = (text, severity) => opened.syslog.log(text, severity);
-}
-
-/** Restarts of this daemon's server by its supervisor, and why the last server ended; none in the foreground. */
-interface Restarts {
-  count: number;
-  last: string | undefined;
-}
-
-function restartsFrom(env: NodeJS.ProcessEnv): Restarts {
-  const count = Number(env[RESTARTS_ENV]);
-  return { count: Number.isSafeInteger(count) && count > 0 ? count : 0, last: env[LAST_RESTART_ENV] || undefined };
 }
 
 /** Every counter, named as ServerStats names it: "received 3, answered 2, ..., restarts 1 (the last: ...)". */
@@ -225,7 +200,10 @@ export async function main(argv: string[]): Promise<number> {
   const role = process.env[ROLE_ENV];
   if (role === 'supervisor' || role === 'server') {
     logToSyslog();
-    if (role === 'supervisor') return supervise(argv, config.pidfile);
+    if (role === 'supervisor') {
+      const how = await supervise({ startServer: (restarts, relay) => spawnRole('server', argv, false, relay, restarts), log, pidfile: config.pidfile });
+      return how === 'stopped' ? 0 : ExitCode.FAILURE;
+    }
     return serve({ ...config, pidfile: undefined }, (message) => process.send?.(message));
   }
   warnIfNotRoot();
@@ -249,7 +227,7 @@ function warnIfNotRoot(): void {
  * Serves until SIGTERM or SIGINT; SIGHUP and SIGUSR1 never stop it, not
  * even while it starts. `report` tells a supervisor the outcome of the bind.
  */
-async function serve(config: DaemonConfig, report?: (message: Message) => void): Promise<number> {
+async function serve(config: DaemonConfig, report?: (message: SupervisorMessage) => void): Promise<number> {
   const options: ServerOptions = { ...config.server, onError: (err) => log(`socket error: ${err.message}`), onWarning: (text) => log(text, 'warning') };
   if (config.debug) options.onDatagram = (from, text, fate) => log(`${from} "${printable(text)}": ${fate}`);
   let server: Server | undefined;
@@ -314,7 +292,7 @@ async function serve(config: DaemonConfig, report?: (message: Message) => void):
  * itself; a supervised server tells its supervisor (the process the service
  * manager watches), where the supervisor has a socket to send them on.
  */
-function serviceNotifier(report?: (message: Message) => void): Notifier | undefined {
+function serviceNotifier(report?: (message: SupervisorMessage) => void): Notifier | undefined {
   if (report === undefined) return notifierFor('the daemon');
   return process.env[RELAY_ENV] === '1' ? notifierFrom((states) => process.connected && report({ notify: states })) : undefined;
 }
@@ -446,110 +424,6 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
   }
   log(`listening on ${outcome.ready}, detached as pid ${supervisor.pid}`);
   return 0;
-}
-
-/**
- * Runs the server as a child and starts it again whenever it dies, each
- * failure logged with its reason, until SIGTERM or SIGINT, which stop it for
- * good at any moment, a restart delay included. SIGHUP and SIGUSR1 go on to
- * a server that has said it answers (its listeners for them are in place by
- * then); one that comes while none does is held, and passed on to the next
- * server once that one answers (pidstatd(8), SIGNALS). The first outcome
- * goes to the command that started us.
- */
-function supervise(argv: string[], pidfile: string | undefined): Promise<number> {
-  process.title = 'pidstatd';
-  let stopping = false;
-  let everReady = false;
-  let child: ChildProcess | undefined;
-  /** Whether `child` has said it answers: before, SIGHUP would end it and SIGUSR1 reach Node's own handler. */
-  let childReady = false;
-  /** SIGHUP and SIGUSR1 that came while no server answered, for the next one that does. */
-  const held = new Set<NodeJS.Signals>();
-  let restart: NodeJS.Timeout | undefined;
-  const pace = new RestartPace();
-  /** The wait before the server now due starts, while none runs. */
-  let due = 0;
-  const restarts: Restarts = { count: 0, last: undefined };
-  // The command typed said why it cannot notify, if it cannot.
-  const opened = openNotifier();
-  const notifier = opened !== undefined && !('why' in opened) ? opened : undefined;
-  return new Promise<number>((resolve) => {
-    const finish = (code: number) => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      process.off('SIGHUP', pass);
-      process.off('SIGUSR1', pass);
-      if (pidfile !== undefined) removePidfile(pidfile, process.pid);
-      resolve(code);
-    };
-    const stop = (sig: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      clearTimeout(restart);
-      log(`${sig}: stopping`);
-      notifier?.stopping();
-      const server = child;
-      if (server === undefined) return finish(0);
-      server.kill('SIGTERM');
-      setTimeout(() => server.kill('SIGKILL'), STOP_GRACE_MS).unref();
-    };
-    const pass = (sig: NodeJS.Signals) => {
-      if (child !== undefined && childReady) {
-        child.kill(sig);
-        return;
-      }
-      if (held.has(sig)) return;
-      held.add(sig);
-      const now = child !== undefined ? 'the server is starting' : `no server runs now (the next starts within ${due / 1000} s)`;
-      log(`${sig}: ${now}; passed on once it answers`);
-    };
-    const passHeld = (server: ChildProcess) => {
-      for (const sig of held) server.kill(sig);
-      held.clear();
-    };
-    const start = () => {
-      restart = undefined;
-      const server = spawnRole('server', argv, false, notifier !== undefined, restarts);
-      const since = performance.now();
-      let reason: string | undefined;
-      child = server;
-      childReady = false;
-      server.on('error', (err) => (reason = err.message));
-      server.on('message', (message: Message) => {
-        if ('notify' in message) return notifier?.send(...message.notify);
-        if ('error' in message) reason = message.error;
-        if ('ready' in message && child === server) {
-          childReady = true;
-          passHeld(server);
-        }
-        if (everReady) return;
-        everReady = 'ready' in message;
-        if (process.connected) {
-          process.send!(message);
-          process.disconnect();
-        }
-      });
-      // 'close', not 'exit': it comes after the server's last message.
-      server.once('close', (code, signal) => {
-        child = undefined;
-        childReady = false;
-        if (stopping) return finish(0);
-        if (!everReady) return finish(ExitCode.FAILURE);
-        const delay = (due = pace.afterDeath(performance.now() - since));
-        const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
-        restarts.count++;
-        restarts.last = `server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''} at ${timeOfDay(Date.now())}`;
-        log(`server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''}; starting another in ${delay / 1000} s`, 'err');
-        restart = setTimeout(start, delay);
-      });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    process.on('SIGHUP', pass);
-    process.on('SIGUSR1', pass);
-    start();
-  });
 }
 
 export const run = (): void => runCli('pidstatd', main);

@@ -1,3 +1,5 @@
+import { timeOfDay } from '../sys/time.js';
+
 /**
  * Why a question got no answer, or a watch cannot work, as values: the
  * client (client.ts) ends a `no_reply` with one, and the watcher (watch.ts)
@@ -52,10 +54,4 @@ export function describeFailure(failure: Failure): string {
     case 'silence':
       return failure.since === undefined ? `no answer to ${failure.questions} questions` : `no answer since ${timeOfDay(failure.since)}`;
   }
-}
-
-/** An instant (epoch ms) as this host's wall-clock time of day, HH:MM:SS, as the watchers print when a host was last heard. */
-export function timeOfDay(epochMs: number): string {
-  const at = new Date(epochMs);
-  return [at.getHours(), at.getMinutes(), at.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }

@@ -35,3 +35,9 @@ export const processTimers: Timers = {
   setImmediate: (callback) => setImmediate(callback),
   clearImmediate: (handle) => clearImmediate(handle as NodeJS.Immediate | undefined),
 };
+
+/** An instant (epoch ms) as this host's wall-clock time of day, HH:MM:SS, as the watchers print when a host was last heard. */
+export function timeOfDay(epochMs: number): string {
+  const at = new Date(epochMs);
+  return [at.getHours(), at.getMinutes(), at.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
