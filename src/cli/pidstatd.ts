@@ -17,7 +17,8 @@ import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL
 import { printable } from '../wire/printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../daemon/pidfile.js';
 import { LAST_RESTART_ENV, RESTARTS_ENV, restartsFrom, supervise, type Outcome, type Restarts, type SupervisorMessage } from '../daemon/supervisor.js';
-import { DEFAULT_RATE, parseAllow, startServer, type Server, type ServerOptions, type ServerStats } from '../daemon/server.js';
+import { parseAllow } from '../daemon/allow.js';
+import { DEFAULT_RATE, startServer, type Server, type ServerOptions, type ServerStats } from '../daemon/server.js';
 import { openSyslog, SYSLOG_SOCKET, type Severity } from '../daemon/syslog.js';
 import { parseArgs, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption, readVersion } from './options.js';

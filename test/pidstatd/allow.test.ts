@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { parseAllow, startServer, type Server } from '../../src/daemon/server.js';
+import { parseAllow } from '../../src/daemon/allow.js';
+import { startServer, type Server } from '../../src/daemon/server.js';
 import { stopCounters } from '../support/fuzzer.js';
 import { ask, askUntil, client, freePort, hasIPv6Loopback, ioSkip, runBin, startDaemon, TRANSPORTS, type Daemon } from '../support/helpers.js';
 
