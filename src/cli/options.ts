@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { packageRoot } from '../sys/paths.js';
 import { CommandError } from './errors.js';
-import { KeyFileError, readKeyFile } from '../wire/keys.js';
+import { KeyFileError, readKeyFile, type KeyRing } from '../wire/keys.js';
 import { loadLinuxCalls } from '../sys/native.js';
 import type { OptionSpec } from './args.js';
 
@@ -29,18 +29,17 @@ export function keyFileOption(daemon = false): OptionSpec {
  * `cwd` and checked now, so that a file that cannot be used is a usage error
  * (64) before anything is sent; undefined when neither is given.
  */
-export function keyFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv, cwd = process.cwd()): string | undefined {
+export function keyFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv, cwd = process.cwd()): { file: string; keys: KeyRing } | undefined {
   const given = flag ?? (env[ENV_KEY_FILE] === '' ? undefined : env[ENV_KEY_FILE]);
   if (given === undefined) return undefined;
   if (given === '') throw new CommandError('--key-file needs a file name');
   const file = resolve(cwd, given);
   try {
-    readKeyFile(file);
+    return { file, keys: readKeyFile(file) };
   } catch (err) {
     if (err instanceof KeyFileError) throw new CommandError(err.message);
     throw err;
   }
-  return file;
 }
 
 /** PIDSTAT_IO, checked (batch only where the addon was built); undefined when unset. */

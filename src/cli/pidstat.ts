@@ -192,7 +192,7 @@ function clientOptions(args: Values<typeof SPEC.options>, local: boolean): Clien
     local,
   };
   const keyFile = keyFileFrom(args['key-file'], process.env);
-  if (keyFile !== undefined) options.keyFile = keyFile;
+  if (keyFile !== undefined) options.keys = keyFile.keys;
   if (args.debug) options.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
   const io = ioFrom(process.env);
   if (io !== undefined) options.io = io;
@@ -221,7 +221,7 @@ async function waitForTargets(argv: string[]): Promise<number> {
   };
   if (args['dead-after'] !== undefined) opts.deadAfterMs = parseDuration(args['dead-after'], '--dead-after', UNIT_NEEDED);
   const keyFile = keyFileFrom(args['key-file'], process.env);
-  if (keyFile !== undefined) opts.keyFile = keyFile;
+  if (keyFile !== undefined) opts.keys = keyFile.keys;
   if (args.debug) opts.onDebug = (line) => writeErr(`pidstat: ${line}\n`);
   const io = ioFrom(process.env);
   if (io !== undefined) opts.io = io;

@@ -173,7 +173,10 @@ function readConfig(args: Values<typeof SPEC.options>): DaemonConfig {
     }
   }
   const keyFile = keyFileFrom(args['key-file'], process.env, userDirectory());
-  if (keyFile !== undefined) server.keyFile = keyFile;
+  if (keyFile !== undefined) {
+    server.keyFile = keyFile.file;
+    server.keys = keyFile.keys;
+  }
   if (args.rate !== undefined) server.rate = parseInteger(args.rate, '--rate', 0, 1_000_000_000);
   if (args.push === false) server.push = false;
   if (args['max-subscriptions'] !== undefined) server.maxSubscriptions = parseInteger(args['max-subscriptions'], '--max-subscriptions', 0, 10_000_000);

@@ -103,7 +103,8 @@ export async function main(argv: string[]): Promise<number> {
   const io = ioFrom(process.env);
   if (io !== undefined) watch.io = io;
   const keyFile = keyFileFrom(args['key-file'], process.env);
-  if (keyFile !== undefined) watch.keyFile = keyFile;
+  // The watcher, a process of its own, reads it again.
+  if (keyFile !== undefined) watch.keyFile = keyFile.file;
   const common = { watch, debug: args.debug === true, signal, ...(killAfterMs !== undefined && { killAfterMs }) };
   // The watcher runs in /: a PROG with a slash is one of the directory
   // pidwatch started in; a bare name stays a PATH look-up (pidwatch(1), --killer).

@@ -3,7 +3,7 @@ import { EndpointPool, type Endpoint } from './endpoints.js';
 import type { Failure } from './failures.js';
 import { joinHostPort } from '../wire/address.js';
 import { defaultPort, isLocalHost } from '../net/host.js';
-import { daemonIdentity, readKeyFile, signLine, verify, type Key } from '../wire/keys.js';
+import { daemonIdentity, readKeyFile, signLine, verify, type Key, type KeyRing } from '../wire/keys.js';
 import type { SocketIo } from '../sys/native.js';
 import { SendQueue } from '../net/pacing.js';
 import { localPidExists, readStartToken } from '../sys/probe.js';
@@ -54,6 +54,8 @@ export interface ClientOptions {
    * @default no keys: the original protocol, plus the cookie
    */
   keyFile?: string;
+  /** The keys of a key file already read (readKeyFile()), in place of keyFile: a file is read once, by whoever takes it first. */
+  keys?: KeyRing;
   /** Called with each datagram sent and received (for --debug); datagram text is escaped (printable.ts). */
   onDebug?: (line: string) => void;
   /**
@@ -105,8 +107,9 @@ export class PidStatClient {
     }
     if (!(this.timeoutMs > 0)) throw new RangeError(`timeout ${this.timeoutMs} ms is not positive`);
     if (!Number.isInteger(this.tries) || this.tries < 1) throw new RangeError(`tries ${this.tries} is not 1 or more`);
-    if (opts.keyFile !== undefined) {
-      this.signingKey = readKeyFile(opts.keyFile).first;
+    const keys = opts.keys ?? (opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile));
+    if (keys !== undefined) {
+      this.signingKey = keys.first;
       this.replyKeys = new Map([[this.signingKey.id, this.signingKey]]);
     }
     this.pool = new EndpointPool(this.port, opts.io ?? 'auto', {

@@ -18,10 +18,11 @@
  * matched like any other. Past the descriptor budget, addresses share the
  * unconnected socket from the start and simply wait for their timeouts.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import type { Failure } from './failures.js';
 import { ipFamily, joinHostPort, mappedIPv4 } from '../wire/address.js';
 import { dnsModule } from '../net/host.js';
+import { fileLimit } from '../sys/filelimit.js';
 import type { SocketIo } from '../sys/native.js';
 import { addressPace, type TokenBucket } from '../net/pacing.js';
 import { printable } from '../wire/printable.js';
@@ -63,13 +64,12 @@ export interface PoolEvents<Waiting> {
   debug: ((line: string) => void) | undefined;
 }
 
-/** The soft limit of open descriptors, from /proc/self/limits; Node has no getrlimit. */
+/** The descriptors left for sockets: the soft limit (sys/filelimit.ts; Node has no getrlimit), less those open and a reserve. */
 function descriptorBudget(): number {
+  const soft = fileLimit()?.soft;
   try {
-    const limits = readFileSync('/proc/self/limits', 'latin1');
-    const soft = /^Max open files\s+(\d+|unlimited)/m.exec(limits)?.[1];
     const open = readdirSync('/proc/self/fd').length;
-    const max = soft === undefined || soft === 'unlimited' ? 65536 : Number(soft);
+    const max = soft === undefined || soft === Infinity ? 65536 : soft;
     return Math.max(0, max - open - RESERVED_FDS);
   } catch {
     return 1024 - RESERVED_FDS;

@@ -4,7 +4,7 @@ import { localFqdn } from '../net/host.js';
 import type { SocketIo } from '../sys/native.js';
 import { parseAllow, unmapped } from './allow.js';
 import { openTransport, type Handler, type TransportEvents } from './transport.js';
-import { daemonIdentity, readKeyFile, signLine, verify } from '../wire/keys.js';
+import { daemonIdentity, readKeyFile, signLine, verify, type KeyRing } from '../wire/keys.js';
 import { pidExists, readStartToken } from '../sys/probe.js';
 import { RateLimiter } from './ratelimit.js';
 import { ThrottledReport } from './throttle.js';
@@ -59,6 +59,8 @@ export interface ServerOptions {
    * KeyFileError rejects startServer. @default no keys: the original protocol
    */
   keyFile?: string;
+  /** keyFile's keys, already read (readKeyFile()): not read again at start; SIGHUP reads keyFile. */
+  keys?: KeyRing;
   /**
    * Push death notices (doc/protocol.md, Death notices): subscriptions and
    * notices; false answers none of their messages, as an old daemon.
@@ -200,7 +202,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0, errors: 0,
   };
   let subscriptions: Subscriptions | undefined;
-  let keys = opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile);
+  let keys = opts.keys ?? (opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile));
   const log = opts.onDatagram;
   const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
   const text = (msg: Buffer) => msg.toString('latin1');

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Failure } from '../client/failures.js';
 import type { SocketIo } from '../sys/native.js';
-import { readKeyFile } from '../wire/keys.js';
+import { readKeyFile, type KeyRing } from '../wire/keys.js';
 import { monotonicMs } from '../sys/time.js';
 import { waitForDeath, watchClient, type WatchOptions } from './watch.js';
 
@@ -40,6 +40,8 @@ export interface WaitOptions {
   port?: number;
   /** Authenticate questions and answers with the first key of this file (pidstatd(8), KEYS). */
   keyFile?: string;
+  /** The keys of a key file already read (readKeyFile()), in place of keyFile: it is then not read again. */
+  keys?: KeyRing;
   /** Probe pids on this host locally, without a daemon. @default true */
   local?: boolean;
   /**
@@ -86,11 +88,12 @@ export const DEFAULT_INTERVAL_MS = 1000;
  * @throws the signal's reason when `opts.signal` aborts; a KeyFileError for a key file that cannot be used
  */
 export async function* deaths(targets: readonly WaitTarget[], opts: WaitOptions = {}): AsyncGenerator<PidEnd, void, undefined> {
-  if (opts.keyFile !== undefined) readKeyFile(opts.keyFile);
+  // Read once, here, so that a key file that cannot be used throws at once.
+  const keys = opts.keys ?? (opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile));
   const outer = opts.signal;
   outer?.throwIfAborted();
   const unique = [...new Map(targets.map((t) => [`${t.pid} ${t.host}`, { host: t.host, pid: t.pid }])).values()];
-  const common = commonOptions(opts);
+  const common = commonOptions(opts, keys);
   // Made first: it checks the options (a port out of range throws here).
   const shared = watchClient(common);
   const stop = new AbortController();
@@ -173,10 +176,10 @@ export class PidEndedError extends Error {
  * @throws a KeyFileError, at once, for a key file that cannot be used
  */
 export function deathSignal(target: WaitTarget, opts: WaitOptions = {}): AbortSignal {
-  if (opts.keyFile !== undefined) readKeyFile(opts.keyFile);
+  const keys = opts.keys ?? (opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile));
   const died = new AbortController();
   const first = async () => {
-    for await (const end of deaths([target], opts)) return end;
+    for await (const end of deaths([target], keys === undefined ? opts : { ...opts, keys })) return end;
     return undefined;
   };
   first().then(
@@ -189,12 +192,12 @@ export function deathSignal(target: WaitTarget, opts: WaitOptions = {}): AbortSi
 }
 
 /** What every target's watch is given alike. */
-function commonOptions(opts: WaitOptions): Omit<WatchOptions, 'host' | 'pid'> {
+function commonOptions(opts: WaitOptions, keys: KeyRing | undefined): Omit<WatchOptions, 'host' | 'pid'> {
   const watch: Omit<WatchOptions, 'host' | 'pid'> = { intervalMs: opts.intervalMs ?? DEFAULT_INTERVAL_MS };
   if (opts.port !== undefined) watch.port = opts.port;
   if (opts.local !== undefined) watch.local = opts.local;
   if (opts.deadAfterMs !== undefined) watch.deadAfterMs = opts.deadAfterMs;
-  if (opts.keyFile !== undefined) watch.keyFile = opts.keyFile;
+  if (keys !== undefined) watch.keys = keys;
   if (opts.io !== undefined) watch.io = opts.io;
   if (opts.onDebug !== undefined) watch.onDebug = opts.onDebug;
   return watch;

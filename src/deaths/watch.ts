@@ -6,6 +6,7 @@ import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../wire/protocol.js';
 import { loadLinuxCalls, type SocketIo } from '../sys/native.js';
 import { sleep } from '../sys/sleep.js';
 import { monotonicMs } from '../sys/time.js';
+import type { KeyRing } from '../wire/keys.js';
 
 /**
  * Learning a death: watch a pid, on this host or through a daemon, until it
@@ -40,6 +41,8 @@ export interface WatchOptions {
   io?: SocketIo;
   /** Authenticate questions and answers with this key file (ClientOptions.keyFile). */
   keyFile?: string;
+  /** Or with the keys of one already read (ClientOptions.keys). */
+  keys?: KeyRing;
   /**
    * Subscribe to the daemon's death notice where it offers one (doc/protocol.md,
    * Death notices), polling where it does not. @default true
@@ -192,6 +195,7 @@ export function watchClient(opts: Omit<WatchOptions, 'host' | 'pid'>): PidStatCl
     ...(opts.onDebug && { onDebug: opts.onDebug }),
     ...(opts.io && { io: opts.io }),
     ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }),
+    ...(opts.keys !== undefined && { keys: opts.keys }),
   });
 }
 

@@ -92,7 +92,7 @@ interface Daemons {
   stop(): Promise<void>;
 }
 
-const SLOW_MS = 1500;
+const SLOW_MS = 1000;
 
 async function startDaemons(wrap?: Wrap): Promise<Daemons> {
   const started: { stop(): Promise<unknown> }[] = [];
@@ -225,7 +225,7 @@ describe('forged answers', () => {
   });
 
   test(
-    `pidwatch --interval 200: forged "dead" answers ${netnsWhy ? 'aimed at its port' : 'over the whole ephemeral range and aimed at its port'} for 3 s kill no job; the true death does`,
+    `pidwatch --interval 200: forged "dead" answers ${netnsWhy ? 'aimed at its port' : 'over the whole ephemeral range and aimed at its port'} for 2 s kill no job; the true death does`,
     async (t) => {
       if (netnsWhy) t.diagnostic(`the sweeping forger is left out (${netnsWhy}); the targeted one runs on this host's loopback`);
       const pair = netnsWhy ? undefined : await createHostPair();
@@ -270,7 +270,7 @@ describe('forged answers', () => {
         if (wrap) forgers.push(await startForger({ ...forge, mode: 'sweep', durationMs: 6000 }));
         started.push(...forgers);
         await Promise.all(forgers.slice(0, watchers.length).map((f) => f.found(3000)));
-        await sleep(3000);
+        await sleep(2000);
         const reports = await Promise.all(forgers.map((f) => f.stop()));
         const told = reports.map(describeForger).join('; ');
         t.diagnostic(told);

@@ -37,7 +37,7 @@ import { ask, deadPid, freePort, isRunning, runBin, sleep, startDaemon, startSle
  * is in the first test's diagnostics. `npm run soak` runs the same for minutes.
  */
 
-const COUNT = Number(process.env['FUZZ_COUNT'] ?? 100_000);
+const COUNT = Number(process.env['FUZZ_COUNT'] ?? 50_000);
 const SEED = Number(process.env['FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 /** The run stops early after this, so the file stays under ~30 s on a slow machine. */
 const MAX_MS = 20_000;

@@ -16,7 +16,7 @@ import { decodeReply, decodeRequest, ProtocolError, type Reply, type Request } f
  * reading by strings and regular expressions written for clarity here.
  */
 
-const RUNS = 20_000;
+const RUNS = 5_000;
 
 // --- command lines ---------------------------------------------------------
 
