@@ -15,8 +15,10 @@ import { ROOT, run, runBin, startDaemon, startSleeper } from '../support/helpers
 /**
  * What dgram changes: the daemon's answers, an inherited socket's family
  * (daemon-lifecycle), and the client's sockets and their errors. The
- * robustness tests (many targets, a churning process table) ask the same
- * of the socket at scale, and run once, through the addon.
+ * detached daemon's tests (detached.test.ts: detaching, its supervisor,
+ * restarts) do not depend on how the socket is read, and run once; so do
+ * the robustness tests (many targets, a churning process table), which ask
+ * the same of the socket at scale, through the addon.
  */
 const AGAIN = ['pidstatd/daemon', 'pidstatd/daemon-lifecycle', 'pidstat/client'];
 

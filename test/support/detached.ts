@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { childrenOf, isRunning, sleep, waitFor } from './helpers.js';
@@ -6,7 +7,8 @@ import { childrenOf, isRunning, sleep, waitFor } from './helpers.js';
 /**
  * What the tests of a detached pidstatd share: its processes found by pid
  * (a supervisor from its pidfile, its server as the supervisor's child),
- * their listening TCP sockets, stopping them by pid, a receiver of Unix
+ * their listening TCP sockets, stopping them by pid, a process started with
+ * its output collected as it comes, a receiver of Unix
  * datagrams (systemd's NOTIFY_SOCKET), and a syslog of the test's own: such
  * a receiver bound over /dev/log in a private mount namespace in which the
  * daemon is started.
@@ -66,6 +68,13 @@ export function pidIn(file: string): number | undefined {
   }
 }
 
+/** The pid a pidfile holds, asserted to be all it holds. */
+export function readPid(file: string): number {
+  const text = readFileSync(file, 'latin1');
+  assert.match(text, /^[0-9]+\n?$/, `the pidfile holds a pid: ${JSON.stringify(text)}`);
+  return Number(text.trim());
+}
+
 /** The parent of PID when it is a supervisor (its title is pidstatd). */
 function supervisorOf(pid: number): number | undefined {
   try {
@@ -87,6 +96,70 @@ export async function stopDetached(pidfile: string, ...pids: number[]): Promise<
   const servers = pidsWithArgs('--pidfile', pidfile);
   const supervisors = servers.map(supervisorOf).filter((pid): pid is number => pid !== undefined);
   await stopPids([...pids, ...supervisors, ...servers, ...(named === undefined ? [] : [named])]);
+}
+
+/** A process whose output is collected as it comes. */
+export interface Proc {
+  child: ChildProcess;
+  pid: number;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  isDone(): boolean;
+  /** Waits for `pattern` in stderr (or stdout); throws with the output if the process ends or time runs out. */
+  waitFor(pattern: RegExp, stream?: 'stdout' | 'stderr', timeoutMs?: number): Promise<RegExpExecArray>;
+  /** SIGTERM (or the signal given), then SIGKILL after 5 s; resolves with how it ended. */
+  stop(sig?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function spawnProc(command: string, args: readonly string[], options: SpawnOptions = {}): Proc {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  let out = '';
+  let err = '';
+  let done = false;
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('error', () => {
+      done = true;
+      resolve({ code: null, signal: null });
+    });
+    child.on('exit', (code, sig) => {
+      done = true;
+      resolve({ code, signal: sig });
+    });
+  });
+  const proc: Proc = {
+    child,
+    pid: child.pid ?? -1,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    isDone: () => done,
+    async waitFor(pattern, stream = 'stderr', timeoutMs = 10_000) {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const match = pattern.exec(stream === 'stderr' ? err : out);
+        if (match) return match;
+        if (done) {
+          await sleep(50); // the last output may still be in the pipe
+          const late = pattern.exec(stream === 'stderr' ? err : out);
+          if (late) return late;
+          throw new Error(`${command} ended before printing ${pattern}: stdout ${JSON.stringify(out)}, stderr ${JSON.stringify(err)}`);
+        }
+        if (performance.now() > deadline) throw new Error(`no ${pattern} from ${command} in ${timeoutMs} ms: stderr ${JSON.stringify(err)}`);
+        await sleep(25);
+      }
+    },
+    async stop(sig = 'SIGTERM') {
+      if (!done && child.pid !== undefined) signal(child.pid, sig);
+      const killer = setTimeout(() => child.pid !== undefined && signal(child.pid, 'SIGKILL'), 5000);
+      const how = await exited;
+      clearTimeout(killer);
+      return how;
+    },
+  };
+  return proc;
 }
 
 /** The inodes of the listening TCP sockets (IPv4 and IPv6) that process PID holds. */
