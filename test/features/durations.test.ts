@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
-import { runBin, startSleeper, type RunResult } from '../support/helpers.js';
+import { runBin, silentSocket, startSleeper, type RunResult } from '../support/helpers.js';
 
 /**
  * One name, one meaning, one unit (pidstat(1), DURATIONS): `-t`/`--timeout`
@@ -16,8 +16,7 @@ let silent: dgram.Socket;
 let port: number;
 
 before(async () => {
-  silent = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+  silent = await silentSocket();
   port = silent.address().port;
 });
 after(() => silent.close());

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
 import { after, before, test } from 'node:test';
-import { BIN, binEnv, modulesLoadedBy, run, runBin } from '../support/helpers.js';
+import { BIN, binEnv, modulesLoadedBy, run, runBin, silentSocket } from '../support/helpers.js';
 
 /**
  * The spinner (pidstat(1)): on a terminal's stderr while answers are
@@ -12,8 +12,7 @@ import { BIN, binEnv, modulesLoadedBy, run, runBin } from '../support/helpers.js
 let silent: dgram.Socket;
 let port: number;
 before(async () => {
-  silent = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+  silent = await silentSocket();
   port = silent.address().port;
 });
 after(() => silent?.close());

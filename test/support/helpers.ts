@@ -203,6 +203,13 @@ export async function ask(port: number, payload: string, options: { address?: st
   }
 }
 
+/** A UDP socket bound to an ephemeral port of `address` that reads nothing: a daemon that never answers. */
+export async function silentSocket(address = '127.0.0.1'): Promise<dgram.Socket> {
+  const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve) => socket.bind(0, address, resolve));
+  return socket;
+}
+
 /** A UDP port nobody listens on right now (bound, read, released). */
 export async function freePort(address = '127.0.0.1'): Promise<number> {
   const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
