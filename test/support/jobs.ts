@@ -1,7 +1,8 @@
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
-import { BIN, binEnv, IS_ROOT, isRunning, sleep, waitFor } from './helpers.js';
+import { BIN, binEnv, IS_ROOT, isRunning, sleep, startSleeper, waitFor } from './helpers.js';
 
 /**
  * pidwatch's processes as tests see them. bin/pidwatch is a shell script that
@@ -64,6 +65,13 @@ export function descendants(pid: number): number[] {
   const queue = [pid];
   while (queue.length > 0) for (const child of byParent.get(queue.shift()!) ?? []) (found.push(child), queue.push(child));
   return found.filter(isRunning);
+}
+
+/** The first child of `pid`, once it has one. */
+export async function waitForChild(pid: number): Promise<number> {
+  let child: number | undefined;
+  assert.ok(await waitFor(() => (child = descendants(pid)[0]) !== undefined, 5000), `${pid} started no child`);
+  return child!;
 }
 
 function kill(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
@@ -206,6 +214,13 @@ export async function pidFrom(file: string, timeoutMs = 5000): Promise<number> {
   }, timeoutMs);
   if (pid === undefined) throw new Error(`${file} holds no pid after ${timeoutMs} ms`);
   return pid;
+}
+
+/** A live pid to watch (a sleeper), stopped after the test. */
+export function sleeperFor(t: TestContext): ReturnType<typeof startSleeper> {
+  const sleeper = startSleeper();
+  t.after(() => sleeper.stop());
+  return sleeper;
 }
 
 export { sleep };

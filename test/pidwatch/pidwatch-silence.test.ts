@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { freePort, hasIPv6Loopback, isRunning, sleep, startDaemon, waitFor } from '../support/helpers.js';
+import { commandStarted, exitWithin, sleeperFor, start } from '../support/jobs.js';
+
+/**
+ * pidwatch when its daemon is silent or out of reach (pidwatch(1)):
+ * --dead-after counts silence as the watched pid's death, and nothing else
+ * does; no daemon listening, or a host that does not resolve, is one warning
+ * line while the job runs to its end; IPv6 hosts are watched. Every process
+ * a test starts is stopped by that test, by its pid.
+ */
+
+let dir = '';
+
+before(() => {
+  dir = realpathSync(mkdtempSync(join(tmpdir(), 'pidwatch-silence-')));
+  chmodSync(dir, 0o755);
+});
+
+after(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A UDP socket on 127.0.0.1 that reads every question and answers none. */
+async function silentPort(t: TestContext): Promise<number> {
+  const socket = dgram.createSocket('udp4');
+  let questions = 0;
+  socket.on('message', () => questions++);
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  t.after(() => {
+    t.diagnostic(`the silent port got ${questions} questions`);
+    socket.close();
+  });
+  return socket.address().port;
+}
+
+describe('pidwatch --dead-after: silence as death', () => {
+  test('--dead-after 2s against a silent port: the job ends within about 2 s + the interval', async (t) => {
+    const sleeper = sleeperFor(t);
+    const port = await silentPort(t);
+    const began = performance.now();
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--dead-after', '2s', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
+    const exit = await exitWithin(job, 2000 + 500 + 3000, 'silence for --dead-after 2s');
+    const ms = exit.at - began;
+    t.diagnostic(`the job ended ${Math.round(ms)} ms into the run`);
+    assert.ok(ms >= 1900, `the job ended after ${Math.round(ms)} ms of silence, before --dead-after 2s`);
+    assert.equal(exit.signal, 'SIGHUP', job.describe());
+    assert.ok(await waitFor(() => /no answer from 127\.0\.0\.1 for 2 s \(--dead-after\): pid \d+ counts as dead: sending SIGHUP/.test(job.stderr()), 2000), job.describe());
+    assert.ok(isRunning(sleeper.pid));
+  });
+
+  test('without --dead-after, the job outlives 5 s of silence', async (t) => {
+    const sleeper = sleeperFor(t);
+    const port = await silentPort(t);
+    const began = performance.now();
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--pid', String(sleeper.pid), 'sleep 6; echo finished'], { cwd: dir });
+    const exit = await exitWithin(job, 12_000, 'a job of 6 s');
+    assert.equal(exit.code, 0, job.describe());
+    assert.equal(job.stdout(), 'finished\n');
+    assert.ok(exit.at - began >= 5900, `the job ended after ${Math.round(exit.at - began)} ms`);
+    // Silence is worth one warning: the user must know the job is not protected.
+    assert.match(job.stderr(), /^pidwatch: cannot watch pid \d+ on 127\.0\.0\.1: no answer to 3 questions; trying again/m);
+  });
+
+  test('a daemon that answers keeps --dead-after from firing', async (t) => {
+    const daemon = await startDaemon(['--bind', '127.0.0.1']);
+    t.after(() => daemon.stop());
+    const sleeper = sleeperFor(t);
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--interval', '300ms', '--dead-after', '1s', '--pid', String(sleeper.pid), 'sleep 3; echo finished'], { cwd: dir });
+    const exit = await exitWithin(job, 10_000, 'a job of 3 s');
+    assert.equal(exit.code, 0, job.describe());
+    assert.equal(job.stdout(), 'finished\n');
+  });
+});
+
+describe('pidwatch: when it cannot watch', () => {
+  test('no daemon listening: one warning line, the job runs to its end', async (t) => {
+    const sleeper = sleeperFor(t);
+    const port = await freePort();
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const exit = await exitWithin(job, 10_000, 'a job of 2 s');
+    assert.equal(exit.code, 0, job.describe());
+    assert.equal(job.stdout(), 'finished\n');
+    const lines = job.stderr().trimEnd().split('\n');
+    assert.equal(lines.length, 1, job.describe());
+    assert.match(lines[0]!, /^pidwatch: cannot watch pid \d+ on 127\.0\.0\.1: no daemon listening; trying again every 200 ms \(the job is not protected meanwhile\)$/);
+  });
+
+  test('a host name that does not resolve: one warning line, the job runs to its end', async (t) => {
+    const sleeper = sleeperFor(t);
+    const job = start(t, ['--host', 'no-such-host.invalid', '--interval', '300ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const exit = await exitWithin(job, 10_000, 'a job of 2 s');
+    assert.equal(exit.code, 0, job.describe());
+    assert.equal(job.stdout(), 'finished\n');
+    const lines = job.stderr().trimEnd().split('\n');
+    assert.equal(lines.length, 1, job.describe());
+    assert.match(lines[0]!, /^pidwatch: cannot watch pid \d+ on no-such-host\.invalid: cannot resolve no-such-host\.invalid: /);
+  });
+
+  for (const [host, bind] of [['[::1]', '::1'], ['[::ffff:127.0.0.1]', '127.0.0.1']] as const) {
+    test(`--host '${host}' through a daemon on ${bind}: the job ends when the pid dies`, async (t) => {
+      if (bind === '::1' && !(await hasIPv6Loopback())) return t.skip('no usable ::1 here');
+      const daemon = await startDaemon(['--bind', bind]);
+      t.after(() => daemon.stop());
+      const sleeper = sleeperFor(t);
+      const job = start(t, ['--no-local', '--host', host, '--port', String(daemon.port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
+      await commandStarted(job);
+      await sleep(800);
+      assert.ok(job.running(), `the job ended while the pid lives; ${job.describe()}`);
+      await sleeper.stop();
+      const exit = await exitWithin(job, 3000, 'after the watched pid died');
+      assert.equal(exit.signal, 'SIGHUP', job.describe());
+      assert.doesNotMatch(job.stderr(), /cannot watch/);
+    });
+  }
+});
