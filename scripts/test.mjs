@@ -24,8 +24,8 @@ const alone = files.filter((file) => file.endsWith('.alone.test.js'));
 // The files that take longest start first, so that none of them is the
 // last one running while the others have finished: a list of names only,
 // and one that is out of date changes the order, never what runs.
-const LONGEST = ['pidwatch/pidwatch-job', 'features/silence', 'pidstat/wait', 'pidwatch/pidwatch', 'features/keys', 'attacks/robust',
-  'features/package', 'pidstatd/dgram-io', 'features/push', 'attacks/abuse', 'networks/lossy', 'pidstat/cli'];
+const LONGEST = ['attacks/robust', 'features/silence', 'pidstat/wait', 'pidwatch/pidwatch', 'features/keys', 'features/package',
+  'pidwatch/pidwatch-silence', 'pidstatd/dgram-io', 'features/push', 'attacks/abuse', 'networks/lossy', 'pidwatch/pidwatch-job', 'pidstat/cli'];
 const rank = (file) => {
   const at = LONGEST.findIndex((name) => file.endsWith(`${join('test', ...name.split('/'))}.test.js`));
   return at < 0 ? LONGEST.length : at;
