@@ -246,7 +246,7 @@ test('a socket that could not be opened is opened by the next question', async (
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const script = join(dir, 'out-of-descriptors.mjs');
   writeFileSync(script, OUT_OF_DESCRIPTORS);
-  const clientModule = new URL('../../src/client.js', import.meta.url).href;
+  const clientModule = new URL('../../src/client/client.js', import.meta.url).href;
   // A low limit, set by the shell for the script it then runs: quick to reach.
   const r = await run('/bin/sh', ['-c', 'ulimit -n 256 && exec "$@"', 'sh', process.execPath, script, clientModule, String(daemon.port), String(sleeper.pid)]);
   assert.equal(r.code, 0, r.stderr);
