@@ -71,129 +71,144 @@ interface Death {
 }
 
 export function startNotices(opts: NoticeOptions): Notices {
-  const timers = opts.timers ?? processTimers;
-  const sliceSends = opts.sliceSends ?? SLICE_SENDS;
-  const sliceMs = opts.sliceMs ?? SLICE_MS;
-  const { stats } = opts;
-  const deaths = new Queue<Death>();
+  return new NoticeQueues(opts);
+}
+
+class NoticeQueues implements Notices {
+  private readonly timers: Timers;
+  private readonly sliceSends: number;
+  private readonly sliceMs: number;
+  private readonly deaths = new Queue<Death>();
   /**
    * attempts[i] holds the notices sent i + 1 times: each waits RESEND_MS[i]
    * for its next copy; those of the last queue have had every copy, and
    * wait the last time again before they are given up on.
    */
-  const attempts = Array.from({ length: RESEND_MS.length + 1 }, () => new Queue<Notice>());
-  const waitOf = (attempt: number) => RESEND_MS[Math.min(attempt, RESEND_MS.length - 1)]!;
-  const byKey = new Map<string, Notice>();
-  let immediate: unknown;
-  let timer: unknown;
-  let timerAt = Infinity;
-  let closed = false;
+  private readonly attempts = Array.from({ length: RESEND_MS.length + 1 }, () => new Queue<Notice>());
+  private readonly byKey = new Map<string, Notice>();
+  private immediate: unknown;
+  private timer: unknown;
+  private timerAt = Infinity;
+  private closed = false;
+
+  constructor(private readonly opts: NoticeOptions) {
+    this.timers = opts.timers ?? processTimers;
+    this.sliceSends = opts.sliceSends ?? SLICE_SENDS;
+    this.sliceMs = opts.sliceMs ?? SLICE_MS;
+  }
+
+  add(notices: Iterator<Outgoing | undefined>): void {
+    if (this.closed) return;
+    this.deaths.push({ due: this.timers.now(), notices });
+    this.schedule();
+  }
+
+  acknowledge(key: string): void {
+    const notice = this.byKey.get(key);
+    if (notice === undefined) return;
+    notice.acknowledged = true;
+    this.byKey.delete(key);
+  }
+
+  get waiting(): number {
+    return this.byKey.size;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.timers.clearImmediate(this.immediate);
+    this.timers.clearTimeout(this.timer);
+    this.immediate = this.timer = undefined;
+    this.deaths.clear();
+    for (const queue of this.attempts) queue.clear();
+    this.byKey.clear();
+  }
 
   /** The queue whose head is due first: -1 for the deaths, else an attempt; undefined when every queue is empty. */
-  function earliest(): { queue: number; due: number } | undefined {
+  private earliest(): { queue: number; due: number } | undefined {
     let found: { queue: number; due: number } | undefined;
-    const death = deaths.peek();
+    const death = this.deaths.peek();
     if (death !== undefined) found = { queue: -1, due: death.due };
-    attempts.forEach((queue, i) => {
+    this.attempts.forEach((queue, i) => {
       const head = queue.peek();
       if (head !== undefined && (found === undefined || head.due < found.due)) found = { queue: i, due: head.due };
     });
     return found;
   }
 
-  function sendNotice(notice: Notice, attempt: number, now: number): void {
-    opts.send(notice.line, notice.address, notice.port);
-    notice.due = now + waitOf(attempt);
-    attempts[attempt]!.push(notice);
+  private sendNotice(notice: Notice, attempt: number, now: number): void {
+    this.opts.send(notice.line, notice.address, notice.port);
+    notice.due = now + RESEND_MS[Math.min(attempt, RESEND_MS.length - 1)]!;
+    this.attempts[attempt]!.push(notice);
   }
 
   /** One slice: what is due, in the order it fell due, up to the slice's bounds. */
-  function drain(): void {
-    immediate = undefined;
-    const began = timers.now();
+  private readonly drain = (): void => {
+    this.immediate = undefined;
+    const began = this.timers.now();
     let now = began;
     let sends = 0;
     for (let items = 1; ; items++) {
-      if (closed) return;
+      if (this.closed) return;
       if (items % CLOCK_EVERY === 0) {
-        now = timers.now();
-        if (now - began >= sliceMs) break;
+        now = this.timers.now();
+        if (now - began >= this.sliceMs) break;
       }
-      if (sends >= sliceSends || items > sliceSends * CLOCK_EVERY) break;
-      const next = earliest();
-      if (next === undefined || next.due > now) return schedule();
-      if (next.queue === -1) {
-        const death = deaths.peek()!;
-        const made = death.notices.next();
-        if (made.done === true) {
-          deaths.shift();
-          continue;
-        }
-        if (made.value === undefined) continue;
-        const notice: Notice = { ...made.value, due: now, acknowledged: false };
-        byKey.set(notice.key, notice);
-        stats.notified++;
-        sendNotice(notice, 0, now);
-        sends++;
-        continue;
-      }
-      const notice = attempts[next.queue]!.shift()!;
-      if (notice.acknowledged) continue;
-      if (next.queue === RESEND_MS.length) {
-        byKey.delete(notice.key);
-        stats.notifyUnacknowledged++;
-        continue;
-      }
-      sendNotice(notice, next.queue + 1, now);
-      sends++;
+      if (sends >= this.sliceSends || items > this.sliceSends * CLOCK_EVERY) break;
+      const next = this.earliest();
+      if (next === undefined || next.due > now) return this.schedule();
+      if (next.queue === -1 ? this.sendFirst(now) : this.sendAgain(next.queue, now)) sends++;
     }
     // Out of this slice's bounds with work due: the next slice comes after the socket is served.
-    immediate = timers.setImmediate(drain);
+    this.immediate = this.timers.setImmediate(this.drain);
+  };
+
+  /** The next notice of the earliest death, made now and sent; whether one was sent. */
+  private sendFirst(now: number): boolean {
+    const death = this.deaths.peek()!;
+    const made = death.notices.next();
+    if (made.done === true) {
+      this.deaths.shift();
+      return false;
+    }
+    if (made.value === undefined) return false;
+    const notice: Notice = { ...made.value, due: now, acknowledged: false };
+    this.byKey.set(notice.key, notice);
+    this.opts.stats.notified++;
+    this.sendNotice(notice, 0, now);
+    return true;
+  }
+
+  /** The head of attempt queue `queue`: skipped if acknowledged, given up on after the last wait, else sent again; whether it was sent. */
+  private sendAgain(queue: number, now: number): boolean {
+    const notice = this.attempts[queue]!.shift()!;
+    if (notice.acknowledged) return false;
+    if (queue === RESEND_MS.length) {
+      this.byKey.delete(notice.key);
+      this.opts.stats.notifyUnacknowledged++;
+      return false;
+    }
+    this.sendNotice(notice, queue + 1, now);
+    return true;
   }
 
   /** A slice as soon as the event loop has served what waits, where something is due; else one timer, for the earliest. */
-  function schedule(): void {
-    if (closed || immediate !== undefined) return;
-    const next = earliest();
+  private schedule(): void {
+    if (this.closed || this.immediate !== undefined) return;
+    const next = this.earliest();
     if (next === undefined) return;
-    const wait = next.due - timers.now();
+    const wait = next.due - this.timers.now();
     if (wait <= 0) {
-      immediate = timers.setImmediate(drain);
+      this.immediate = this.timers.setImmediate(this.drain);
       return;
     }
-    if (timer !== undefined && timerAt <= next.due) return;
-    timers.clearTimeout(timer);
-    timerAt = next.due;
-    timer = timers.setTimeout(() => {
-      timer = undefined;
-      timerAt = Infinity;
-      if (immediate === undefined) drain();
+    if (this.timer !== undefined && this.timerAt <= next.due) return;
+    this.timers.clearTimeout(this.timer);
+    this.timerAt = next.due;
+    this.timer = this.timers.setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      if (this.immediate === undefined) this.drain();
     }, wait);
   }
-
-  return {
-    add(notices) {
-      if (closed) return;
-      deaths.push({ due: timers.now(), notices });
-      schedule();
-    },
-    acknowledge(key) {
-      const notice = byKey.get(key);
-      if (notice === undefined) return;
-      notice.acknowledged = true;
-      byKey.delete(key);
-    },
-    get waiting() {
-      return byKey.size;
-    },
-    close() {
-      closed = true;
-      timers.clearImmediate(immediate);
-      timers.clearTimeout(timer);
-      immediate = timer = undefined;
-      deaths.clear();
-      for (const queue of attempts) queue.clear();
-      byKey.clear();
-    },
-  };
 }

@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { joinHostPort } from '../wire/address.js';
 import { localFqdn } from '../net/host.js';
 import type { SocketIo } from '../sys/native.js';
-import { parseAllow, unmapped } from './allow.js';
+import { parseAllow, unmapped, type AllowList } from './allow.js';
 import { openTransport, type Handler, type TransportEvents } from './transport.js';
 import { daemonIdentity, readKeyFile, signLine, verify, type KeyRing } from '../wire/keys.js';
 import { pidExists, readStartToken } from '../sys/probe.js';
@@ -190,38 +190,42 @@ export function answer(req: Request, ownHost: string): Reply | undefined {
   return req.flags & FLAG_UNKNOWN ? { pid: req.pid, host, state: 'unknown' } : undefined;
 }
 
-export async function startServer(opts: ServerOptions = {}): Promise<Server> {
-  for (const [name, value, max] of [['sourcePrefixV4', opts.sourcePrefixV4, 32], ['sourcePrefixV6', opts.sourcePrefixV6, 128]] as const) {
-    if (value !== undefined && !(Number.isInteger(value) && value >= 0 && value <= max)) throw new RangeError(`${name} must be a whole number from 0 to ${max}, not ${value}`);
-  }
-  const allow = opts.allow !== undefined ? parseAllow(opts.allow) : undefined;
-  const rate = opts.rate ?? DEFAULT_RATE;
-  const ownHost = opts.hostname ?? (await localFqdn());
-  const stats: ServerStats = {
-    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0,
-    subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0, errors: 0,
-  };
-  let subscriptions: Subscriptions | undefined;
-  let keys = opts.keys ?? (opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile));
-  const log = opts.onDatagram;
-  const limiter = rate > 0 ? new RateLimiter(rate) : undefined;
-  const text = (msg: Buffer) => msg.toString('latin1');
-  /** The port and, where it is bound to one, the address of the socket: set once it is bound. */
-  let ownPort = 0;
-  let boundAddress: string | undefined;
+/** A datagram as text, for the log. */
+const text = (msg: Buffer): string => msg.toString('latin1');
 
-  function handle(msg: Buffer, length: number, address: string, port: number, toGroup: boolean, asked?: () => string | undefined): string | undefined {
-    stats.received++;
+/**
+ * What a datagram gets (the contract above): the checks in order (where it
+ * came from, --allow, --rate, size), then the request decoded, probed and
+ * answered, or the subscription handed to subscriptions.ts; each fate counted
+ * in `stats` and told to `log`.
+ */
+class DatagramHandler {
+  /** The port and, where it is bound to one, the address of the socket: set once it is bound. */
+  ownPort = 0;
+  boundAddress: string | undefined;
+  subscriptions: Subscriptions | undefined;
+
+  constructor(
+    readonly stats: ServerStats,
+    public keys: KeyRing | undefined,
+    private readonly ownHost: string,
+    private readonly allow: AllowList | undefined,
+    private readonly limiter: RateLimiter | undefined,
+    private readonly log: ServerOptions['onDatagram'],
+  ) {}
+
+  handle(msg: Buffer, length: number, address: string, port: number, toGroup: boolean, asked?: () => string | undefined): string | undefined {
+    this.stats.received++;
     const source = unmapped(address);
     const refused = reflectionRisk(port, toGroup);
     if (refused !== undefined) {
-      stats.reflected++;
-      log?.(joinHostPort(source, port), text(msg), `dropped: ${refused}`);
+      this.stats.reflected++;
+      this.log?.(joinHostPort(source, port), text(msg), `dropped: ${refused}`);
       return undefined;
     }
-    if (allow !== undefined && !allow.admits(source)) {
-      stats.denied++;
-      log?.(joinHostPort(source, port), text(msg), 'dropped: source not allowed');
+    if (this.allow !== undefined && !this.allow.admits(source)) {
+      this.stats.denied++;
+      this.log?.(joinHostPort(source, port), text(msg), 'dropped: source not allowed');
       return undefined;
     }
     // Buckets per address, not per source network as the subscription cap
@@ -230,44 +234,44 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     // the limit would become the attack. What a request costs is bounded
     // (doc/protocol.md, Bounded work), so a sender's extra addresses buy it
     // only CPU in proportion to what it sends.
-    if (limiter !== undefined && !limiter.take(source)) {
-      stats.limited++;
-      log?.(joinHostPort(source, port), text(msg), 'dropped: over the rate limit');
+    if (this.limiter !== undefined && !this.limiter.take(source)) {
+      this.stats.limited++;
+      this.log?.(joinHostPort(source, port), text(msg), 'dropped: over the rate limit');
       return undefined;
     }
     if (length > MAX_DATAGRAM_BYTES) {
-      stats.oversized++;
-      log?.(joinHostPort(source, port), text(msg), `dropped: datagram of ${length} bytes is over ${MAX_DATAGRAM_BYTES}`);
+      this.stats.oversized++;
+      this.log?.(joinHostPort(source, port), text(msg), `dropped: datagram of ${length} bytes is over ${MAX_DATAGRAM_BYTES}`);
       return undefined;
     }
-    if (isPushMessage(msg)) return handlePush(msg, length, source, address, port, asked);
+    if (isPushMessage(msg)) return this.handlePush(msg, length, source, address, port, asked);
     let request: Request;
     try {
       request = decodeRequest(msg);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
-      stats.malformed++;
-      log?.(joinHostPort(source, port), text(msg), `dropped: ${err.message}`);
+      this.stats.malformed++;
+      this.log?.(joinHostPort(source, port), text(msg), `dropped: ${err.message}`);
       return undefined;
     }
-    const key = keys === undefined ? undefined : verify(request.auth, keys.byId);
-    if (keys !== undefined && key === undefined) {
-      stats.unauthenticated++;
+    const key = this.keys === undefined ? undefined : verify(request.auth, this.keys.byId);
+    if (this.keys !== undefined && key === undefined) {
+      this.stats.unauthenticated++;
       // A refusal the client can match (its <host>, cookie included), never
       // longer than the request, and saying nothing of the process: so a
       // client without our key learns why at once instead of after its tries.
       const refusal = request.host === undefined ? undefined : refusalLine(request.pid, request.host);
       if (refusal !== undefined && refusal.length <= length) {
-        log?.(joinHostPort(source, port), text(msg), `refused: not authenticated by a key of the key file; answered ${refusal}`);
+        this.log?.(joinHostPort(source, port), text(msg), `refused: not authenticated by a key of the key file; answered ${refusal}`);
         return refusal;
       }
-      log?.(joinHostPort(source, port), text(msg), 'dropped: not authenticated by a key of the key file');
+      this.log?.(joinHostPort(source, port), text(msg), 'dropped: not authenticated by a key of the key file');
       return undefined;
     }
-    const reply = answer(request, ownHost);
+    const reply = answer(request, this.ownHost);
     if (reply === undefined) {
-      stats.suppressed++;
-      log?.(joinHostPort(source, port), text(msg), 'no reply: the flags ask for none');
+      this.stats.suppressed++;
+      this.log?.(joinHostPort(source, port), text(msg), 'no reply: the flags ask for none');
       return undefined;
     }
     let line: string;
@@ -275,60 +279,52 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
       line = replyLine(reply);
     } else {
       // The daemon as the client asked it: the address the request was sent to, and our port (keys.ts).
-      const to = asked?.() ?? boundAddress;
+      const to = asked?.() ?? this.boundAddress;
       if (to === undefined) {
-        stats.errors++;
-        log?.(joinHostPort(source, port), text(msg), 'dropped: cannot tell which address it was sent to, which a keyed reply must name');
+        this.stats.errors++;
+        this.log?.(joinHostPort(source, port), text(msg), 'dropped: cannot tell which address it was sent to, which a keyed reply must name');
         return undefined;
       }
-      line = signLine(key, keyedReplyLine(reply), daemonIdentity(to, ownPort));
+      line = signLine(key, keyedReplyLine(reply), daemonIdentity(to, this.ownPort));
     }
-    stats.answered++;
-    log?.(joinHostPort(source, port), text(msg), `answered ${line}`);
+    this.stats.answered++;
+    this.log?.(joinHostPort(source, port), text(msg), `answered ${line}`);
     return line;
   }
 
   /** A subscription or an acknowledgement (subscriptions.ts); `address` as the socket wrote it, `source` unmapped. */
-  function handlePush(msg: Buffer, length: number, source: string, address: string, port: number, asked?: () => string | undefined): string | undefined {
-    if (subscriptions === undefined) {
+  private handlePush(msg: Buffer, length: number, source: string, address: string, port: number, asked?: () => string | undefined): string | undefined {
+    if (this.subscriptions === undefined) {
       // Not malformed: a client polls once it hears nothing, and tries again a minute later.
-      stats.suppressed++;
-      log?.(joinHostPort(source, port), text(msg), 'no reply: push notices are off (--no-push)');
+      this.stats.suppressed++;
+      this.log?.(joinHostPort(source, port), text(msg), 'no reply: push notices are off (--no-push)');
       return undefined;
     }
     const message = decodePush(msg);
     if (message === undefined || (message.kind !== 'SUBS' && message.kind !== 'ACKN')) {
-      stats.malformed++;
-      log?.(joinHostPort(source, port), text(msg), 'dropped: not a valid subscription or acknowledgement');
+      this.stats.malformed++;
+      this.log?.(joinHostPort(source, port), text(msg), 'dropped: not a valid subscription or acknowledgement');
       return undefined;
     }
-    const key = keys === undefined ? undefined : verify(message.auth, keys.byId);
-    if (keys !== undefined && key === undefined) {
-      stats.unauthenticated++;
+    const key = this.keys === undefined ? undefined : verify(message.auth, this.keys.byId);
+    if (this.keys !== undefined && key === undefined) {
+      this.stats.unauthenticated++;
       const refusal = refusalLine(message.pid, message.host);
-      log?.(joinHostPort(source, port), text(msg), 'refused: not authenticated by a key of the key file');
+      this.log?.(joinHostPort(source, port), text(msg), 'refused: not authenticated by a key of the key file');
       return refusal.length <= length ? refusal : undefined;
     }
-    const to = keys === undefined ? undefined : asked?.() ?? boundAddress;
-    const line = subscriptions!.handle(message, address, port, key, to, ownPort);
-    log?.(joinHostPort(source, port), text(msg), line === undefined ? 'no reply' : `answered ${line}`);
-    if (line !== undefined) stats.answered++;
+    const to = this.keys === undefined ? undefined : asked?.() ?? this.boundAddress;
+    const line = this.subscriptions!.handle(message, address, port, key, to, this.ownPort);
+    this.log?.(joinHostPort(source, port), text(msg), line === undefined ? 'no reply' : `answered ${line}`);
+    if (line !== undefined) this.stats.answered++;
     return line;
   }
+}
 
-  /** handle(), and a bug met there counted and reported: the next datagram is served. */
-  const guarded: Handler = (msg, length, address, port, toGroup, asked) => {
-    try {
-      return handle(msg, length, address, port, toGroup, asked);
-    } catch (err) {
-      stats.errors++;
-      opts.onError?.(err as Error);
-      return undefined;
-    }
-  };
-
+/** What the socket layer tells: refused replies counted and reported at most every REPLY_FAILURE_REPORT_MS, socket errors. */
+function transportEvents(stats: ServerStats, onError: ServerOptions['onError']): { events: TransportEvents; replyFailures: ThrottledReport } {
   const replyFailures = new ThrottledReport(REPLY_FAILURE_REPORT_MS, (count, reason) =>
-    opts.onError?.(new Error(`replies refused by the kernel: ${count} since the last report, the last with ${reason}; ` +
+    onError?.(new Error(`replies refused by the kernel: ${count} since the last report, the last with ${reason}; ` +
       `counted, and reported at most every ${REPLY_FAILURE_REPORT_MS / 1000} s`)),
   );
   const events: TransportEvents = {
@@ -338,21 +334,54 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     },
     socketError(err) {
       stats.errors++;
-      opts.onError?.(err);
+      onError?.(err);
     },
   };
+  return { events, replyFailures };
+}
+
+export async function startServer(opts: ServerOptions = {}): Promise<Server> {
+  for (const [name, value, max] of [['sourcePrefixV4', opts.sourcePrefixV4, 32], ['sourcePrefixV6', opts.sourcePrefixV6, 128]] as const) {
+    if (value !== undefined && !(Number.isInteger(value) && value >= 0 && value <= max)) throw new RangeError(`${name} must be a whole number from 0 to ${max}, not ${value}`);
+  }
+  const rate = opts.rate ?? DEFAULT_RATE;
+  const stats: ServerStats = {
+    received: 0, answered: 0, suppressed: 0, malformed: 0, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0,
+    subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0, errors: 0,
+  };
+  const handler = new DatagramHandler(
+    stats,
+    opts.keys ?? (opts.keyFile === undefined ? undefined : readKeyFile(opts.keyFile)),
+    opts.hostname ?? (await localFqdn()),
+    opts.allow !== undefined ? parseAllow(opts.allow) : undefined,
+    rate > 0 ? new RateLimiter(rate) : undefined,
+    opts.onDatagram,
+  );
+
+  /** handle(), and a bug met there counted and reported: the next datagram is served. */
+  const guarded: Handler = (msg, length, address, port, toGroup, asked) => {
+    try {
+      return handler.handle(msg, length, address, port, toGroup, asked);
+    } catch (err) {
+      stats.errors++;
+      opts.onError?.(err as Error);
+      return undefined;
+    }
+  };
+
+  const { events, replyFailures } = transportEvents(stats, opts.onError);
   const transport = await openTransport(opts, guarded, events);
   const bound = transport.address();
-  ownPort = bound.port;
+  handler.ownPort = bound.port;
   // Where the socket layer cannot say where a datagram was sent (dgram), a
   // socket bound to one address was sent to that address; a wildcard says nothing.
-  boundAddress = /^[0.:]+$/.test(bound.address) ? undefined : bound.address;
-  if (keys !== undefined && transport.io === 'dgram' && boundAddress === undefined) {
+  handler.boundAddress = /^[0.:]+$/.test(bound.address) ? undefined : bound.address;
+  if (handler.keys !== undefined && transport.io === 'dgram' && handler.boundAddress === undefined) {
     await transport.close();
     throw new Error('a daemon with keys signs the address each request was sent to, which Node\'s dgram cannot tell on a wildcard address: give --bind ADDRESS, or let the addon load (see --debug)');
   }
   if (opts.push !== false) {
-    subscriptions = startSubscriptions({
+    handler.subscriptions = startSubscriptions({
       ...(opts.maxSubscriptions !== undefined && { maxTotal: opts.maxSubscriptions }),
       ...(opts.maxSubscriptionsPerSource !== undefined && { maxPerSource: opts.maxSubscriptionsPerSource }),
       ...(opts.sourcePrefixV4 !== undefined && { sourcePrefixV4: opts.sourcePrefixV4 }),
@@ -370,12 +399,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<Server> {
     stats,
     reloadKeys() {
       if (opts.keyFile === undefined) return 0;
-      keys = readKeyFile(opts.keyFile);
-      return keys.byId.size;
+      handler.keys = readKeyFile(opts.keyFile);
+      return handler.keys.byId.size;
     },
     close() {
       closing ??= (async () => {
-        subscriptions?.close();
+        handler.subscriptions?.close();
         await transport.close();
         replyFailures.flush();
       })();

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { timeOfDay } from '../sys/time.js';
-import { openNotifier } from './notify.js';
+import { openNotifier, type Notifier } from './notify.js';
 import { removePidfile } from './pidfile.js';
 import { RestartPace } from './restarts.js';
 import type { Severity } from './syslog.js';
@@ -57,97 +57,112 @@ export interface Supervision {
  * server once that one answers (pidstatd(8), SIGNALS). The first outcome
  * goes to the command that started us.
  */
-export function supervise({ startServer, log, pidfile }: Supervision): Promise<'stopped' | 'failed'> {
+export function supervise(supervision: Supervision): Promise<'stopped' | 'failed'> {
   process.title = 'pidstatd';
-  let stopping = false;
-  let everReady = false;
-  let child: ChildProcess | undefined;
+  return new Promise((resolve) => new Supervisor(supervision, resolve).start());
+}
+
+class Supervisor {
+  private stopping = false;
+  private everReady = false;
+  private child: ChildProcess | undefined;
   /** Whether `child` has said it answers: before, SIGHUP would end it and SIGUSR1 reach Node's own handler. */
-  let childReady = false;
+  private childReady = false;
   /** SIGHUP and SIGUSR1 that came while no server answered, for the next one that does. */
-  const held = new Set<NodeJS.Signals>();
-  let restart: NodeJS.Timeout | undefined;
-  const pace = new RestartPace();
+  private readonly held = new Set<NodeJS.Signals>();
+  private restart: NodeJS.Timeout | undefined;
+  private readonly pace = new RestartPace();
   /** The wait before the server now due starts, while none runs. */
-  let due = 0;
-  const restarts: Restarts = { count: 0, last: undefined };
-  // The command typed said why it cannot notify, if it cannot.
-  const opened = openNotifier();
-  const notifier = opened !== undefined && !('why' in opened) ? opened : undefined;
-  return new Promise((resolve) => {
-    const finish = (how: 'stopped' | 'failed') => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      process.off('SIGHUP', pass);
-      process.off('SIGUSR1', pass);
-      if (pidfile !== undefined) removePidfile(pidfile, process.pid);
-      resolve(how);
-    };
-    const stop = (sig: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      clearTimeout(restart);
-      log(`${sig}: stopping`);
-      notifier?.stopping();
-      const server = child;
-      if (server === undefined) return finish('stopped');
-      server.kill('SIGTERM');
-      setTimeout(() => server.kill('SIGKILL'), STOP_GRACE_MS).unref();
-    };
-    const pass = (sig: NodeJS.Signals) => {
-      if (child !== undefined && childReady) {
-        child.kill(sig);
-        return;
-      }
-      if (held.has(sig)) return;
-      held.add(sig);
-      const now = child !== undefined ? 'the server is starting' : `no server runs now (the next starts within ${due / 1000} s)`;
-      log(`${sig}: ${now}; passed on once it answers`);
-    };
-    const passHeld = (server: ChildProcess) => {
-      for (const sig of held) server.kill(sig);
-      held.clear();
-    };
-    const start = () => {
-      restart = undefined;
-      const server = startServer(restarts, notifier !== undefined);
-      const since = performance.now();
-      let reason: string | undefined;
-      child = server;
-      childReady = false;
-      server.on('error', (err) => (reason = err.message));
-      server.on('message', (message: SupervisorMessage) => {
-        if ('notify' in message) return notifier?.send(...message.notify);
-        if ('error' in message) reason = message.error;
-        if ('ready' in message && child === server) {
-          childReady = true;
-          passHeld(server);
-        }
-        if (everReady) return;
-        everReady = 'ready' in message;
-        if (process.connected) {
-          process.send!(message);
-          process.disconnect();
-        }
-      });
-      // 'close', not 'exit': it comes after the server's last message.
-      server.once('close', (code, signal) => {
-        child = undefined;
-        childReady = false;
-        if (stopping) return finish('stopped');
-        if (!everReady) return finish('failed');
-        const delay = (due = pace.afterDeath(performance.now() - since));
-        const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
-        restarts.count++;
-        restarts.last = `server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''} at ${timeOfDay(Date.now())}`;
-        log(`server pid ${server.pid} ${how}${reason !== undefined ? ` (${reason})` : ''}; starting another in ${delay / 1000} s`, 'err');
-        restart = setTimeout(start, delay);
-      });
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    process.on('SIGHUP', pass);
-    process.on('SIGUSR1', pass);
-    start();
-  });
+  private due = 0;
+  private readonly restarts: Restarts = { count: 0, last: undefined };
+  private readonly notifier: Notifier | undefined;
+
+  constructor(
+    private readonly supervision: Supervision,
+    private readonly resolve: (how: 'stopped' | 'failed') => void,
+  ) {
+    // The command typed said why it cannot notify, if it cannot.
+    const opened = openNotifier();
+    this.notifier = opened !== undefined && !('why' in opened) ? opened : undefined;
+    process.on('SIGTERM', this.stop);
+    process.on('SIGINT', this.stop);
+    process.on('SIGHUP', this.pass);
+    process.on('SIGUSR1', this.pass);
+  }
+
+  /** Starts a server, and another each time one dies, after the pace's wait. */
+  readonly start = (): void => {
+    this.restart = undefined;
+    const server = this.supervision.startServer(this.restarts, this.notifier !== undefined);
+    const since = performance.now();
+    let reason: string | undefined;
+    this.child = server;
+    this.childReady = false;
+    server.on('error', (err) => (reason = err.message));
+    server.on('message', (message: SupervisorMessage) => {
+      if ('error' in message) reason = message.error;
+      this.heard(server, message);
+    });
+    // 'close', not 'exit': it comes after the server's last message.
+    server.once('close', (code, signal) => {
+      this.child = undefined;
+      this.childReady = false;
+      if (this.stopping) return this.finish('stopped');
+      if (!this.everReady) return this.finish('failed');
+      const delay = (this.due = this.pace.afterDeath(performance.now() - since));
+      const how = `${signal !== null ? `was killed by ${signal}` : `exited with status ${code}`}${reason !== undefined ? ` (${reason})` : ''}`;
+      this.restarts.count++;
+      this.restarts.last = `server pid ${server.pid} ${how} at ${timeOfDay(Date.now())}`;
+      this.supervision.log(`server pid ${server.pid} ${how}; starting another in ${delay / 1000} s`, 'err');
+      this.restart = setTimeout(this.start, delay);
+    });
+  };
+
+  /** A server's word: states for the service manager, that it answers, or why it cannot; the first outcome goes to the command typed. */
+  private heard(server: ChildProcess, message: SupervisorMessage): void {
+    if ('notify' in message) return this.notifier?.send(...message.notify);
+    if ('ready' in message && this.child === server) {
+      this.childReady = true;
+      for (const sig of this.held) server.kill(sig);
+      this.held.clear();
+    }
+    if (this.everReady) return;
+    this.everReady = 'ready' in message;
+    if (process.connected) {
+      process.send!(message);
+      process.disconnect();
+    }
+  }
+
+  private readonly stop = (sig: NodeJS.Signals): void => {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearTimeout(this.restart);
+    this.supervision.log(`${sig}: stopping`);
+    this.notifier?.stopping();
+    const server = this.child;
+    if (server === undefined) return this.finish('stopped');
+    server.kill('SIGTERM');
+    setTimeout(() => server.kill('SIGKILL'), STOP_GRACE_MS).unref();
+  };
+
+  private readonly pass = (sig: NodeJS.Signals): void => {
+    if (this.child !== undefined && this.childReady) {
+      this.child.kill(sig);
+      return;
+    }
+    if (this.held.has(sig)) return;
+    this.held.add(sig);
+    const now = this.child !== undefined ? 'the server is starting' : `no server runs now (the next starts within ${this.due / 1000} s)`;
+    this.supervision.log(`${sig}: ${now}; passed on once it answers`);
+  };
+
+  private finish(how: 'stopped' | 'failed'): void {
+    process.off('SIGTERM', this.stop);
+    process.off('SIGINT', this.stop);
+    process.off('SIGHUP', this.pass);
+    process.off('SIGUSR1', this.pass);
+    if (this.supervision.pidfile !== undefined) removePidfile(this.supervision.pidfile, process.pid);
+    this.resolve(how);
+  }
 }
