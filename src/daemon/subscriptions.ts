@@ -2,8 +2,8 @@ import { constants } from 'node:os';
 import { randomHex64 } from '../sys/random.js';
 import { daemonIdentity, keyFromSecret, signLine, type Key } from '../wire/keys.js';
 import { loadLinuxCalls } from '../sys/native.js';
-import { startNotices, type Outgoing } from './notices.js';
-import { startPoller } from './poller.js';
+import { startNotices, type Notices, type Outgoing } from './notices.js';
+import { startPoller, type Poller } from './poller.js';
 import { isThreadGroupLeader, pidExists, readStartToken } from '../sys/probe.js';
 import { NO_TICKET, pushLine, TICKET_DIGITS, type PushMessage } from '../wire/pushwire.js';
 import { DEFAULT_SOURCE_PREFIX_V4, DEFAULT_SOURCE_PREFIX_V6, sourceOf } from './source.js';
@@ -161,88 +161,109 @@ function keyParts(key: string): { address: string; port: number; host: string } 
 }
 
 export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
-  const maxTotal = opts.maxTotal ?? DEFAULT_MAX_SUBSCRIPTIONS;
-  const maxPerSource = opts.maxPerSource ?? DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE;
-  const prefixV4 = opts.sourcePrefixV4 ?? DEFAULT_SOURCE_PREFIX_V4;
-  const prefixV6 = opts.sourcePrefixV6 ?? DEFAULT_SOURCE_PREFIX_V6;
-  const { stats } = opts;
-  const probe: SubscriptionProbe = { ...hostProbe, ...opts.probe };
-  const timers = opts.timers ?? processTimers;
-  // The tickets' secret: 256 bits from /dev/urandom, drawn anew at each start.
-  const secret = keyFromSecret(0, Buffer.from(randomHex64() + randomHex64() + randomHex64() + randomHex64(), 'hex'));
-  const subscriptions = new Map<string, Subscription>();
-  /** Subscriptions kept per source network (source.ts). */
-  const perSource = new Map<string, number>();
-  const watched = new Map<string, Watched>();
-  const notices = startNotices({ send: opts.send, stats, timers });
-  const poller = startPoller({ alive: probe.alive, stats, timers });
-  let seq = 0;
-  let closed = false;
-  const refusals = new ThrottledReport(REFUSAL_REPORT_MS, (count, reason) =>
-    opts.onLog?.(`subscriptions refused: ${count} since the last report, the last ${reason}; those subscribers poll instead`));
+  return new SubscriptionTable(opts);
+}
 
-  function ticketFor(slot: number, address: string, port: number, pid: number, host: string): string {
-    return signLine(secret, `ticket ${slot} ${address} ${port} ${pid} ${host}`).slice(-32, -32 + TICKET_DIGITS);
+class SubscriptionTable implements Subscriptions {
+  private readonly maxTotal: number;
+  private readonly maxPerSource: number;
+  private readonly prefixV4: number;
+  private readonly prefixV6: number;
+  private readonly stats: SubscriptionOptions['stats'];
+  private readonly probe: SubscriptionProbe;
+  private readonly timers: Timers;
+  // The tickets' secret: 256 bits from /dev/urandom, drawn anew at each start.
+  private readonly secret = keyFromSecret(0, Buffer.from(randomHex64() + randomHex64() + randomHex64() + randomHex64(), 'hex'));
+  private readonly subscriptions = new Map<string, Subscription>();
+  /** Subscriptions kept per source network (source.ts). */
+  private readonly perSource = new Map<string, number>();
+  private readonly watched = new Map<string, Watched>();
+  private readonly notices: Notices;
+  private readonly poller: Poller;
+  private seq = 0;
+  private closed = false;
+  private readonly refusals: ThrottledReport;
+  private sweeper: unknown;
+
+  constructor(opts: SubscriptionOptions) {
+    this.maxTotal = opts.maxTotal ?? DEFAULT_MAX_SUBSCRIPTIONS;
+    this.maxPerSource = opts.maxPerSource ?? DEFAULT_MAX_SUBSCRIPTIONS_PER_SOURCE;
+    this.prefixV4 = opts.sourcePrefixV4 ?? DEFAULT_SOURCE_PREFIX_V4;
+    this.prefixV6 = opts.sourcePrefixV6 ?? DEFAULT_SOURCE_PREFIX_V6;
+    this.stats = opts.stats;
+    this.probe = { ...hostProbe, ...opts.probe };
+    this.timers = opts.timers ?? processTimers;
+    this.notices = startNotices({ send: opts.send, stats: this.stats, timers: this.timers });
+    this.poller = startPoller({ alive: this.probe.alive, stats: this.stats, timers: this.timers });
+    this.refusals = new ThrottledReport(REFUSAL_REPORT_MS, (count, reason) =>
+      opts.onLog?.(`subscriptions refused: ${count} since the last report, the last ${reason}; those subscribers poll instead`));
+    this.sweeper = this.timers.setTimeout(this.sweep, SWEEP_MS);
   }
 
-  function validTicket(ticket: string, address: string, port: number, pid: number, host: string): boolean {
+  private ticketFor(slot: number, address: string, port: number, pid: number, host: string): string {
+    return signLine(this.secret, `ticket ${slot} ${address} ${port} ${pid} ${host}`).slice(-32, -32 + TICKET_DIGITS);
+  }
+
+  private validTicket(ticket: string, address: string, port: number, pid: number, host: string): boolean {
     if (ticket === NO_TICKET) return false;
     const slot = Math.floor(Date.now() / TICKET_SLOT_MS);
-    return ticket === ticketFor(slot, address, port, pid, host) || ticket === ticketFor(slot - 1, address, port, pid, host);
+    return ticket === this.ticketFor(slot, address, port, pid, host) || ticket === this.ticketFor(slot - 1, address, port, pid, host);
   }
 
-  const idOf = (entry: Watched) => `${entry.pid} ${entry.start}`;
+  private idOf(entry: Watched): string {
+    return `${entry.pid} ${entry.start}`;
+  }
 
   /**
    * The process's watch, shared by its subscribers: a pidfd where the addon
    * can, else the poll; undefined where pidfd_open refuses the pid as no
    * process (a thread, NO_PROCESS), which is never polled.
    */
-  function watch(pid: number, start: string): Watched | undefined {
+  private watch(pid: number, start: string): Watched | undefined {
     const id = `${pid} ${start}`;
-    const existing = watched.get(id);
+    const existing = this.watched.get(id);
     if (existing !== undefined) return existing;
     const entry: Watched = { pid, start, subscribers: new Set(), stop: () => {} };
-    const stop = probe.watchExit(pid, () => died(entry));
+    const stop = this.probe.watchExit(pid, () => this.died(entry));
     if (typeof stop === 'number' && NO_PROCESS.has(stop)) return undefined;
-    watched.set(id, entry);
+    this.watched.set(id, entry);
     if (typeof stop === 'function') {
       entry.stop = stop;
       // The pidfd names whatever process has the pid now: if that is not the
       // one meant, the one meant is dead already.
       // A token that cannot be read says nothing: never a death on that alone.
-      const now = probe.readStartToken(pid);
+      const now = this.probe.readStartToken(pid);
       if (now !== undefined && now !== start) {
         queueMicrotask(() => {
-          if (watched.get(id) !== entry) return;
+          if (this.watched.get(id) !== entry) return;
           entry.stop();
-          died(entry);
+          this.died(entry);
         });
       }
     } else {
       // No addon, an old kernel, or no descriptor left.
-      const polled = poller.add(pid, start, () => died(entry));
+      const polled = this.poller.add(pid, start, () => this.died(entry));
       entry.stop = () => polled.stop();
     }
     return entry;
   }
 
-  function forget(sub: Subscription): void {
-    if (subscriptions.get(sub.key) !== sub) return;
-    subscriptions.delete(sub.key);
-    const source = sourceOf(keyParts(sub.key).address, prefixV4, prefixV6);
-    const count = (perSource.get(source) ?? 1) - 1;
-    if (count > 0) perSource.set(source, count);
-    else perSource.delete(source);
+  private forget(sub: Subscription): void {
+    if (this.subscriptions.get(sub.key) !== sub) return;
+    this.subscriptions.delete(sub.key);
+    const source = sourceOf(keyParts(sub.key).address, this.prefixV4, this.prefixV6);
+    const count = (this.perSource.get(source) ?? 1) - 1;
+    if (count > 0) this.perSource.set(source, count);
+    else this.perSource.delete(source);
     const entry = sub.watched;
     entry.subscribers.delete(sub);
-    if (entry.subscribers.size === 0 && watched.get(idOf(entry)) === entry) {
+    if (entry.subscribers.size === 0 && this.watched.get(this.idOf(entry)) === entry) {
       entry.stop();
-      watched.delete(idOf(entry));
+      this.watched.delete(this.idOf(entry));
     }
   }
 
-  function signed(line: string, signer: Key | undefined, asked: string | undefined, ownPort: number): string | undefined {
+  private signed(line: string, signer: Key | undefined, asked: string | undefined, ownPort: number): string | undefined {
     if (signer === undefined) return line;
     // A keyed answer names the daemon as asked; without that address none can be made (server.ts refuses such a start).
     return asked === undefined ? undefined : signLine(signer, line, daemonIdentity(asked, ownPort));
@@ -253,94 +274,93 @@ export function startSubscriptions(opts: SubscriptionOptions): Subscriptions {
    * go to notices.ts, which makes each (forgetting its subscription) only
    * when a slice comes to it.
    */
-  function died(entry: Watched): void {
-    if (closed || watched.get(idOf(entry)) !== entry) return;
+  private died(entry: Watched): void {
+    if (this.closed || this.watched.get(this.idOf(entry)) !== entry) return;
     // A pidfd's watch has called back (and may not be stopped now), or the poll has seen it: done with either.
     entry.stop = () => {};
-    watched.delete(idOf(entry));
-    notices.add(noticesOf(entry));
+    this.watched.delete(this.idOf(entry));
+    this.notices.add(this.noticesOf(entry));
   }
 
   /** The notice to each subscriber of `entry` still subscribed when its turn comes (a renewal meanwhile was told `0`). */
-  function* noticesOf(entry: Watched): Generator<Outgoing | undefined> {
+  private *noticesOf(entry: Watched): Generator<Outgoing | undefined> {
     for (const sub of entry.subscribers) {
-      forget(sub);
-      const number = ++seq;
+      this.forget(sub);
+      const number = ++this.seq;
       const { address, port, host } = keyParts(sub.key);
-      const line = signed(pushLine({ kind: 'NOTE', pid: entry.pid, host, start: entry.start, seq: number }), sub.signer, sub.asked, sub.ownPort);
+      const line = this.signed(pushLine({ kind: 'NOTE', pid: entry.pid, host, start: entry.start, seq: number }), sub.signer, sub.asked, sub.ownPort);
       yield line === undefined ? undefined : { key: `${sub.key} ${number}`, line, address, port };
     }
   }
 
-  function sweep(): void {
-    const now = timers.now();
+  private readonly sweep = (): void => {
+    const now = this.timers.now();
     // A Map's iteration survives the deletion of its entries: no copy of 100 000 needed.
-    for (const sub of subscriptions.values()) if (sub.expiresAt <= now) forget(sub);
-    sweeper = timers.setTimeout(sweep, SWEEP_MS);
-  }
-  let sweeper = timers.setTimeout(sweep, SWEEP_MS);
-
-  return {
-    get size() {
-      return subscriptions.size;
-    },
-    handle(message, address, port, signer, asked, ownPort) {
-      if (closed) return undefined;
-      if (message.kind === 'ACKN') {
-        notices.acknowledge(`${subscriptionKey(address, port, message.pid, message.host)} ${message.seq}`);
-        return undefined;
-      }
-      if (message.kind !== 'SUBS') return undefined;
-      const { pid, host, start } = message;
-      if (!validTicket(message.ticket, address, port, pid, host)) {
-        // Prove the address first: one datagram, no state, no larger than the request.
-        return pushLine({ kind: 'SUBC', pid, host, ticket: ticketFor(Math.floor(Date.now() / TICKET_SLOT_MS), address, port, pid, host) });
-      }
-      const answer = (state: '1' | '0' | '-') => signed(pushLine({ kind: 'SUBR', pid, host, state, lease: state === '1' ? LEASE_SECONDS : 0 }), signer, asked, ownPort);
-      const refuse = (reason: string) => {
-        stats.subscribeRefused++;
-        refusals.add(1, reason);
-        return answer('-');
-      };
-      const key = subscriptionKey(address, port, pid, host);
-      const known = subscriptions.get(key);
-      const state = probe.alive(pid, start);
-      if (state === false) {
-        if (known !== undefined) forget(known);
-        return answer('0');
-      }
-      if (state === undefined) return answer('-');
-      if (known !== undefined && known.watched.start === start) {
-        known.expiresAt = timers.now() + LEASE_SECONDS * 1000;
-        return answer('1');
-      }
-      if (known !== undefined) forget(known);
-      // kill() and /proc answer for any thread: only /proc/PID/status tells a thread from a process.
-      if (probe.isThreadGroupLeader(pid) === false) return refuse(`for ${pid}, a thread and not a process (no pidfd can watch it)`);
-      const source = sourceOf(address, prefixV4, prefixV6);
-      const fromSource = perSource.get(source) ?? 0;
-      if (subscriptions.size >= maxTotal) return refuse(`at the cap of ${maxTotal} in all`);
-      if (fromSource >= maxPerSource) return refuse(`from ${source}, at the cap of ${maxPerSource} per source`);
-      const entry = watch(pid, start);
-      if (entry === undefined) return refuse(`for ${pid}, which pidfd_open refuses as no process (a thread, or gone)`);
-      const sub: Subscription = { key, asked, signer, ownPort, expiresAt: timers.now() + LEASE_SECONDS * 1000, watched: entry };
-      subscriptions.set(key, sub);
-      perSource.set(source, fromSource + 1);
-      entry.subscribers.add(sub);
-      stats.subscribed++;
-      return answer('1');
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      timers.clearTimeout(sweeper);
-      for (const entry of watched.values()) entry.stop();
-      watched.clear();
-      subscriptions.clear();
-      perSource.clear();
-      poller.close();
-      notices.close();
-      refusals.flush();
-    },
+    for (const sub of this.subscriptions.values()) if (sub.expiresAt <= now) this.forget(sub);
+    this.sweeper = this.timers.setTimeout(this.sweep, SWEEP_MS);
   };
+
+  get size(): number {
+    return this.subscriptions.size;
+  }
+
+  handle(message: PushMessage, address: string, port: number, signer: Key | undefined, asked: string | undefined, ownPort: number): string | undefined {
+    if (this.closed) return undefined;
+    if (message.kind === 'ACKN') {
+      this.notices.acknowledge(`${subscriptionKey(address, port, message.pid, message.host)} ${message.seq}`);
+      return undefined;
+    }
+    if (message.kind !== 'SUBS') return undefined;
+    const { pid, host, start } = message;
+    if (!this.validTicket(message.ticket, address, port, pid, host)) {
+      // Prove the address first: one datagram, no state, no larger than the request.
+      return pushLine({ kind: 'SUBC', pid, host, ticket: this.ticketFor(Math.floor(Date.now() / TICKET_SLOT_MS), address, port, pid, host) });
+    }
+    const answer = (state: '1' | '0' | '-') => this.signed(pushLine({ kind: 'SUBR', pid, host, state, lease: state === '1' ? LEASE_SECONDS : 0 }), signer, asked, ownPort);
+    const refuse = (reason: string) => {
+      this.stats.subscribeRefused++;
+      this.refusals.add(1, reason);
+      return answer('-');
+    };
+    const key = subscriptionKey(address, port, pid, host);
+    const known = this.subscriptions.get(key);
+    const state = this.probe.alive(pid, start);
+    if (state === false) {
+      if (known !== undefined) this.forget(known);
+      return answer('0');
+    }
+    if (state === undefined) return answer('-');
+    if (known !== undefined && known.watched.start === start) {
+      known.expiresAt = this.timers.now() + LEASE_SECONDS * 1000;
+      return answer('1');
+    }
+    if (known !== undefined) this.forget(known);
+    // kill() and /proc answer for any thread: only /proc/PID/status tells a thread from a process.
+    if (this.probe.isThreadGroupLeader(pid) === false) return refuse(`for ${pid}, a thread and not a process (no pidfd can watch it)`);
+    const source = sourceOf(address, this.prefixV4, this.prefixV6);
+    const fromSource = this.perSource.get(source) ?? 0;
+    if (this.subscriptions.size >= this.maxTotal) return refuse(`at the cap of ${this.maxTotal} in all`);
+    if (fromSource >= this.maxPerSource) return refuse(`from ${source}, at the cap of ${this.maxPerSource} per source`);
+    const entry = this.watch(pid, start);
+    if (entry === undefined) return refuse(`for ${pid}, which pidfd_open refuses as no process (a thread, or gone)`);
+    const sub: Subscription = { key, asked, signer, ownPort, expiresAt: this.timers.now() + LEASE_SECONDS * 1000, watched: entry };
+    this.subscriptions.set(key, sub);
+    this.perSource.set(source, fromSource + 1);
+    entry.subscribers.add(sub);
+    this.stats.subscribed++;
+    return answer('1');
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.timers.clearTimeout(this.sweeper);
+    for (const entry of this.watched.values()) entry.stop();
+    this.watched.clear();
+    this.subscriptions.clear();
+    this.perSource.clear();
+    this.poller.close();
+    this.notices.close();
+    this.refusals.flush();
+  }
 }
