@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, test, type TestContext } from 'node:test';
-import { descendantsOf, HAND_OVER_AS_LISTEN_FD, pidsWithArgs, python, readPid, runningChildrenOf, spawnProc, stopDetached, stopPids } from '../support/detached.js';
+import { describe, test, type TestContext } from 'node:test';
+import { descendantsOf, HAND_OVER_AS_LISTEN_FD, pidsWithArgs, python, readPid, runningChildrenOf, spawnProc, stopDetached, stopPids, scratchFiles } from '../support/detached.js';
 import {
   ask,
   BIN,
@@ -37,13 +36,8 @@ import {
 const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
-const scratch = mkdtempSync(join(tmpdir(), 'pidstatd-lifecycle-'));
-after(() => rmSync(scratch, { recursive: true, force: true }));
-let fileCount = 0;
 /** A path in this file's scratch folder that nothing uses yet. */
-function scratchFile(name: string): string {
-  return join(scratch, `${++fileCount}-${name}`);
-}
+const scratchFile = scratchFiles('pidstatd-lifecycle-');
 
 /** The lines of a text, without the empty last one. */
 function lines(text: string): string[] {
@@ -176,7 +170,7 @@ describe('a pidfile that cannot be written', () => {
   for (const form of ['--foreground', 'detached'] as const) {
     test(`${form}: exits 1 with one line naming the pidfile, and serves nothing`, { timeout: 20_000 }, async (t) => {
       const port = await quietPort();
-      const pidfile = join(scratch, 'no-such-folder', 'pidstatd.pid');
+      const pidfile = join(scratchFile('no-such-folder'), 'pidstatd.pid');
       t.after(() => stopPids(pidsWithArgs('--pidfile', pidfile)));
       const args = ['--port', String(port), '--bind', '127.0.0.1', '--pidfile', pidfile, ...(form === 'detached' ? [] : ['--foreground'])];
       // A daemon that reported the failure yet served on would be ended by run's timeout.

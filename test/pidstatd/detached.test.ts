@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, test, type TestContext } from 'node:test';
-import { descendantsOf, readPid, runningChildrenOf, signal, spawnProc, stopDetached, stopPids } from '../support/detached.js';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { describe, test, type TestContext } from 'node:test';
+import { descendantsOf, readPid, runningChildrenOf, signal, spawnProc, stopDetached, stopPids, scratchFiles } from '../support/detached.js';
 import { ask, binCommand, freePort, isRunning, runBin, waitFor } from '../support/helpers.js';
 
 /**
@@ -19,13 +17,8 @@ import { ask, binCommand, freePort, isRunning, runBin, waitFor } from '../suppor
  * stopped here by its pid.
  */
 
-const scratch = mkdtempSync(join(tmpdir(), 'pidstatd-detached-'));
-after(() => rmSync(scratch, { recursive: true, force: true }));
-let fileCount = 0;
 /** A path in this file's scratch folder that nothing uses yet. */
-function scratchFile(name: string): string {
-  return join(scratch, `${++fileCount}-${name}`);
-}
+const scratchFile = scratchFiles('pidstatd-detached-');
 
 // ---------------------------------------------------------------------------
 // Processes, by pid, through /proc.

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { BIN, binEnv, isRunning, sleep, waitFor } from '../support/helpers.js';
-import { exitWithin, killAll, pidnsUnavailable, sleeperFor, start, waitForChild, watchersOf } from '../support/jobs.js';
+import { exitWithin, killAll, pidnsUnavailable, sleeperFor, start, waitForChild, watchersOf, workDir } from '../support/jobs.js';
 import { runScriptInPidNamespace } from '../support/netns.js';
 
 /**
@@ -17,22 +16,13 @@ import { runScriptInPidNamespace } from '../support/netns.js';
  * stopped by that test, by its pid.
  */
 
-let dir = '';
-
-before(() => {
-  dir = realpathSync(mkdtempSync(join(tmpdir(), 'pidwatch-foreground-')));
-  chmodSync(dir, 0o755);
-});
-
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+const work = workDir('pidwatch-foreground-');
 
 describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays', () => {
   test('`sh -c \'pidwatch --pid P --foreground $$; echo next\'` prints next at once; the watcher signals the script when P dies', async (t) => {
     const sleeper = sleeperFor(t);
     const began = performance.now();
-    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} --foreground $$; echo next; sleep 60; echo never`], { command: '/bin/sh', cwd: dir, detached: true });
+    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} --foreground $$; echo next; sleep 60; echo never`], { command: '/bin/sh', cwd: work.path, detached: true });
     assert.ok(await waitFor(() => script.stdout() === 'next\n', 5000), `no "next"; ${script.describe()}`);
     t.diagnostic(`next after ${Math.round(performance.now() - began)} ms`);
     const watchers = watchersOf(script.pid);
@@ -63,7 +53,7 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
     const sleeper = sleeperFor(t);
     const fg = spawn('sleep', ['3'], { stdio: 'ignore' });
     const fgExit = new Promise<number>((resolve) => fg.on('exit', () => resolve(performance.now())));
-    const launch = start(t, ['--interval', '200ms', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: dir });
+    const launch = start(t, ['--interval', '200ms', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: work.path });
     const exit = await exitWithin(launch, 3000, 'the launcher returns at once');
     assert.equal(exit.code, 0, launch.describe());
     assert.ok(isRunning(fg.pid!), 'FGPID ended before the launcher did: too slow a machine for this test');
@@ -106,7 +96,7 @@ describe('pidwatch --foreground: FGPID reused in a PID namespace of our own', ()
 
   test('the process that got FGPID\'s pid is never signalled', { skip: unavailable ?? false }, async (t) => {
     // SIGKILL to the namespace's pid 1 at the end ends every process in it, the detached watcher included.
-    const ns = runScriptInPidNamespace(t, FG_REUSE_SCRIPT, [BIN.pidwatch, join(process.execPath, '..')], { env: binEnv(), cwd: dir });
+    const ns = runScriptInPidNamespace(t, FG_REUSE_SCRIPT, [BIN.pidwatch, join(process.execPath, '..')], { env: binEnv(), cwd: work.path });
     assert.equal((await ns.line(/^launched (\d+)$/m, 10_000))[1], '0', ns.stderr());
     await sleep(600);
     ns.say('go');

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { BIN, isRunning, sleep, waitFor } from '../support/helpers.js';
-import { commandStarted, descendants, exitWithin, killAll, pidFrom, sleeperFor, start, waitForChild, watchersOf } from '../support/jobs.js';
+import { commandStarted, descendants, exitWithin, killAll, pidFrom, sleeperFor, start, waitForChild, watchersOf, workDir } from '../support/jobs.js';
 import { listeningTcp } from '../support/detached.js';
 
 /**
@@ -17,21 +16,8 @@ import { listeningTcp } from '../support/detached.js';
  * detached watcher) is stopped by that test, by its pid.
  */
 
-let dir = '';
+const work = workDir('pidwatch-job-');
 
-before(() => {
-  dir = realpathSync(mkdtempSync(join(tmpdir(), 'pidwatch-job-')));
-  chmodSync(dir, 0o755);
-});
-
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-function scratch(name: string): string {
-  const path = mkdtempSync(join(dir, `${name}-`));
-  return path;
-}
 
 /**
  * A job that leaves the command's reach every way it can, each process
@@ -56,8 +42,8 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
   for (const killAfter of [true, false]) {
     test(`setsid, double fork, new process group, empty environment, SIGHUP ignored${killAfter ? ', --kill-after 1s: every one is gone' : ': all but the one ignoring SIGHUP are gone'}`, async (t) => {
       const sleeper = sleeperFor(t);
-      const d = scratch('family');
-      const job = start(t, ['--interval', '200ms', ...(killAfter ? ['--kill-after', '1s'] : []), '--pid', String(sleeper.pid), familyJob(d)], { cwd: dir });
+      const d = work.scratch('family');
+      const job = start(t, ['--interval', '200ms', ...(killAfter ? ['--kill-after', '1s'] : []), '--pid', String(sleeper.pid), familyJob(d)], { cwd: work.path });
       const family = Object.fromEntries(await Promise.all(FAMILY.map(async (name) => [name, await pidFrom(join(d, name))] as const)));
       t.after(() => killAll(Object.values(family)));
       // The orphan's parent subshell has ended: it is init's (or a subreaper's) now.
@@ -88,7 +74,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
   test('a script that runs pidwatch is not touched: `sh -c \'pidwatch --pid P sleep 100; echo after\'` prints after', async (t) => {
     const sleeper = sleeperFor(t);
     // The script leads a process group of its own, which pidwatch's command shares (no terminal, no job control).
-    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} sleep 100; echo after`], { command: '/bin/sh', cwd: dir, detached: true });
+    const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} sleep 100; echo after`], { command: '/bin/sh', cwd: work.path, detached: true });
     let root: number | undefined;
     assert.ok(await waitFor(() => (root = descendants(script.pid).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('/bin/sh\0-c\0--\0sleep 100'))) !== undefined, 5000), `pidwatch did not run its command; ${script.describe()}`);
     const sleep100 = await waitForChild(root!);
@@ -103,12 +89,12 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
   for (const ending of ['the command ends', 'the watched pid dies'] as const) {
     test(`in an interactive shell's pipeline (\`pidwatch ... | reader\`, one process group led by pidwatch), the reader is no part of the job: ${ending}, it reads on to its end`, async (t) => {
       const sleeper = sleeperFor(t);
-      const out = join(dir, `reader-${ending === 'the command ends' ? 'end' : 'death'}`);
+      const out = join(work.path, `reader-${ending === 'the command ends' ? 'end' : 'death'}`);
       // set -m: job control, as in a terminal: the pipeline gets a process group of its own, led by pidwatch.
       // The command lasts long enough for the watcher to see it; the reader reads after it has ended.
       const command = ending === 'the command ends' ? 'echo one; echo two; sleep 1' : 'echo one; echo two; sleep 100';
       const line = `set -m; ${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} '${command}' | (sleep 2.5; cat > ${out}); echo "status \${PIPESTATUS[*]}"`;
-      const shell = start(t, ['-c', line], { command: 'bash', cwd: dir });
+      const shell = start(t, ['-c', line], { command: 'bash', cwd: work.path });
       if (ending === 'the watched pid dies') {
         assert.ok(await waitFor(() => descendants(shell.pid).some((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('sleep\x00100')), 5000), shell.describe());
         await sleeper.stop();
@@ -122,7 +108,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
 
   test('kill -9 of pidwatch running `sleep 100`: that sleep is gone within a second', async (t) => {
     const sleeper = sleeperFor(t);
-    const job = start(t, ['--pid', String(sleeper.pid), 'sleep 100'], { cwd: dir });
+    const job = start(t, ['--pid', String(sleeper.pid), 'sleep 100'], { cwd: work.path });
     await commandStarted(job);
     const sleep100 = await waitForChild(job.pid);
     // The watcher watches the command's process by then (a pidfd, where the addon has them): killed
@@ -138,8 +124,8 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
 
   test('the command\'s leftovers end with it: `sleep 100 &` is sent SIGHUP when the command exits', async (t) => {
     const sleeper = sleeperFor(t);
-    const d = scratch('leftover');
-    const job = start(t, ['--pid', String(sleeper.pid), `sleep 100 & echo $! > ${d}/pid`], { cwd: dir });
+    const d = work.scratch('leftover');
+    const job = start(t, ['--pid', String(sleeper.pid), `sleep 100 & echo $! > ${d}/pid`], { cwd: work.path });
     const left = await pidFrom(join(d, 'pid'));
     const exit = await exitWithin(job, 3000, 'the command ends at once');
     assert.equal(exit.code, 0, job.describe());
@@ -151,7 +137,7 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
 describe('pidwatch\'s watcher and signals', () => {
   test('SIGUSR1, SIGUSR2, SIGHUP and SIGINT to the watcher neither end it nor open Node\'s inspector', async (t) => {
     const sleeper = sleeperFor(t);
-    const job = start(t, ['--pid', String(sleeper.pid), 'sleep 30'], { cwd: dir });
+    const job = start(t, ['--pid', String(sleeper.pid), 'sleep 30'], { cwd: work.path });
     await commandStarted(job);
     let watcher: number | undefined;
     assert.ok(await waitFor(() => (watcher = watchersOf(job.pid)[0]) !== undefined, 5000), 'no watcher');

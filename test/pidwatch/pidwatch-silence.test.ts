@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { freePort, hasIPv6Loopback, isRunning, sleep, startDaemon, waitFor } from '../support/helpers.js';
-import { commandStarted, exitWithin, sleeperFor, start } from '../support/jobs.js';
+import { commandStarted, exitWithin, sleeperFor, start, workDir } from '../support/jobs.js';
 
 /**
  * pidwatch when its daemon is silent or out of reach (pidwatch(1)):
@@ -15,16 +12,7 @@ import { commandStarted, exitWithin, sleeperFor, start } from '../support/jobs.j
  * a test starts is stopped by that test, by its pid.
  */
 
-let dir = '';
-
-before(() => {
-  dir = realpathSync(mkdtempSync(join(tmpdir(), 'pidwatch-silence-')));
-  chmodSync(dir, 0o755);
-});
-
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+const work = workDir('pidwatch-silence-');
 
 /** A UDP socket on 127.0.0.1 that reads every question and answers none. */
 async function silentPort(t: TestContext): Promise<number> {
@@ -44,7 +32,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     const sleeper = sleeperFor(t);
     const port = await silentPort(t);
     const began = performance.now();
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--dead-after', '2s', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--dead-after', '2s', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: work.path });
     const exit = await exitWithin(job, 2000 + 500 + 3000, 'silence for --dead-after 2s');
     const ms = exit.at - began;
     t.diagnostic(`the job ended ${Math.round(ms)} ms into the run`);
@@ -58,7 +46,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     const sleeper = sleeperFor(t);
     const port = await silentPort(t);
     const began = performance.now();
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--pid', String(sleeper.pid), 'sleep 6; echo finished'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '500ms', '--pid', String(sleeper.pid), 'sleep 6; echo finished'], { cwd: work.path });
     const exit = await exitWithin(job, 12_000, 'a job of 6 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -71,7 +59,7 @@ describe('pidwatch --dead-after: silence as death', () => {
     const daemon = await startDaemon(['--bind', '127.0.0.1']);
     t.after(() => daemon.stop());
     const sleeper = sleeperFor(t);
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--interval', '300ms', '--dead-after', '1s', '--pid', String(sleeper.pid), 'sleep 3; echo finished'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--interval', '300ms', '--dead-after', '1s', '--pid', String(sleeper.pid), 'sleep 3; echo finished'], { cwd: work.path });
     const exit = await exitWithin(job, 10_000, 'a job of 3 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -82,7 +70,7 @@ describe('pidwatch: when it cannot watch', () => {
   test('no daemon listening: one warning line, the job runs to its end', async (t) => {
     const sleeper = sleeperFor(t);
     const port = await freePort();
-    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const job = start(t, ['--no-local', '--host', '127.0.0.1', '--port', String(port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: work.path });
     const exit = await exitWithin(job, 10_000, 'a job of 2 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -93,7 +81,7 @@ describe('pidwatch: when it cannot watch', () => {
 
   test('a host name that does not resolve: one warning line, the job runs to its end', async (t) => {
     const sleeper = sleeperFor(t);
-    const job = start(t, ['--host', 'no-such-host.invalid', '--interval', '300ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: dir });
+    const job = start(t, ['--host', 'no-such-host.invalid', '--interval', '300ms', '--pid', String(sleeper.pid), 'sleep 2; echo finished'], { cwd: work.path });
     const exit = await exitWithin(job, 10_000, 'a job of 2 s');
     assert.equal(exit.code, 0, job.describe());
     assert.equal(job.stdout(), 'finished\n');
@@ -108,7 +96,7 @@ describe('pidwatch: when it cannot watch', () => {
       const daemon = await startDaemon(['--bind', bind]);
       t.after(() => daemon.stop());
       const sleeper = sleeperFor(t);
-      const job = start(t, ['--no-local', '--host', host, '--port', String(daemon.port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: dir });
+      const job = start(t, ['--no-local', '--host', host, '--port', String(daemon.port), '--interval', '200ms', '--pid', String(sleeper.pid), 'sleep 60'], { cwd: work.path });
       await commandStarted(job);
       await sleep(800);
       assert.ok(job.running(), `the job ended while the pid lives; ${job.describe()}`);

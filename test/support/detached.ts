@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { accessSync, constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { childrenOf, isRunning, sleep, waitFor } from './helpers.js';
 
 /**
@@ -378,3 +380,11 @@ export const HAND_OVER_AS_LISTEN_FD = [
   'os.environ["LISTEN_PID"] = str(os.getpid())',
   'os.execv(sys.argv[2], sys.argv[2:])',
 ];
+
+/** A folder for a test file's files, removed after its tests, and a path in it that nothing uses yet, each call. */
+export function scratchFiles(prefix: string): (name: string) => string {
+  const folder = mkdtempSync(join(tmpdir(), prefix));
+  after(() => rmSync(folder, { recursive: true, force: true }));
+  let count = 0;
+  return (name) => join(folder, `${++count}-${name}`);
+}

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import type { TestContext } from 'node:test';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, type TestContext } from 'node:test';
 import { BIN, binEnv, IS_ROOT, isRunning, sleep, startSleeper, waitFor } from './helpers.js';
 
 /**
@@ -232,4 +234,25 @@ export function pidnsUnavailable(): string | undefined {
   if (result.error) return `unshare: ${result.error.message}`;
   if (result.status !== 0) return `cannot make a PID namespace with a writable ns_last_pid: ${result.stderr.trim() || `exit ${result.status}`}`;
   return undefined;
+}
+
+/**
+ * A test file's working folder (`path`, made before its tests, world-readable so
+ * that nobody can enter it, removed after them), and fresh folders in it.
+ */
+export function workDir(prefix: string): { readonly path: string; scratch(name: string): string } {
+  let path = '';
+  before(() => {
+    path = realpathSync(mkdtempSync(join(tmpdir(), prefix)));
+    chmodSync(path, 0o755);
+  });
+  after(() => {
+    if (path) rmSync(path, { recursive: true, force: true });
+  });
+  return {
+    get path() {
+      return path;
+    },
+    scratch: (name) => mkdtempSync(join(path, `${name}-`)),
+  };
 }
