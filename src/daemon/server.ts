@@ -3,11 +3,10 @@ import { joinHostPort } from '../wire/address.js';
 import { localFqdn } from '../net/host.js';
 import type { SocketIo } from '../sys/native.js';
 import { parseAllow, unmapped, type AllowList } from './allow.js';
-import { openTransport, type Handler, type TransportEvents } from './transport.js';
+import { openTransport, transportEvents, type Handler } from './transport.js';
 import { daemonIdentity, readKeyFile, signLine, verify, type KeyRing } from '../wire/keys.js';
 import { pidExists, readStartToken } from '../sys/probe.js';
 import { RateLimiter } from './ratelimit.js';
-import { ThrottledReport } from './throttle.js';
 import { decodePush, isPushMessage } from '../wire/pushwire.js';
 import { startSubscriptions, type Subscriptions } from './subscriptions.js';
 import {
@@ -154,8 +153,6 @@ export const DEFAULT_RATE = 10000;
 /** Replies to these source ports could be aimed at a service (echo, DNS, NTP...): never sent. */
 const SERVICE_PORTS_BELOW = 1024;
 
-/** Replies the kernel refuses are logged at most this often, with a count. */
-const REPLY_FAILURE_REPORT_MS = 10_000;
 
 /**
  * Why a reply to this request could be aimed at someone who did not ask:
@@ -319,25 +316,6 @@ class DatagramHandler {
     if (line !== undefined) this.stats.answered++;
     return line;
   }
-}
-
-/** What the socket layer tells: refused replies counted and reported at most every REPLY_FAILURE_REPORT_MS, socket errors. */
-function transportEvents(stats: ServerStats, onError: ServerOptions['onError']): { events: TransportEvents; replyFailures: ThrottledReport } {
-  const replyFailures = new ThrottledReport(REPLY_FAILURE_REPORT_MS, (count, reason) =>
-    onError?.(new Error(`replies refused by the kernel: ${count} since the last report, the last with ${reason}; ` +
-      `counted, and reported at most every ${REPLY_FAILURE_REPORT_MS / 1000} s`)),
-  );
-  const events: TransportEvents = {
-    replyFailed(count, reason) {
-      stats.replyFailed += count;
-      replyFailures.add(count, reason);
-    },
-    socketError(err) {
-      stats.errors++;
-      onError?.(err);
-    },
-  };
-  return { events, replyFailures };
 }
 
 export async function startServer(opts: ServerOptions = {}): Promise<Server> {

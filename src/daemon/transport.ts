@@ -4,7 +4,8 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { defaultPort, literalLookup } from '../net/host.js';
 import { dgramStep } from '../net/sockets.js';
 import { batchAddon, errnoError, type LinuxCalls } from '../sys/native.js';
-import type { ServerOptions } from './server.js';
+import type { ServerOptions, ServerStats } from './server.js';
+import { ThrottledReport } from './throttle.js';
 
 /**
  * The daemon's socket, two ways: through the addon, in batches
@@ -226,3 +227,25 @@ export async function openTransport(opts: ServerOptions, handle: Handler, events
 }
 
 /** Listens and answers; rejects with the bind error (err.code EADDRINUSE, EACCES, ...). */
+
+/** Replies the kernel refuses are logged at most this often, with a count. */
+const REPLY_FAILURE_REPORT_MS = 10_000;
+
+/** What the socket layer tells: refused replies counted and reported at most every REPLY_FAILURE_REPORT_MS, socket errors. */
+export function transportEvents(stats: ServerStats, onError: ServerOptions['onError']): { events: TransportEvents; replyFailures: ThrottledReport } {
+  const replyFailures = new ThrottledReport(REPLY_FAILURE_REPORT_MS, (count, reason) =>
+    onError?.(new Error(`replies refused by the kernel: ${count} since the last report, the last with ${reason}; ` +
+      `counted, and reported at most every ${REPLY_FAILURE_REPORT_MS / 1000} s`)),
+  );
+  const events: TransportEvents = {
+    replyFailed(count, reason) {
+      stats.replyFailed += count;
+      replyFailures.add(count, reason);
+    },
+    socketError(err) {
+      stats.errors++;
+      onError?.(err);
+    },
+  };
+  return { events, replyFailures };
+}
