@@ -20,6 +20,7 @@ import {
   sleep,
   startDaemon,
   waitFor,
+  silentSocket,
 } from '../support/helpers.js';
 
 /**
@@ -46,9 +47,8 @@ function lines(text: string): string[] {
 
 /** A UDP socket bound to 127.0.0.1 on an ephemeral port, held by this test. */
 async function holdPort(t: TestContext): Promise<number> {
-  const socket = dgram.createSocket('udp4');
+  const socket = await silentSocket();
   socket.on('error', () => {});
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
   return socket.address().port;
 }

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { describe, test, type TestContext } from 'node:test';
-import { freePort, hasIPv6Loopback, isRunning, sleep, startDaemon, waitFor } from '../support/helpers.js';
+import { freePort, hasIPv6Loopback, silentSocket, isRunning, sleep, startDaemon, waitFor } from '../support/helpers.js';
 import { commandStarted, exitWithin, sleeperFor, start, workDir } from '../support/jobs.js';
 
 /**
@@ -16,10 +15,9 @@ const work = workDir('pidwatch-silence-');
 
 /** A UDP socket on 127.0.0.1 that reads every question and answers none. */
 async function silentPort(t: TestContext): Promise<number> {
-  const socket = dgram.createSocket('udp4');
+  const socket = await silentSocket();
   let questions = 0;
   socket.on('message', () => questions++);
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   t.after(() => {
     t.diagnostic(`the silent port got ${questions} questions`);
     socket.close();
