@@ -55,6 +55,13 @@ describe('pidstat -t: the whole run', () => {
     assert.ok(r.ms >= 550 && r.ms < 20_000, `3 tries of 200 ms took ${Math.round(r.ms)} ms`);
   });
 
+  test('ping -t 1 ends the check after 1 s whatever --try-timeout says: CRITICAL, exit 2', async () => {
+    const r = await timed(['ping', '-H', '127.0.0.1', '-p', String(port), '-t', '1', '--try-timeout', '60s', '--tries', '1']);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stdout, /^PIDSTATD CRITICAL - No response from pidstatd on 127\.0\.0\.1:/);
+    assert.ok(r.ms < 30_000, `ended after ${Math.round(r.ms)} ms: -t did not end it (one try of 60 s)`);
+  });
+
   test('-t before wait is wait\'s -t: a live target outlasts it, exit 124', async (t) => {
     const sleeper = startSleeper();
     t.after(() => sleeper.stop());
