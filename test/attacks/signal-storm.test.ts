@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { ask, BIN, binCommand, binEnv, childrenOf, freePort, isRunning, run, sleep, startDaemon, waitFor } from '../support/helpers.js';
+import { ask, BIN, binCommand, binEnv, catches, childrenOf, freePort, isRunning, run, sleep, startDaemon, waitFor } from '../support/helpers.js';
 import {
   devLogUnavailable,
   listeningTcp,
@@ -45,16 +45,6 @@ before(async () => {
 let count = 0;
 function scratchDir(): string {
   return mkdtempSync(join(scratch, `${++count}-`));
-}
-
-/** Whether process PID has a handler for signal number SIG (SigCgt in /proc/PID/status); false once it is gone. */
-function catches(pid: number, sig: number): boolean {
-  try {
-    const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1];
-    return mask !== undefined && ((BigInt(`0x${mask}`) >> BigInt(sig - 1)) & 1n) === 1n;
-  } catch {
-    return false;
-  }
 }
 
 /**

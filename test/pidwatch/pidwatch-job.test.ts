@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { BIN, isRunning, sleep, waitFor } from '../support/helpers.js';
+import { BIN, catches, isRunning, sleep, waitFor } from '../support/helpers.js';
 import { commandStarted, descendants, exitWithin, killAll, pidFrom, sleeperFor, start, waitForChild, watchersOf, workDir } from '../support/jobs.js';
 import { listeningTcp } from '../support/detached.js';
 
@@ -141,9 +141,16 @@ describe('pidwatch\'s watcher and signals', () => {
     await commandStarted(job);
     let watcher: number | undefined;
     assert.ok(await waitFor(() => (watcher = watchersOf(job.pid)[0]) !== undefined, 5000), 'no watcher');
-    await sleep(300);
+    // Sent once the watcher's JavaScript has listened for all four (their bits
+    // in SigCgt): before that, in Node's own start, a signal's default action
+    // is what any process has. A watcher that never listens fails here.
+    const signals = { SIGHUP: 1, SIGINT: 2, SIGUSR1: 10, SIGUSR2: 12 } as const;
+    assert.ok(
+      await waitFor(() => Object.values(signals).every((sig) => catches(watcher!, sig)), 20_000),
+      'the watcher never listened for SIGHUP, SIGINT, SIGUSR1 and SIGUSR2',
+    );
     const before = listeningTcp(watcher!);
-    for (const sig of ['SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGINT'] as const) process.kill(watcher!, sig);
+    for (const sig of Object.keys(signals) as (keyof typeof signals)[]) process.kill(watcher!, sig);
     await sleep(500);
     assert.ok(isRunning(watcher!), 'the watcher died');
     assert.deepEqual(listeningTcp(watcher!), before, 'the watcher opened a listening socket (Node\'s inspector)');

@@ -305,6 +305,16 @@ export function isRunning(pid: number): boolean {
   }
 }
 
+/** Whether process PID has a handler for signal number SIG (SigCgt in /proc/PID/status); false once it is gone. */
+export function catches(pid: number, sig: number): boolean {
+  try {
+    const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1];
+    return mask !== undefined && ((BigInt(`0x${mask}`) >> BigInt(sig - 1)) & 1n) === 1n;
+  } catch {
+    return false;
+  }
+}
+
 /** Polls `check` every 50 ms until it holds or `timeoutMs` passes; returns whether it held. */
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const deadline = performance.now() + timeoutMs;
