@@ -7,7 +7,8 @@ export { PidStatClient, DEFAULT_TIMEOUT_MS, DEFAULT_TRIES } from './client/clien
 export type { ClientOptions, Result, Target } from './client/client.js';
 export { describeFailure } from './client/failures.js';
 export type { Failure } from './client/failures.js';
-export { localPidExists, readStartToken } from './sys/probe.js';
+export { localPidExists } from './sys/pidref.js';
+export { readStartToken } from './sys/probe.js';
 export { deaths, deathSignal, waitForExit, PidEndedError, DEFAULT_INTERVAL_MS } from './deaths/wait.js';
 export type { PidEnd, WaitOptions, WaitTarget } from './deaths/wait.js';
 export { KeyFileError, readKeyFile } from './wire/keys.js';

@@ -120,7 +120,7 @@ export async function main(argv: string[]): Promise<number> {
     // FGPID gone already: there is nothing to watch over.
     if (fg !== undefined && fg.state !== 'Z') {
       // This launcher may be FGPID's descendant (`--foreground $$`): never the job's.
-      const job = { root: fgpid, rootStart: fg.start, exclude: [process.pid] };
+      const job = { root: { pid: fgpid, start: fg.start }, exclude: [process.pid] };
       startWatcher({ ...common, job, ...(killer !== undefined && { killer }), endLeftovers: false }, false);
     }
     if (process.env[LAUNCH_ENV] !== undefined) writeCode('exit');
@@ -143,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
   const watcher = startWatcher(
     {
       ...common,
-      job: { root, rootStart: stat?.start, marker, exclude: [process.pid] },
+      job: { root: { pid: root, start: stat?.start }, marker, exclude: [process.pid] },
       ...(killer !== undefined && { killer }),
       endLeftovers: true,
     },
@@ -317,7 +317,7 @@ async function watcher(text: string): Promise<number> {
   const config = JSON.parse(text) as WatcherConfig;
   const { watch, job } = config;
   // What `ps` shows for it: what it watches, and for which job (Linux fits it into the command line's own room).
-  process.title = `pidwatch: ${joinHostPort(watch.host, watch.pid)} for job ${job.root}`;
+  process.title = `pidwatch: ${joinHostPort(watch.host, watch.pid)} for job ${job.root.pid}`;
   /** Whether the host was said to have fallen silent after answering, rather than never to have answered. */
   let fellSilent = false;
   const options: WatchOptions = {

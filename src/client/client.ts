@@ -6,7 +6,8 @@ import { defaultPort, isLocalHost } from '../net/host.js';
 import { daemonIdentity, readKeyFile, signLine, verify, type Key, type KeyRing } from '../wire/keys.js';
 import type { SocketIo } from '../sys/native.js';
 import { SendQueue } from '../net/pacing.js';
-import { localPidExists, readStartToken } from '../sys/probe.js';
+import { processExists } from '../sys/pidref.js';
+import { readStartToken } from '../sys/probe.js';
 import {
   ALL_FLAGS,
   decodeRefusal,
@@ -148,7 +149,7 @@ export class PidStatClient {
     if (this.closed) throw new Error('the client is closed');
     const startedAt = monotonicMs();
     if (this.local && (await isLocalHost(host))) {
-      const exists = localPidExists(pid, target.start);
+      const exists = processExists(target);
       if (exists !== undefined) {
         const result: Result = { host, pid, state: exists ? 'exists' : 'dead', tries: 0, ms: monotonicMs() - startedAt };
         const start = exists ? readStartToken(pid) : undefined;

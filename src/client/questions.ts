@@ -8,13 +8,12 @@
  */
 import type { Endpoint } from './endpoints.js';
 import type { Failure } from './failures.js';
+import type { ProcessRef } from '../sys/pidref.js';
 import { ALL_FLAGS, type State } from '../wire/protocol.js';
 
-export interface Target {
+/** A process on a host: the process (with its start token, a reused pid then counts as dead) and where it runs. */
+export interface Target extends ProcessRef {
   host: string;
-  pid: number;
-  /** Start token of the process meant: a reused pid then counts as dead. */
-  start?: string;
   /** Request flags (protocol FLAG_*): which answers the daemon may send. @default 15 */
   flags?: number;
 }

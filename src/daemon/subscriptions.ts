@@ -1,10 +1,10 @@
 import { constants } from 'node:os';
 import { randomHex64 } from '../sys/random.js';
 import { daemonIdentity, keyFromSecret, signLine, type Key } from '../wire/keys.js';
-import { loadLinuxCalls } from '../sys/native.js';
 import { startNotices, type Notices, type Outgoing } from './notices.js';
 import { startPoller, type Poller } from './poller.js';
-import { isThreadGroupLeader, pidExists, readStartToken } from '../sys/probe.js';
+import { isThreadGroupLeader, pidExists } from '../sys/probe.js';
+import { isSameProcess, watchEnd, type ProcessRef } from '../sys/pidref.js';
 import { NO_TICKET, pushLine, TICKET_DIGITS, type PushMessage } from '../wire/pushwire.js';
 import { DEFAULT_SOURCE_PREFIX_V4, DEFAULT_SOURCE_PREFIX_V6, sourceOf } from './source.js';
 import { ThrottledReport } from './throttle.js';
@@ -69,13 +69,8 @@ export interface SubscriptionProbe {
   alive(pid: number, start: string): boolean | undefined;
   /** probe.ts's isThreadGroupLeader. */
   isThreadGroupLeader(pid: number): boolean | undefined;
-  readStartToken(pid: number): string | undefined;
-  /**
-   * Calls `onExit` once when `pid` has ended, through a pidfd: what stops
-   * the watch (never to be called after onExit), a negative errno, or
-   * undefined where no pidfd can be had at all (no addon).
-   */
-  watchExit(pid: number, onExit: () => void): (() => void) | number | undefined;
+  /** pidref.ts's watchEnd: what stops the watch, a negative errno, or undefined where no pidfd can be had at all. */
+  watchEnd(process: ProcessRef, onEnd: () => void): (() => void) | number | undefined;
 }
 
 export interface SubscriptionOptions {
@@ -94,27 +89,19 @@ export interface SubscriptionOptions {
   timers?: Timers;
 }
 
-/** This host's kernel, through probe.ts and the addon. */
+/** This host's kernel, through probe.ts and pidref.ts. */
 const hostProbe: SubscriptionProbe = {
+  // A start token that cannot be read leaves it untold: such a pid is not subscribed to.
   alive(pid, start) {
     const exists = pidExists(pid);
-    if (exists !== true) return exists;
-    const now = readStartToken(pid);
-    return now === undefined ? undefined : now === start;
+    return exists === true ? isSameProcess({ pid, start }) : exists;
   },
   isThreadGroupLeader,
-  readStartToken,
-  watchExit(pid, onExit) {
-    const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
-    if (watchExit === undefined || unwatchExit === undefined) return undefined;
-    const handle = watchExit(pid, onExit);
-    if (handle === undefined) return undefined;
-    return typeof handle === 'number' ? handle : () => unwatchExit(handle);
-  },
+  watchEnd,
 };
 
-interface Watched {
-  pid: number;
+/** A process watched for its subscribers. */
+interface Watched extends ProcessRef {
   start: string;
   subscribers: Set<Subscription>;
   stop(): void;
@@ -224,22 +211,12 @@ class SubscriptionTable implements Subscriptions {
     const existing = this.watched.get(id);
     if (existing !== undefined) return existing;
     const entry: Watched = { pid, start, subscribers: new Set(), stop: () => {} };
-    const stop = this.probe.watchExit(pid, () => this.died(entry));
+    // A pid that another process got before the pidfd was opened is told as the death it is (watchEnd).
+    const stop = this.probe.watchEnd(entry, () => this.died(entry));
     if (typeof stop === 'number' && NO_PROCESS.has(stop)) return undefined;
     this.watched.set(id, entry);
     if (typeof stop === 'function') {
       entry.stop = stop;
-      // The pidfd names whatever process has the pid now: if that is not the
-      // one meant, the one meant is dead already.
-      // A token that cannot be read says nothing: never a death on that alone.
-      const now = this.probe.readStartToken(pid);
-      if (now !== undefined && now !== start) {
-        queueMicrotask(() => {
-          if (this.watched.get(id) !== entry) return;
-          entry.stop();
-          this.died(entry);
-        });
-      }
     } else {
       // No addon, an old kernel, or no descriptor left.
       const polled = this.poller.add(pid, start, () => this.died(entry));

@@ -1,9 +1,10 @@
 import { PidStatClient, type Result } from '../client/client.js';
 import type { Failure } from '../client/failures.js';
 import { isLocalHost } from '../net/host.js';
-import { localPidExists, readStartToken } from '../sys/probe.js';
+import { processExists, processRef, watchEnd, type ProcessRef } from '../sys/pidref.js';
+import { pidExists } from '../sys/probe.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_START } from '../wire/protocol.js';
-import { loadLinuxCalls, type SocketIo } from '../sys/native.js';
+import type { SocketIo } from '../sys/native.js';
 import { sleep } from '../sys/sleep.js';
 import { monotonicMs } from '../sys/time.js';
 import type { KeyRing } from '../wire/keys.js';
@@ -107,7 +108,7 @@ const SILENT_TRIES_TO_WARN = 3;
  */
 export async function waitForDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
   const local = (opts.local ?? true) && (await isLocalHost(opts.host));
-  if (local && localPidExists(opts.pid) !== undefined) return waitForLocalDeath(opts, signal);
+  if (local && pidExists(opts.pid) !== undefined) return waitForLocalDeath(opts, signal);
   const client = opts.client ?? watchClient(opts);
   // An abort ends the watch at once: a question's answer is not waited for.
   const aborted = new Promise<undefined>((resolve) => {
@@ -276,46 +277,35 @@ function reachTracker(onReach: WatchOptions['onReach']) {
 }
 
 async function waitForLocalDeath(opts: WatchOptions, signal: AbortSignal): Promise<Death | undefined> {
-  const start = readStartToken(opts.pid);
-  const watched = watchLocalExit(opts.pid, start, signal);
+  const ref = processRef(opts.pid);
+  const watched = localEnd(ref, signal);
   if (watched !== undefined) return (await watched) ? { cause: 'dead' } : undefined;
   while (!signal.aborted) {
-    if (localPidExists(opts.pid, start) === false) return { cause: 'dead' };
+    if (processExists(ref) === false) return { cause: 'dead' };
     await sleep(opts.intervalMs, signal);
   }
   return undefined;
 }
 
 /**
- * A local pid's end told by the kernel (the addon's pidfd) the moment it
- * ends, its zombie included, at no cost while it runs: true at its end,
- * false at abort. Undefined where the addon cannot watch it, or the start
- * token could not be read (a pidfd would name whichever process has the pid
- * now): the caller then looks every interval.
+ * A local process's end told by the kernel (pidref.ts, watchEnd) the moment
+ * it ends: true at its end, false at abort. Undefined where no pidfd can
+ * watch it, or its start token could not be read (a pidfd would name
+ * whichever process has the pid now): the caller then looks every interval.
  */
-function watchLocalExit(pid: number, start: string | undefined, signal: AbortSignal): Promise<boolean> | undefined {
-  const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
-  if (watchExit === undefined || unwatchExit === undefined || start === undefined || signal.aborted) return undefined;
+function localEnd(ref: ProcessRef, signal: AbortSignal): Promise<boolean> | undefined {
+  if (ref.start === undefined || signal.aborted) return undefined;
   let settle!: (ended: boolean) => void;
   const outcome = new Promise<boolean>((resolve) => (settle = resolve));
-  const ended = () => {
+  const stop = watchEnd(ref, () => {
     signal.removeEventListener('abort', aborted);
     settle(true);
-  };
-  const handle = watchExit(pid, ended);
-  if (typeof handle === 'number') return undefined;
+  });
+  if (typeof stop !== 'function') return undefined;
   function aborted() {
-    unwatchExit!(handle);
+    (stop as () => void)();
     settle(false);
   }
   signal.addEventListener('abort', aborted);
-  // The pidfd is of whatever process has the pid now: if that is not the
-  // one meant, the one meant is dead. A token that cannot be read says nothing.
-  const now = readStartToken(pid);
-  if (now !== undefined && now !== start) {
-    signal.removeEventListener('abort', aborted);
-    unwatchExit(handle);
-    settle(true);
-  }
   return outcome;
 }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { loadLinuxCalls } from '../sys/native.js';
+import { isSameStart, watchEnd, type ProcessRef } from '../sys/pidref.js';
 import { pidExists } from '../sys/probe.js';
 import { sleep } from '../sys/sleep.js';
 import { findJob, readStat, signalJob, signalProcess, stillRunning, type JobSpec, type ProcessStat } from './tree.js';
@@ -24,11 +24,11 @@ import { waitForDeath, type WatchOptions } from '../deaths/watch.js';
 const ROOT_POLL_MS = 200;
 const ROOT_STAT_EVERY = 5;
 
-/** Whether the job's root still runs: the same process (by its start token), not a zombie. */
-function rootRuns(job: JobSpec): boolean {
-  const stat = readStat(job.root);
-  if (stat === undefined) return job.rootStart === undefined && pidExists(job.root) === true;
-  if (job.rootStart !== undefined && stat.start !== job.rootStart) return false;
+/** Whether the job's root still runs: the same process (pidref.ts, isSameStart), not a zombie. */
+function rootRuns(root: ProcessRef): boolean {
+  const stat = readStat(root.pid);
+  if (stat === undefined) return root.start === undefined && pidExists(root.pid) === true;
+  if (isSameStart(root, stat.start) === false) return false;
   return stat.state !== 'Z' && stat.state !== 'X';
 }
 
@@ -36,43 +36,33 @@ function rootRuns(job: JobSpec): boolean {
 function rootEnds(job: JobSpec, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) resolve();
-    else if (!rootEndWatched(job, signal, resolve)) rootEndPolled(job, signal, resolve);
+    else if (!rootEndWatched(job.root, signal, resolve)) rootEndPolled(job.root, signal, resolve);
   });
 }
 
 /**
- * The root's end told by the kernel (the addon's pidfd), at no cost while it
- * runs. False where the addon cannot: the caller then polls.
+ * The root's end told by the kernel (pidref.ts, watchEnd), at no cost while
+ * it runs. False where no pidfd can watch it: the caller then polls.
  */
-function rootEndWatched(job: JobSpec, signal: AbortSignal, ended: () => void): boolean {
-  const { watchExit, unwatchExit } = loadLinuxCalls().addon ?? {};
-  if (watchExit === undefined || unwatchExit === undefined) return false;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
+function rootEndWatched(root: ProcessRef, signal: AbortSignal, ended: () => void): boolean {
+  const stop = watchEnd(root, () => {
     signal.removeEventListener('abort', cancel);
     ended();
-  };
+  });
+  if (typeof stop !== 'function') return false;
   function cancel() {
-    if (done) return;
-    unwatchExit!(handle);
-    finish();
+    (stop as () => void)();
+    ended();
   }
-  const handle = watchExit(job.root, finish);
-  if (typeof handle === 'number') return false;
-  signal.addEventListener('abort', cancel);
-  // The pidfd is of whatever process had the pid when it was opened: the
-  // root only if that is still the same process, running.
-  if (!rootRuns(job)) cancel();
+  signal.addEventListener('abort', cancel, { once: true });
   return true;
 }
 
-function rootEndPolled(job: JobSpec, signal: AbortSignal, ended: () => void): void {
+function rootEndPolled(root: ProcessRef, signal: AbortSignal, ended: () => void): void {
   let looks = 0;
   const timer = setInterval(check, ROOT_POLL_MS);
   function check() {
-    const runs = pidExists(job.root) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(job));
+    const runs = pidExists(root.pid) !== false && (looks++ % ROOT_STAT_EVERY !== 0 || rootRuns(root));
     if (!signal.aborted && runs) return;
     clearInterval(timer);
     ended();
@@ -132,8 +122,8 @@ export async function watchJob(w: JobWatch): Promise<WatchEnd> {
   if (w.killer !== undefined) {
     round = findJob(w.job);
     // Started before the notice is written (spawn runs at once).
-    const ran = runKiller(w.killer, [`-${name}`, String(w.job.root)]);
-    w.onNotice(`${why}: running ${w.killer} -${name} ${w.job.root}`);
+    const ran = runKiller(w.killer, [`-${name}`, String(w.job.root.pid)]);
+    w.onNotice(`${why}: running ${w.killer} -${name} ${w.job.root.pid}`);
     const failed = await ran;
     if (failed !== undefined) {
       const notice = `cannot run --killer ${w.killer}: ${failed}; sending ${w.signal} to the command instead`;

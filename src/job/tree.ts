@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { openPidRef } from '../sys/pidref.js';
+import { isSameStart, openPidRef, type ProcessRef } from '../sys/pidref.js';
 import { START_FIELD, statFields } from '../sys/probe.js';
 import { sleep } from '../sys/sleep.js';
 
@@ -33,13 +33,12 @@ import { sleep } from '../sys/sleep.js';
 /** The environment variable that carries the markers of the jobs a process belongs to, space-separated. */
 export const JOBS_ENV = 'PIDWATCH_JOBS';
 
-export interface ProcessStat {
-  pid: number;
+/** A process as /proc/PID/stat shows it: a ProcessRef whose start token is always known, and its place in the tree. */
+export interface ProcessStat extends ProcessRef {
   /** One letter: R, S, D, T (stopped), Z (zombie)... */
   state: string;
   ppid: number;
   pgrp: number;
-  /** The start token: clock ticks from boot to the process's start. */
   start: string;
 }
 
@@ -91,10 +90,8 @@ export function appendMarker(inherited: string | undefined, marker: string): str
 }
 
 export interface JobSpec {
-  /** The job's root process. */
-  root: number;
-  /** The root's start token, as read when the job began; undefined where /proc could not tell. */
-  rootStart: string | undefined;
+  /** The job's root process, with its start token as read when the job began. */
+  root: ProcessRef;
   /** The job's marker in PIDWATCH_JOBS; undefined for a job that carries none (--foreground). */
   marker?: string;
   /** Processes never counted in the job: the watcher itself, its launcher. */
@@ -125,8 +122,8 @@ export function findJob(job: JobSpec, processes: readonly ProcessStat[] = listPr
     members.set(p.pid, p);
     queue.push(p);
   };
-  const root = byPid.get(job.root);
-  const rootIsOurs = root !== undefined && (job.rootStart === undefined || root.start === job.rootStart);
+  const root = byPid.get(job.root.pid);
+  const rootIsOurs = root !== undefined && isSameStart(job.root, root.start) !== false;
   if (rootIsOurs) add(root);
   if (job.marker !== undefined) for (const p of processes) if (!members.has(p.pid) && hasMarker(p.pid, job.marker)) add(p);
   while (queue.length > 0) {
@@ -136,7 +133,7 @@ export function findJob(job: JobSpec, processes: readonly ProcessStat[] = listPr
     // own children. Not the root's: an interactive shell puts the whole
     // pipeline in it (`pidwatch ... | tee log`), and the reader is no part
     // of the job.
-    if (p.pgrp === p.pid && p.pid !== job.root) for (const q of groups.get(p.pid) ?? []) add(q);
+    if (p.pgrp === p.pid && p.pid !== job.root.pid) for (const q of groups.get(p.pid) ?? []) add(q);
   }
   return [...members.values()].filter((p) => p.state !== 'Z' && p.state !== 'X');
 }
@@ -152,7 +149,7 @@ export function signalProcess(p: ProcessStat, signal: NodeJS.Signals, checked?: 
   const ref = openPidRef(p.pid);
   try {
     const now = readStat(p.pid);
-    if (now === undefined || now.start !== p.start) return false;
+    if (now === undefined || isSameStart(p, now.start) !== true) return false;
     checked?.();
     if (!ref.signal(signal)) return false;
     // A stopped process (Ctrl-Z) acts on the signal only once it runs again, as a shell does for its stopped jobs on a hang-up.
@@ -197,6 +194,6 @@ export async function signalJob(
 export function stillRunning(processes: readonly ProcessStat[]): ProcessStat[] {
   return processes.filter((p) => {
     const now = readStat(p.pid);
-    return now !== undefined && now.start === p.start && now.state !== 'Z' && now.state !== 'X';
+    return now !== undefined && isSameStart(p, now.start) === true && now.state !== 'Z' && now.state !== 'X';
   });
 }

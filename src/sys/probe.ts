@@ -97,15 +97,3 @@ export function readStartToken(pid: number): string | undefined {
   const token = statFields(pid)?.[START_FIELD];
   return token !== undefined && /^[0-9]+$/.test(token) ? token : undefined;
 }
-
-/**
- * Whether process `pid` exists on this host: true, false, or undefined when
- * that cannot be told. With `start`, a live process whose start token differs
- * is another process that got the pid again, and counts as dead.
- */
-export function localPidExists(pid: number, start?: string): boolean | undefined {
-  const exists = pidExists(pid);
-  if (exists !== true || start === undefined) return exists;
-  const token = readStartToken(pid);
-  return token === undefined || token === start;
-}

@@ -37,7 +37,7 @@ export function commandRuns(pid: number): boolean {
 
 /** The watchers of the job whose root is `root` (its pid, or --foreground's FGPID). */
 export function watchersOf(root: number): number[] {
-  return pids().filter((pid) => environOf(pid).some((entry) => entry.startsWith('PIDWATCH_WATCHER=') && entry.includes(`"root":${root},`)) && isRunning(pid));
+  return pids().filter((pid) => environOf(pid).some((entry) => entry.startsWith('PIDWATCH_WATCHER=') && (entry.includes(`"root":{"pid":${root},`) || entry.includes(`"root":{"pid":${root}}`))) && isRunning(pid));
 }
 
 /** This job's marker: the last word of PIDWATCH_JOBS in the root's environment. */

@@ -22,7 +22,7 @@ function daemon(probe: Partial<SubscriptionProbe>, options: { maxPerSource?: num
     onLog: (text) => logged.push(text),
     stats,
     timers: clock.timers,
-    probe: { alive: () => true, isThreadGroupLeader: () => true, readStartToken: () => '100', watchExit: () => () => {}, ...probe },
+    probe: { alive: () => true, isThreadGroupLeader: () => true, watchEnd: () => () => {}, ...probe },
     ...options,
   });
   /** The SUBR state for `pid` from address:port, after the ticket's round trip. */
@@ -40,7 +40,7 @@ test('a thread id is refused (the client polls), counted and logged with why, an
   const { stats, logged, subs, subscribe, clock } = daemon({
     isThreadGroupLeader: (pid) => pid !== 4243,
     alive: (pid) => (looks.push(pid), true),
-    watchExit: (pid) => (watches.push(pid), () => {}),
+    watchEnd: ({ pid }) => (watches.push(pid), () => {}),
   });
   assert.equal(subscribe(4243), '-');
   assert.equal(stats.subscribeRefused, 1);
@@ -60,7 +60,7 @@ for (const errno of ['EINVAL', 'ENOENT', 'ESRCH'] as const) {
     const { stats, subs, subscribe, clock } = daemon({
       isThreadGroupLeader: () => undefined, // cannot tell
       alive: (pid) => (looks.push(pid), true),
-      watchExit: () => -constants.errno[errno],
+      watchEnd: () => -constants.errno[errno],
     });
     assert.equal(subscribe(4243), '-');
     assert.equal(stats.subscribeRefused, 1);
@@ -76,7 +76,7 @@ for (const errno of ['EINVAL', 'ENOENT', 'ESRCH'] as const) {
 test('a pidfd_open that fails for want of descriptors (EMFILE) or of the call (ENOSYS): the process is polled', () => {
   for (const errno of ['EMFILE', 'ENOSYS'] as const) {
     const looks: number[] = [];
-    const { subs, subscribe, clock } = daemon({ alive: (pid) => (looks.push(pid), true), watchExit: () => -constants.errno[errno] });
+    const { subs, subscribe, clock } = daemon({ alive: (pid) => (looks.push(pid), true), watchEnd: () => -constants.errno[errno] });
     assert.equal(subscribe(4242), '1', errno);
     clock.advance(1000);
     assert.ok(looks.length >= 10, `${errno}: looked at ${looks.length} times in 1 s`);
@@ -86,7 +86,7 @@ test('a pidfd_open that fails for want of descriptors (EMFILE) or of the call (E
 
 test('where no pidfd can be had, the process is polled, and its death told', () => {
   let dead = false;
-  const { stats, sent, subs, subscribe, clock } = daemon({ alive: () => !dead, watchExit: () => undefined });
+  const { stats, sent, subs, subscribe, clock } = daemon({ alive: () => !dead, watchEnd: () => undefined });
   assert.equal(subscribe(4242), '1');
   clock.advance(1000);
   dead = true;
@@ -111,7 +111,7 @@ test('the cap per source counts 127.0.0.0/8 as one source, and other IPv4 addres
 test('close() clears every subscription, watch, notice and timer', () => {
   const stops: number[] = [];
   let dead = false;
-  const { subs, subscribe, clock, sent } = daemon({ alive: (pid) => !(dead && pid === 1), watchExit: (pid) => (pid === 1 ? undefined : () => stops.push(pid)) });
+  const { subs, subscribe, clock, sent } = daemon({ alive: (pid) => !(dead && pid === 1), watchEnd: ({ pid }) => (pid === 1 ? undefined : () => stops.push(pid)) });
   for (let pid = 1; pid <= 3; pid++) subscribe(pid);
   dead = true;
   clock.advance(105);
