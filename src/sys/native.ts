@@ -62,7 +62,7 @@ export interface LinuxCalls {
   /** One datagram to a Unix datagram socket ('@name' abstract): 0, or a negative errno; never blocks. Absent from older builds. */
   unixSend?(path: string, datagram: Buffer): number;
 
-  // pidfd exit watches (src/deaths/watch.ts, src/daemon/subscriptions.ts, src/job/ending.ts).
+  // pidfd exit watches (src/sys/pidref.ts, watchEnd).
 
   /**
    * Calls onExit once when process `pid` has ended (a zombie included),
