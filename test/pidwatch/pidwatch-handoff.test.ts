@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -207,6 +208,37 @@ describe('pidwatch: a signal sent while it starts reaches the command', () => {
       assert.ok(isRunning(sleeper.pid));
     });
   }
+
+  // bin/pidwatch hands a held signal on once the command catches it (its bit
+  // in SigCgt), waiting some ten of its ticks (`sleep 0.01`) for that. Here
+  // the command sets its trap only after a second, and a `sleep` first on
+  // PATH makes each of those ticks last a second: the signal must wait for
+  // the trap, not go at once to a command that would die of it.
+  test('SIGUSR1 before the command runs, to a command that sets its trap a second later: held until the trap is set', async (t) => {
+    const sleeper = sleeperFor(t);
+    const here = freshDir('slow-trap');
+    const realSleep = execFileSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).trim();
+    const bin = join(here, 'bin');
+    mkdirSync(bin);
+    const ticks = join(here, 'ticks');
+    writeFileSync(join(bin, 'sleep'), `#!/bin/sh\ncase $* in 0.01) echo >> ${ticks}; exec ${realSleep} 1 ;; esac\nexec ${realSleep} "$@"\n`);
+    chmodSync(join(bin, 'sleep'), 0o755);
+    // Through env(1), which execs pidwatch in its own pid: the `sleep` first on PATH even before node's folder.
+    const path = `${bin}:${binEnv()['PATH']}`;
+    const watch = start(t, [`PATH=${path}`, BIN.pidwatch, '--pid', String(sleeper.pid), 'sleep 1; trap "echo got USR1; exit 3" USR1; while :; do sleep 0.1; done'], {
+      command: 'env',
+      cwd: here,
+    });
+    await waitForQuick(() => launching(watch.pid) || !watch.running(), 5000);
+    assert.ok(!commandRuns(watch.pid), 'the command already ran: the signal was not early');
+    process.kill(watch.pid, 'SIGUSR1');
+    const exit = await exitWithin(watch, 20_000, 'after an early SIGUSR1');
+    assert.equal(exit.code, 3, `the command did not catch the signal: it was sent before its trap was set; ${watch.describe()}`);
+    assert.equal(watch.stdout(), 'got USR1\n', watch.describe());
+    // Sent at the first tick that saw the trap: not after the ten ticks given to a command that never sets one.
+    const waited = readFileSync(ticks, 'latin1').length;
+    assert.ok(waited < 8, `the signal waited ${waited} ticks: the trap was not seen`);
+  });
 
   test('SIGTERM before the command runs, to a command without a trap: pidwatch ends by SIGTERM, soon', async (t) => {
     const sleeper = sleeperFor(t);
