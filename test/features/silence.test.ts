@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test, type TestContext } from 'node:test';
 import { waitForExit, type Failure } from '../../src/index.js';
-import { binCommand, binEnv, sleep, startDaemon, startSleeper, waitFor, type Daemon, type RunResult } from '../support/helpers.js';
+import { binCommand, binEnv, sleep, startDaemon, startSleeper, waitFor, watchSetUp, type Daemon, type RunResult } from '../support/helpers.js';
 import { commandStarted, exitWithin, start } from '../support/jobs.js';
 
 /**
@@ -46,12 +46,6 @@ function sleeperFor(t: TestContext): ReturnType<typeof startSleeper> {
   const sleeper = startSleeper();
   t.after(() => sleeper.stop());
   return sleeper;
-}
-
-/** Resolves once the daemon's log shows the watch of `pid` set up: a subscription kept (push), or questions answered (poll). */
-async function watchSetUp(daemon: Daemon, pid: number, push: boolean): Promise<void> {
-  const pattern = push ? new RegExp(`answered SUBR ${pid} \\S+ 1 30`) : new RegExp(`PIDR ${pid} .*answered EXIS ${pid} 1 `);
-  assert.ok(await waitFor(() => pattern.test(daemon.log()), 8000), `the watch of pid ${pid} was not set up: ${daemon.log()}`);
 }
 
 /**

@@ -164,13 +164,16 @@ export async function deadPid(): Promise<number> {
 
 /**
  * Sends one datagram and waits `waitMs` for replies; returns them as text.
- * Only datagrams from the port asked count: tests run side by side, and a
- * client of another test may ask a port of its own that this socket now has.
+ * With `firstWithinMs`, waits up to that long for the first reply, and then
+ * `waitMs` more for any further one: a reply that must come is waited for
+ * as long as a busy machine needs. Only datagrams from the port asked
+ * count: tests run side by side, and a client of another test may ask a
+ * port of its own that this socket now has.
  */
 export async function exchange(
   port: number,
   payload: string | Buffer,
-  { address = '127.0.0.1', waitMs = 300 }: { address?: string; waitMs?: number } = {},
+  { address = '127.0.0.1', waitMs = 300, firstWithinMs }: { address?: string; waitMs?: number; firstWithinMs?: number } = {},
 ): Promise<string[]> {
   const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
   const replies: string[] = [];
@@ -179,6 +182,7 @@ export async function exchange(
   await new Promise<void>((resolve, reject) =>
     socket.send(typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload, port, address, (err) => (err ? reject(err) : resolve())),
   );
+  if (firstWithinMs !== undefined) await waitFor(() => replies.length > 0, firstWithinMs);
   await sleep(waitMs);
   socket.close();
   return replies;
@@ -313,6 +317,18 @@ export function catches(pid: number, sig: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Waits until the log of a daemon started with --debug shows the watch of
+ * `pid` set up: a subscription kept (`answered SUBR PID HOST 1 30`), or,
+ * with `push` false (a --no-push daemon), a question answered with the
+ * process's start token (`answered EXIS PID 1 ...`). Fails the test after
+ * `timeoutMs`, a liveness bound.
+ */
+export async function watchSetUp(daemon: { log(): string }, pid: number, push = true, timeoutMs = 20_000): Promise<void> {
+  const pattern = push ? new RegExp(`answered SUBR ${pid} \\S+ 1 30`) : new RegExp(`PIDR ${pid} .*answered EXIS ${pid} 1 `);
+  if (!(await waitFor(() => pattern.test(daemon.log()), timeoutMs))) throw new Error(`the watch of pid ${pid} was not set up within ${timeoutMs} ms: ${daemon.log().slice(-3000)}`);
 }
 
 /** Polls `check` every 50 ms until it holds or `timeoutMs` passes; returns whether it held. */

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, type TestContext } from 'node:test';
-import { BIN, binEnv, IS_ROOT, isRunning, sleep, startSleeper, waitFor } from './helpers.js';
+import { loadLinuxCalls } from '../../src/sys/native.js';
+import { BIN, binEnv, catches, IS_ROOT, isRunning, sleep, startSleeper, waitFor } from './helpers.js';
 
 /**
  * pidwatch's processes as tests see them. bin/pidwatch is a shell script that
@@ -40,6 +41,83 @@ export function watchersOf(root: number): number[] {
   return pids().filter((pid) => environOf(pid).some((entry) => entry.startsWith('PIDWATCH_WATCHER=') && (entry.includes(`"root":{"pid":${root},`) || entry.includes(`"root":{"pid":${root}}`))) && isRunning(pid));
 }
 
+/** Whether `pid` is a pidwatch watcher (PIDWATCH_WATCHER in its environment), of any job. */
+export function isWatcher(pid: number): boolean {
+  return environOf(pid).some((entry) => entry.startsWith('PIDWATCH_WATCHER=')) && isRunning(pid);
+}
+
+/**
+ * Whether the bins of this package watch a process's end through a pidfd
+ * here: the addon is built, and the kernel has pidfd_open (Linux 5.3).
+ */
+export const PIDFD_WATCHES: boolean = (() => {
+  const { addon } = loadLinuxCalls();
+  if (addon?.watchExit === undefined || addon.pidfdOpen === undefined) return false;
+  const fd = addon.pidfdOpen(process.pid);
+  if (fd < 0) return false;
+  addon.pidfdClose?.(fd);
+  return true;
+})();
+
+/** How many pidfds process `pid` holds (`anon_inode:[pidfd]` in /proc/PID/fd); 0 once it is gone. */
+export function pidfdsOf(pid: number): number {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return 0;
+  }
+  let count = 0;
+  for (const fd of fds) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[pidfd]') count++;
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return count;
+}
+
+/** What `ps` shows for process `pid`: its command line, the NULs and padding after a title cut. */
+function shownAs(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/[\0\s]+$/, '');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Waits until the watcher of the job whose root is `root` watches, and
+ * returns its pid: it is found (`find`, watchersOf(root) by default), it
+ * listens for SIGUSR1 (SigCgt: its first deed), it shows its title
+ * `pidwatch: HOST:PID for job ROOT` (set once it has read what to watch),
+ * and, where the bins watch ends through pidfds (PIDFD_WATCHES), it holds
+ * `pidfds` of them: the root's, and the watched pid's when that is local (2,
+ * the default); through a daemon 1, and the daemon's --debug log tells the
+ * rest (watchSetUp() in helpers.ts). Without pidfds the watcher polls, and
+ * its title is the last sign of it there is. `root` is the job's root as
+ * the watcher knows it (inside a PID namespace, its pid there). Fails the
+ * test after `timeoutMs`: a liveness bound, never a measure of speed.
+ */
+export async function watcherReady(
+  root: number,
+  { pidfds = 2, timeoutMs = 20_000, find = () => watchersOf(root) }: { pidfds?: number; timeoutMs?: number; find?: () => number[] } = {},
+): Promise<number> {
+  const title = new RegExp(`^pidwatch: \\S+ for job ${root}$`);
+  const wanted = PIDFD_WATCHES ? pidfds : 0;
+  let watcher: number | undefined;
+  const ready = await waitFor(() => {
+    watcher = find()[0];
+    return watcher !== undefined && catches(watcher, 10) && title.test(shownAs(watcher)) && pidfdsOf(watcher) >= wanted;
+  }, timeoutMs);
+  const seen = watcher === undefined
+    ? 'no watcher'
+    : `watcher ${watcher} shows ${JSON.stringify(shownAs(watcher))}, catches SIGUSR1: ${catches(watcher, 10)}, holds ${pidfdsOf(watcher)} pidfds (${wanted} wanted)`;
+  assert.ok(ready, `the watcher of job ${root} is not watching after ${timeoutMs} ms: ${seen}`);
+  return watcher!;
+}
+
 /** This job's marker: the last word of PIDWATCH_JOBS in the root's environment. */
 export function markerOf(root: number): string | undefined {
   const entry = environOf(root).find((e) => e.startsWith('PIDWATCH_JOBS='));
@@ -72,7 +150,7 @@ export function descendants(pid: number): number[] {
 /** The first child of `pid`, once it has one. */
 export async function waitForChild(pid: number): Promise<number> {
   let child: number | undefined;
-  assert.ok(await waitFor(() => (child = descendants(pid)[0]) !== undefined, 5000), `${pid} started no child`);
+  assert.ok(await waitFor(() => (child = descendants(pid)[0]) !== undefined, 20_000), `${pid} started no child`);
   return child!;
 }
 
@@ -197,13 +275,13 @@ export async function exitWithin(started: Started, timeoutMs: number, what: stri
 }
 
 /** Waits until pidwatch `pid` runs its command; fails after `timeoutMs`. */
-export async function commandStarted(started: Started, timeoutMs = 5000): Promise<void> {
+export async function commandStarted(started: Started, timeoutMs = 20_000): Promise<void> {
   const ok = await waitFor(() => commandRuns(started.pid) || !started.running(), timeoutMs);
   if (!ok || !started.running()) throw new Error(`pidwatch ${started.pid} did not run its command within ${timeoutMs} ms; ${started.describe()}`);
 }
 
 /** Waits until a file holds a pid; the pid. */
-export async function pidFrom(file: string, timeoutMs = 5000): Promise<number> {
+export async function pidFrom(file: string, timeoutMs = 20_000): Promise<number> {
   let pid: number | undefined;
   await waitFor(() => {
     try {
