@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { spawn } from 'node:child_process';
-import { binCommand, binEnv, run, sleep, startDaemon, startSleeper, waitFor } from '../support/helpers.js';
+import { binCommand, binEnv, sleep, startDaemon, startSleeper, waitFor } from '../support/helpers.js';
 import { createHostPair, inNetns, netnsUnavailable, runBinIn, type HostPair } from '../support/netns.js';
 
 /**
@@ -82,7 +82,7 @@ test('each host name is looked up once per run, however many targets name it', {
   dns.stdout!.setEncoding('utf8').on('data', (chunk: string) => (questions += chunk));
   const daemon = await startDaemon(['--bind', '127.0.0.1'], binEnv(), (cmd, rest) => inNetns(pair.b, cmd, rest));
   try {
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + 20_000;
     while (!questions.includes('ready') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     const targets = Array.from({ length: 50 }, (_, i) => `counted.test:${i + 1}`);
     const r = await runBinIn(pair.b, 'pidstat', ['--no-local', '--port', String(daemon.port), ...targets, 'other.test:1']);
@@ -105,10 +105,19 @@ test('a name that did not resolve is looked up again: pidstat wait learns the de
   t.after(() => sleeper.stop());
   const daemon = await startDaemon(['--bind', '127.0.0.1'], binEnv(), (cmd, rest) => inNetns(pair.a, cmd, rest));
   t.after(() => daemon.stop());
-  const [command, args] = inNetns(pair.a, ...binCommand('pidstat', ['wait', '-t', '15', '--interval', '200ms', '--no-local', '--port', String(daemon.port), `later.test:${sleeper.pid}`]));
-  const waiting = run(command, args, { env: binEnv(), timeoutMs: 25_000 });
+  // -t 30: a liveness bound, the wait ends well before it once the name resolves.
+  const [command, args] = inNetns(pair.a, ...binCommand('pidstat', ['wait', '-t', '30', '--interval', '200ms', '--no-local', '--port', String(daemon.port), `later.test:${sleeper.pid}`]));
+  const child = spawn(command, args, { env: binEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
+  const waiting = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, ...out })));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await waiting;
+  });
   // Nothing answers A's resolver yet: the first look-ups fail, and say so.
-  await sleep(1500);
+  assert.ok(await waitFor(() => /cannot resolve later\.test/.test(out.stderr) || child.exitCode !== null, 20_000), `no failed look-up said: ${JSON.stringify(out)}`);
   const [dnsCommand, dnsArgs] = inNetns(pair.a, process.execPath, ['-e', DNS_SERVER]);
   const dns = spawn(dnsCommand, dnsArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
   const dnsExited = new Promise((resolve) => dns.on('exit', resolve));
@@ -118,7 +127,7 @@ test('a name that did not resolve is looked up again: pidstat wait learns the de
   });
   let questions = '';
   dns.stdout!.setEncoding('utf8').on('data', (chunk: string) => (questions += chunk));
-  assert.ok(await waitFor(() => questions.includes('later.test'), 5000), `later.test was not looked up again: ${questions}`);
+  assert.ok(await waitFor(() => questions.includes('later.test'), 20_000), `later.test was not looked up again: ${questions}`);
   await sleep(500);
   await sleeper.stop();
   const r = await waiting;
