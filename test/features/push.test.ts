@@ -12,7 +12,8 @@ import { decodeRequest, encodeReply } from '../../src/wire/protocol.js';
 import { NO_TICKET } from '../../src/wire/pushwire.js';
 import { startServer, type Server } from '../../src/daemon/server.js';
 import { waitForDeath } from '../../src/deaths/watch.js';
-import { freePort, runBin, sleep, startDaemon, startSleeper, waitFor, type RunResult } from '../support/helpers.js';
+import { freePort, runBin, sleep, startDaemon, startSleeper, waitFor, watchSetUp, type RunResult } from '../support/helpers.js';
+import { commandStarted, exitWithin, start, watcherReady } from '../support/jobs.js';
 import { startPerlDaemon } from '../support/perl-daemon.js';
 
 /**
@@ -369,13 +370,14 @@ describe('pidwatch by push', () => {
     const sleeper = startSleeper();
     try {
       const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '20000ms', 'sleep', '60'], { timeoutMs: 30_000 });
-      assert.ok(await waitFor(() => new RegExp(`answered SUBR ${sleeper.pid} \\S+ 1 30`).test(daemon.log()), 5000), `pidwatch did not subscribe: ${daemon.log()}`);
+      await watchSetUp(daemon, sleeper.pid);
       const killedAt = performance.now();
       await sleeper.stop();
       const result = await running;
       const ms = performance.now() - killedAt;
       assert.equal(result.signal, 'SIGHUP', describeRun(result));
-      assert.ok(ms < 3000, `the job ended ${Math.round(ms)} ms after the death; polling every 20 s would take up to 20 s`);
+      // A liveness bound that the next question, or renewal, 20 s after the subscription would miss.
+      assert.ok(ms < 10_000, `the job ended ${Math.round(ms)} ms after the death; polling every 20 s would take up to 20 s`);
     } finally {
       await sleeper.stop();
       await daemon.stop();
@@ -387,11 +389,12 @@ describe('pidwatch by push', () => {
     const sleeper = startSleeper();
     try {
       const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(daemon.port), '--pid', String(sleeper.pid), '--interval', '300ms', 'sleep', '60'], { timeoutMs: 30_000 });
-      await sleep(2000);
+      // The death comes once the subscription went unanswered: pidwatch then polls.
+      const refused = new RegExp(`"SUBS ${sleeper.pid} .*no reply: push notices are off`);
+      assert.ok(await waitFor(() => refused.test(daemon.log()), 20_000), `pidwatch asked for no subscription: ${daemon.log()}`);
       await sleeper.stop();
       const result = await running;
       assert.equal(result.signal, 'SIGHUP', describeRun(result));
-      assert.match(daemon.log(), /SUBS .*no reply: push notices are off/);
       await daemon.stop();
       assert.match(daemon.log(), /stopped: .*\bmalformed 0\b/, 'a subscription to a --no-push daemon was counted as malformed');
     } finally {
@@ -407,9 +410,8 @@ describe('pidwatch by push', () => {
     const sleeper = startSleeper();
     try {
       const running = runBin('pidwatch', ['--no-local', '--host', '127.0.0.1', '--port', String(perl.port), '--pid', String(sleeper.pid), '--interval', '300ms', 'sleep', '60'], { timeoutMs: 30_000 });
-      await sleep(2000);
-      const asked = perl.requests.length;
-      assert.ok(asked >= 3, `pidwatch asked ${asked} times in 2 s at --interval 300: it is not polling`);
+      // A liveness bound: three questions take 600 ms at --interval 300.
+      assert.ok(await waitFor(() => perl.requests.length >= 3, 20_000), `pidwatch asked ${perl.requests.length} times in 20 s at --interval 300: it is not polling`);
       await sleeper.stop();
       const result = await running;
       assert.equal(result.signal, 'SIGHUP', describeRun(result));
@@ -472,20 +474,18 @@ describe('pidwatch on this host', () => {
   const { addon } = loadLinuxCalls();
   const skip = addon?.watchExit === undefined ? 'the addon (pidfd) is not loaded' : false;
 
-  test('a local pid is watched through a pidfd: the job ends at once, with no poll for 20 s', { skip }, async () => {
+  test('a local pid is watched through a pidfd: the job ends at once, with no poll for 20 s', { skip }, async (t) => {
     const sleeper = startSleeper();
-    try {
-      const running = runBin('pidwatch', ['--pid', String(sleeper.pid), '--interval', '20000ms', 'sleep', '60'], { timeoutMs: 30_000 });
-      await sleep(1500);
-      const killedAt = performance.now();
-      await sleeper.stop();
-      const result = await running;
-      const ms = performance.now() - killedAt;
-      assert.equal(result.signal, 'SIGHUP', describeRun(result));
-      // A liveness bound that a poll every 20 s would miss by about half the time (the bench's 'pidwatch reaction' measures how fast).
-      assert.ok(ms < 10_000, `the job ended ${Math.round(ms)} ms after the death; a poll every 20 s would take up to 20 s`);
-    } finally {
-      await sleeper.stop();
-    }
+    t.after(() => sleeper.stop());
+    const job = start(t, ['--pid', String(sleeper.pid), '--interval', '20000ms', 'sleep', '60']);
+    await commandStarted(job);
+    // It holds its pidfds, the sleeper's among them: killed sooner, the sleeper would be found dead at the first look.
+    await watcherReady(job.pid);
+    const killedAt = performance.now();
+    await sleeper.stop();
+    // A liveness bound that a poll every 20 s would miss by about half the time (the bench's 'pidwatch reaction' measures how fast).
+    const exit = await exitWithin(job, 10_000, 'the job ended over 10 s after the death; a poll every 20 s would take up to 20 s');
+    t.diagnostic(`the job ended ${Math.round(exit.at - killedAt)} ms after the death`);
+    assert.equal(exit.signal, 'SIGHUP', job.describe());
   });
 });
