@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { BIN, catches, isRunning, sleep, waitFor } from '../support/helpers.js';
-import { commandStarted, descendants, exitWithin, killAll, pidFrom, sleeperFor, start, waitForChild, watchersOf, workDir } from '../support/jobs.js';
+import { commandRuns, commandStarted, descendants, exitWithin, killAll, pidFrom, sleeperFor, start, waitForChild, watcherReady, watchersOf, workDir } from '../support/jobs.js';
 import { listeningTcp } from '../support/detached.js';
 
 /**
@@ -38,6 +38,15 @@ function familyJob(d: string): string {
 
 const FAMILY = ['setsid', 'orphan', 'pgrp', 'noenv', 'nohup'] as const;
 
+/** Whether process `pid`'s command line starts with `prefix` (its words NUL-separated); false once it is gone. */
+function cmdlineStarts(pid: number, prefix: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith(prefix);
+  } catch {
+    return false;
+  }
+}
+
 describe('pidwatch: the whole job ends when the watched pid dies', () => {
   for (const killAfter of [true, false]) {
     test(`setsid, double fork, new process group, empty environment, SIGHUP ignored${killAfter ? ', --kill-after 1s: every one is gone' : ': all but the one ignoring SIGHUP are gone'}`, async (t) => {
@@ -46,28 +55,29 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
       const job = start(t, ['--interval', '200ms', ...(killAfter ? ['--kill-after', '1s'] : []), '--pid', String(sleeper.pid), familyJob(d)], { cwd: work.path });
       const family = Object.fromEntries(await Promise.all(FAMILY.map(async (name) => [name, await pidFrom(join(d, name))] as const)));
       t.after(() => killAll(Object.values(family)));
-      // The orphan's parent subshell has ended: it is init's (or a subreaper's) now.
-      await sleep(500);
+      // Once the orphan's parent subshell has ended, it is init's (or a subreaper's).
+      assert.ok(await waitFor(() => !descendants(job.pid).includes(family.orphan!), 20_000), 'the orphan is still a descendant: the double fork did not reparent it');
       for (const name of FAMILY) assert.ok(isRunning(family[name]!), `${name} (${family[name]}) died before the watched pid`);
-      assert.ok(!descendants(job.pid).includes(family.orphan!), 'the orphan is still a descendant: the double fork did not reparent it');
+      await watcherReady(job.pid);
 
       const killedAt = performance.now();
       await sleeper.stop();
-      const exit = await exitWithin(job, 3000, 'after the watched pid died');
+      // Liveness bounds, from the death: the watcher's pidfd tells of it at once.
+      const exit = await exitWithin(job, 10_000, 'after the watched pid died');
       assert.equal(exit.signal, 'SIGHUP', job.describe());
       // The notice follows the signal (pidwatch(1)): it may come just after the command's exit.
-      assert.ok(await waitFor(() => /^pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command \(\d+ processes\)$/m.test(job.stderr()), 2000), job.describe());
+      assert.ok(await waitFor(() => /^pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command \(\d+ processes\)$/m.test(job.stderr()), 10_000), job.describe());
       const goneOnes = killAfter ? FAMILY : FAMILY.filter((name) => name !== 'nohup');
-      const gone = await waitFor(() => goneOnes.every((name) => !isRunning(family[name]!)), 200 + 2000 + (killAfter ? 1000 : 0));
+      const gone = await waitFor(() => goneOnes.every((name) => !isRunning(family[name]!)), 10_000 + (killAfter ? 1000 : 0));
       t.diagnostic(`gone ${Math.round(performance.now() - killedAt)} ms after the watched pid died`);
       assert.ok(gone, `still alive: ${goneOnes.filter((name) => isRunning(family[name]!)).join(' ')}; ${job.describe()}`);
       if (!killAfter) {
         await sleep(1500);
         assert.ok(isRunning(family.nohup!), 'the process ignoring SIGHUP was killed without --kill-after');
       } else {
-        assert.ok(await waitFor(() => /sending SIGKILL to 1 process of the command still alive after 1000 ms/.test(job.stderr()), 2000), job.describe());
+        assert.ok(await waitFor(() => /sending SIGKILL to 1 process of the command still alive after 1000 ms/.test(job.stderr()), 10_000), job.describe());
       }
-      assert.ok(await waitFor(() => watchersOf(job.pid).length === 0, 2000), 'the watcher lives on');
+      assert.ok(await waitFor(() => watchersOf(job.pid).length === 0, 10_000), 'the watcher lives on');
     });
   }
 
@@ -76,14 +86,14 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     // The script leads a process group of its own, which pidwatch's command shares (no terminal, no job control).
     const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} sleep 100; echo after`], { command: '/bin/sh', cwd: work.path, detached: true });
     let root: number | undefined;
-    assert.ok(await waitFor(() => (root = descendants(script.pid).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('/bin/sh\0-c\0--\0sleep 100'))) !== undefined, 5000), `pidwatch did not run its command; ${script.describe()}`);
+    assert.ok(await waitFor(() => (root = descendants(script.pid).find((p) => cmdlineStarts(p, '/bin/sh\0-c\0--\0sleep 100'))) !== undefined, 20_000), `pidwatch did not run its command; ${script.describe()}`);
     const sleep100 = await waitForChild(root!);
-    await sleep(500);
+    await watcherReady(root!);
     await sleeper.stop();
-    const exit = await exitWithin(script, 4000, 'after the watched pid died');
+    const exit = await exitWithin(script, 10_000, 'after the watched pid died');
     assert.equal(exit.code, 0, script.describe());
     assert.equal(script.stdout(), 'after\n');
-    assert.ok(await waitFor(() => !isRunning(sleep100), 1000), 'sleep 100 still runs');
+    assert.ok(await waitFor(() => !isRunning(sleep100), 10_000), 'sleep 100 still runs');
   });
 
   for (const ending of ['the command ends', 'the watched pid dies'] as const) {
@@ -96,30 +106,36 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
       const line = `set -m; ${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} '${command}' | (sleep 2.5; cat > ${out}); echo "status \${PIPESTATUS[*]}"`;
       const shell = start(t, ['-c', line], { command: 'bash', cwd: work.path });
       if (ending === 'the watched pid dies') {
-        assert.ok(await waitFor(() => descendants(shell.pid).some((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('sleep\x00100')), 5000), shell.describe());
+        let sleep100: number | undefined;
+        assert.ok(await waitFor(() => (sleep100 = descendants(shell.pid).find((p) => cmdlineStarts(p, 'sleep\x00100'))) !== undefined, 20_000), shell.describe());
+        // The job's root: pidwatch, running its command, whose child the sleep is.
+        await watcherReady(descendants(shell.pid).find((p) => commandRuns(p) && descendants(p).includes(sleep100!))!);
         await sleeper.stop();
       }
-      const exit = await exitWithin(shell, 8000, 'the pipeline');
+      // A liveness bound: the reader's own 2.5 s, and the watcher's start.
+      const exit = await exitWithin(shell, 20_000, 'the pipeline');
       assert.equal(exit.code, 0, shell.describe());
       assert.match(shell.stdout(), ending === 'the command ends' ? /^status 0 0$/m : /^status 129 0$/m, shell.describe());
       assert.equal(readFileSync(out, 'latin1'), 'one\ntwo\n', 'the reader was signalled and lost the output');
     });
   }
 
-  test('kill -9 of pidwatch running `sleep 100`: that sleep is gone within a second', async (t) => {
+  test('kill -9 of pidwatch running `sleep 100`: that sleep is gone', async (t) => {
     const sleeper = sleeperFor(t);
     const job = start(t, ['--pid', String(sleeper.pid), 'sleep 100'], { cwd: work.path });
     await commandStarted(job);
     const sleep100 = await waitForChild(job.pid);
-    // The watcher watches the command's process by then (a pidfd, where the addon has them): killed
-    // sooner, the command is simply gone when the watcher first looks.
-    await sleep(1000);
+    // Killed once the watcher watches the command's process (a pidfd, where
+    // the addon has them): killed sooner, the command would simply be gone
+    // when the watcher first looks.
+    await watcherReady(job.pid);
     process.kill(job.pid, 'SIGKILL');
     const killedAt = performance.now();
-    assert.ok(await waitFor(() => !isRunning(sleep100), 1000), `sleep 100 (${sleep100}) still runs 1 s after pidwatch was killed`);
+    // A liveness bound (the bench measures how fast).
+    assert.ok(await waitFor(() => !isRunning(sleep100), 10_000), `sleep 100 (${sleep100}) still runs 10 s after pidwatch was killed`);
     t.diagnostic(`sleep 100 gone ${Math.round(performance.now() - killedAt)} ms after kill -9`);
     assert.ok(isRunning(sleeper.pid), 'the watched pid was touched');
-    assert.ok(await waitFor(() => watchersOf(job.pid).length === 0, 2000), 'the watcher lives on');
+    assert.ok(await waitFor(() => watchersOf(job.pid).length === 0, 10_000), 'the watcher lives on');
   });
 
   test('the command\'s leftovers end with it: `sleep 100 &` is sent SIGHUP when the command exits', async (t) => {
@@ -127,10 +143,11 @@ describe('pidwatch: the whole job ends when the watched pid dies', () => {
     const d = work.scratch('leftover');
     const job = start(t, ['--pid', String(sleeper.pid), `sleep 100 & echo $! > ${d}/pid`], { cwd: work.path });
     const left = await pidFrom(join(d, 'pid'));
-    const exit = await exitWithin(job, 3000, 'the command ends at once');
+    const exit = await exitWithin(job, 10_000, 'the command ends at once');
     assert.equal(exit.code, 0, job.describe());
-    assert.ok(await waitFor(() => !isRunning(left), 2000), 'the leftover sleep still runs');
-    assert.ok(await waitFor(() => /the command ended and left 1 process: sending SIGHUP/.test(job.stderr()), 2000), job.describe());
+    // Liveness bounds: the watcher may still be starting when the command ends.
+    assert.ok(await waitFor(() => !isRunning(left), 20_000), 'the leftover sleep still runs');
+    assert.ok(await waitFor(() => /the command ended and left 1 process: sending SIGHUP/.test(job.stderr()), 20_000), job.describe());
   });
 });
 
@@ -140,7 +157,7 @@ describe('pidwatch\'s watcher and signals', () => {
     const job = start(t, ['--pid', String(sleeper.pid), 'sleep 30'], { cwd: work.path });
     await commandStarted(job);
     let watcher: number | undefined;
-    assert.ok(await waitFor(() => (watcher = watchersOf(job.pid)[0]) !== undefined, 5000), 'no watcher');
+    assert.ok(await waitFor(() => (watcher = watchersOf(job.pid)[0]) !== undefined, 20_000), 'no watcher');
     // Sent once the watcher's JavaScript has listened for all four (their bits
     // in SigCgt): before that, in Node's own start, a signal's default action
     // is what any process has. A watcher that never listens fails here.
