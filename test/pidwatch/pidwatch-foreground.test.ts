@@ -3,9 +3,9 @@ import { spawn } from 'node:child_process';
 import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { BIN, binEnv, isRunning, sleep, waitFor } from '../support/helpers.js';
-import { exitWithin, killAll, pidnsUnavailable, sleeperFor, start, waitForChild, watchersOf, workDir } from '../support/jobs.js';
-import { runScriptInPidNamespace } from '../support/netns.js';
+import { BIN, binEnv, isRunning, waitFor } from '../support/helpers.js';
+import { exitWithin, isWatcher, killAll, pidnsUnavailable, sleeperFor, start, waitForChild, watcherReady, watchersOf, workDir } from '../support/jobs.js';
+import { descendantsOf, runScriptInPidNamespace } from '../support/netns.js';
 
 /**
  * pidwatch --foreground FGPID (pidwatch(1)): the launcher returns at once
@@ -23,7 +23,7 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
     const sleeper = sleeperFor(t);
     const began = performance.now();
     const script = start(t, ['-c', `${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} --foreground $$; echo next; sleep 60; echo never`], { command: '/bin/sh', cwd: work.path, detached: true });
-    assert.ok(await waitFor(() => script.stdout() === 'next\n', 5000), `no "next"; ${script.describe()}`);
+    assert.ok(await waitFor(() => script.stdout() === 'next\n', 20_000), `no "next"; ${script.describe()}`);
     t.diagnostic(`next after ${Math.round(performance.now() - began)} ms`);
     const watchers = watchersOf(script.pid);
     assert.equal(watchers.length, 1, 'one watcher');
@@ -38,30 +38,39 @@ describe('pidwatch --foreground FGPID: returns at once, a detached watcher stays
     // What ps shows, once it has read what to watch: what it watches, and for which job.
     const shown = () => readFileSync(`/proc/${watcher}/cmdline`, 'latin1').replace(/\0+$/, '');
     const title = `pidwatch: localhost:${sleeper.pid} for job ${script.pid}`;
-    assert.ok(await waitFor(() => shown() === title, 10_000), `the watcher shows ${JSON.stringify(shown())}, not ${title}`);
+    assert.ok(await waitFor(() => shown() === title, 20_000), `the watcher shows ${JSON.stringify(shown())}, not ${title}`);
     const sleep60 = await waitForChild(script.pid);
-    await sleep(500);
+    await watcherReady(script.pid);
     assert.ok(script.running());
     await sleeper.stop();
-    const exit = await exitWithin(script, 3000, 'after the watched pid died');
+    // Liveness bounds, from the death.
+    const exit = await exitWithin(script, 10_000, 'after the watched pid died');
     assert.equal(exit.signal, 'SIGHUP', script.describe());
-    assert.ok(await waitFor(() => !isRunning(sleep60), 1000), 'what the script started still runs');
-    assert.ok(await waitFor(() => !isRunning(watcher), 2000), 'the watcher lives on');
+    assert.ok(await waitFor(() => !isRunning(sleep60), 10_000), 'what the script started still runs');
+    assert.ok(await waitFor(() => !isRunning(watcher), 10_000), 'the watcher lives on');
   });
 
   test('the watcher exits as soon as FGPID is gone, and signals nothing', async (t) => {
     const sleeper = sleeperFor(t);
-    const fg = spawn('sleep', ['3'], { stdio: 'ignore' });
+    const fg = spawn('sleep', ['600'], { stdio: 'ignore' });
     const fgExit = new Promise<number>((resolve) => fg.on('exit', () => resolve(performance.now())));
+    t.after(async () => {
+      if (fg.exitCode === null && fg.signalCode === null) fg.kill('SIGKILL');
+      await fgExit;
+    });
     const launch = start(t, ['--interval', '200ms', '--pid', String(sleeper.pid), '--foreground', String(fg.pid)], { cwd: work.path });
-    const exit = await exitWithin(launch, 3000, 'the launcher returns at once');
+    // A liveness bound: FGPID lasts 600 s, and the launcher does not wait for it.
+    const exit = await exitWithin(launch, 20_000, 'the launcher returns at once');
     assert.equal(exit.code, 0, launch.describe());
-    assert.ok(isRunning(fg.pid!), 'FGPID ended before the launcher did: too slow a machine for this test');
     const watchers = watchersOf(fg.pid!);
     assert.equal(watchers.length, 1);
     t.after(() => killAll(watchers));
+    // FGPID ends (by the test's hand) once the watcher watches it.
+    await watcherReady(fg.pid!);
+    assert.ok(isRunning(fg.pid!), 'FGPID ended');
+    fg.kill('SIGTERM');
     const fgAt = await fgExit;
-    assert.ok(await waitFor(() => !isRunning(watchers[0]!), 1000), 'the watcher outlived FGPID by over 1 s');
+    assert.ok(await waitFor(() => !isRunning(watchers[0]!), 10_000), 'the watcher outlived FGPID by over 10 s');
     t.diagnostic(`watcher gone ${Math.round(performance.now() - fgAt)} ms after FGPID`);
     assert.ok(isRunning(sleeper.pid));
   });
@@ -78,7 +87,7 @@ pw=$1
 sleep 600 & w=$!
 sleep 600 & fg=$!
 PATH=$2:$PATH "$pw" --interval 200ms --pid "$w" --foreground "$fg"
-echo "launched $?"
+echo "launched $? $fg"
 read go
 kill -KILL "$fg"; wait "$fg" 2>/dev/null
 echo $((fg - 1)) > /proc/sys/kernel/ns_last_pid
@@ -97,13 +106,15 @@ describe('pidwatch --foreground: FGPID reused in a PID namespace of our own', ()
   test('the process that got FGPID\'s pid is never signalled', { skip: unavailable ?? false }, async (t) => {
     // SIGKILL to the namespace's pid 1 at the end ends every process in it, the detached watcher included.
     const ns = runScriptInPidNamespace(t, FG_REUSE_SCRIPT, [BIN.pidwatch, join(process.execPath, '..')], { env: binEnv(), cwd: work.path });
-    assert.equal((await ns.line(/^launched (\d+)$/m, 10_000))[1], '0', ns.stderr());
-    await sleep(600);
+    const [, launched, fgInner] = await ns.line(/^launched (\d+) (\d+)$/m, 20_000);
+    assert.equal(launched, '0', ns.stderr());
+    // FG's pid is reused once the watcher watches FG.
+    await watcherReady(Number(fgInner), { find: () => descendantsOf(ns.initPid() ?? 0).filter(isWatcher) });
     ns.say('go');
-    const [, fg, reused] = await ns.line(/^fg (\d+) reused (\d+)$/m, 5000);
+    const [, fg, reused] = await ns.line(/^fg (\d+) reused (\d+)$/m, 20_000);
     assert.equal(reused, fg, `the new process got pid ${reused}, not FGPID ${fg}: the reuse could not be made`);
     ns.say('kill');
-    const [, fate] = await ns.line(/^reused-(alive|dead)$/m, 6000);
+    const [, fate] = await ns.line(/^reused-(alive|dead)$/m, 20_000);
     assert.equal(fate, 'alive', 'the process that got FGPID\'s pid was signalled');
   });
 });
