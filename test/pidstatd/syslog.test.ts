@@ -81,18 +81,18 @@ function show(lines: SyslogLine[]): string {
 }
 
 describe('a detached pidstatd logs to syslog', () => {
-  test('the supervisor\'s and the server\'s lines reach /dev/log, tagged pidstatd[PID], facility daemon; SIGUSR1 and SIGHUP reach the server', { timeout: 20_000 }, async (t) => {
+  test('the supervisor\'s and the server\'s lines reach /dev/log, tagged pidstatd[PID], facility daemon; SIGUSR1 and SIGHUP reach the server', { timeout: 60_000 }, async (t) => {
     if (why !== undefined) return t.skip(why);
     const { log, port, supervisor, server } = await detachLogging(t);
     const from = (pid: number, pattern: RegExp) => log.lines().find((line) => line.pid === pid && pattern.test(line.message));
-    assert.ok(await log.waitFor(() => from(server, new RegExp(`^listening on 127\\.0\\.0\\.1:${port}$`)) !== undefined, 2000), `the server's "listening" line:\n${show(log.lines())}`);
+    assert.ok(await log.waitFor(() => from(server, new RegExp(`^listening on 127\\.0\\.0\\.1:${port}$`)) !== undefined, 10_000), `the server's "listening" line:\n${show(log.lines())}`);
     assert.equal(await ask(port, 'PIDR 1 s 3'), 'EXIS 1 1 s');
     signal(supervisor, 'SIGUSR1');
-    assert.ok(await log.waitFor(() => from(server, /^counters: .*received 1, answered 1/) !== undefined, 2000), `the counters, from the server:\n${show(log.lines())}`);
+    assert.ok(await log.waitFor(() => from(server, /^counters: .*received 1, answered 1/) !== undefined, 10_000), `the counters, from the server:\n${show(log.lines())}`);
     signal(supervisor, 'SIGHUP');
-    assert.ok(await log.waitFor(() => from(server, /^SIGHUP: no key file to re-read$/) !== undefined, 2000), `SIGHUP, from the server:\n${show(log.lines())}`);
+    assert.ok(await log.waitFor(() => from(server, /^SIGHUP: no key file to re-read$/) !== undefined, 10_000), `SIGHUP, from the server:\n${show(log.lines())}`);
     signal(supervisor, 'SIGTERM');
-    assert.ok(await log.waitFor(() => from(supervisor, /^SIGTERM: stopping$/) !== undefined && from(server, /^stopped: /) !== undefined, 3000), `the stop, from both:\n${show(log.lines())}`);
+    assert.ok(await log.waitFor(() => from(supervisor, /^SIGTERM: stopping$/) !== undefined && from(server, /^stopped: /) !== undefined, 10_000), `the stop, from both:\n${show(log.lines())}`);
     const ours = log.lines().filter((line) => line.pid === supervisor || line.pid === server);
     assert.deepEqual([...new Set(ours.map((line) => line.tag))], ['pidstatd'], 'tag pidstatd');
     assert.deepEqual([...new Set(ours.map((line) => line.pri))], [DAEMON_INFO], 'facility daemon, severity info');
@@ -101,7 +101,7 @@ describe('a detached pidstatd logs to syslog', () => {
 });
 
 describe('a server that keeps dying (its port taken)', () => {
-  test('is restarted further and further apart, each failure logged with its reason; SIGTERM in a delay stops all', { timeout: 20_000 }, async (t) => {
+  test('is restarted further and further apart, each failure logged with its reason; SIGTERM in a delay stops all', { timeout: 60_000 }, async (t) => {
     if (why !== undefined) return t.skip(why);
     const { log, port, pidfile, supervisor, server } = await detachLogging(t);
     signal(server, 'SIGKILL');
@@ -110,8 +110,8 @@ describe('a server that keeps dying (its port taken)', () => {
     if (thief === undefined) return t.skip('could not take the port within 400 ms of the kill');
     t.after(() => new Promise<void>((resolve) => thief.close(() => resolve())));
     const failures = () => log.lines().filter((line) => line.pid === supervisor && /^server pid [0-9]+ /.test(line.message));
-    // The kill, then two refused binds: 0.5 and 1 s apart.
-    assert.ok(await log.waitFor(() => failures().length >= 3, 6000), `three failures logged:\n${show(log.lines())}`);
+    // The kill, then two refused binds: 0.5 and 1 s apart (each after a server's start). A liveness bound.
+    assert.ok(await log.waitFor(() => failures().length >= 3, 30_000), `three failures logged:\n${show(log.lines())}`);
     const seen = failures().slice(0, 3);
     for (const line of show(seen).split('\n')) t.diagnostic(line);
     assert.match(seen[0]!.message, new RegExp(`^server pid ${server} was killed by SIGKILL; `));
@@ -122,12 +122,13 @@ describe('a server that keeps dying (its port taken)', () => {
     const delays = seen.map((line) => Number(/starting another in ([0-9.]+) s$/.exec(line.message)?.[1]));
     assert.deepEqual(delays, [0.5, 1, 2], 'the announced delays double');
     const gaps = seen.slice(1).map((line, i) => line.at - seen[i]!.at);
-    gaps.forEach((gap, i) => assert.ok(gap >= delays[i]! && gap < delays[i]! + 1, `failure ${i + 2} came ${gap.toFixed(2)} s after the one before, which announced ${delays[i]} s`));
+    // Never sooner than announced; the upper bound a liveness bound (a server's start comes in each gap).
+    gaps.forEach((gap, i) => assert.ok(gap >= delays[i]! && gap < delays[i]! + 10, `failure ${i + 2} came ${gap.toFixed(2)} s after the one before, which announced ${delays[i]} s`));
 
     // Now inside the 2 s delay.
     assert.deepEqual(runningChildrenOf(supervisor), [], 'no server runs during the delay');
     signal(supervisor, 'SIGTERM');
-    assert.ok(await waitFor(() => !isRunning(supervisor), 2000), 'the supervisor ends');
+    assert.ok(await waitFor(() => !isRunning(supervisor), 10_000), 'the supervisor ends');
     await sleep(300);
     assert.deepEqual(pidsWithArgs('--pidfile', pidfile), [], 'no server was started');
     assert.equal(existsSync(pidfile), false, 'the pidfile is removed');
