@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { BIN, IS_ROOT } from '../support/helpers.js';
-import { commandStarted, exitWithin, sleeperFor, start, workDir } from '../support/jobs.js';
+import { commandStarted, exitWithin, sleeperFor, start, watcherReady, workDir } from '../support/jobs.js';
 
 /**
  * pidwatch's failure paths (pidwatch(1), EXIT STATUS): a closed standard
@@ -20,7 +20,7 @@ describe('pidwatch: failure paths', () => {
   test('standard output closed: the command runs with it closed, and its status is pidwatch\'s', async (t) => {
     const sleeper = sleeperFor(t);
     const script = start(t, ['-c', `${BIN.pidwatch} --pid ${sleeper.pid} 'echo err >&2; exit 5' >&-; echo status:$? >&2`], { command: '/bin/sh', cwd: work.path });
-    const exit = await exitWithin(script, 5000, 'a job that exits at once');
+    const exit = await exitWithin(script, 20_000, 'a job that exits at once');
     assert.equal(exit.code, 0, script.describe());
     assert.equal(script.stderr(), 'err\nstatus:5\n');
   });
@@ -28,7 +28,7 @@ describe('pidwatch: failure paths', () => {
   test('--killer \'\': a usage error, exit 64, nothing run', async (t) => {
     const d = work.scratch('killer-empty');
     const job = start(t, ['--killer', '', '--pid', String(process.pid), `touch ${d}/ran`], { cwd: work.path });
-    const exit = await exitWithin(job, 5000, 'a usage error');
+    const exit = await exitWithin(job, 20_000, 'a usage error');
     assert.equal(exit.code, 64, job.describe());
     assert.equal(job.stderr().trimEnd().split('\n').length, 1, job.describe());
     assert.ok(!existsSync(join(d, 'ran')));
@@ -41,7 +41,7 @@ describe('pidwatch: failure paths', () => {
     chmodSync(plain, 0o644);
     for (const [killer, why] of [[join(d, 'absent'), 'no such file'], ['pidstat-no-such-killer', 'not found in PATH'], [plain, `${plain} is not executable`], [d, `${d} is not a file`]] as const) {
       const job = start(t, ['--killer', killer, '--pid', String(process.pid), `touch ${d}/ran`], { cwd: work.path });
-      const exit = await exitWithin(job, 5000, 'a killer that cannot run');
+      const exit = await exitWithin(job, 20_000, 'a killer that cannot run');
       assert.equal(exit.code, 126, job.describe());
       assert.equal(job.stderr(), `pidwatch: --killer ${killer}: ${why}; the command was not run\n`, job.describe());
       assert.ok(!existsSync(join(d, 'ran')));
@@ -57,8 +57,10 @@ describe('pidwatch: failure paths', () => {
     chmodSync(killer, 0o755);
     const job = start(t, ['--interval', '200ms', '--killer', killer, '--pid', String(sleeper.pid), 'sleep 30; true'], { cwd: work.path });
     await commandStarted(job);
+    await watcherReady(job.pid);
     await sleeper.stop();
-    const exit = await exitWithin(job, 3000, 'after the watched pid died');
+    // A liveness bound, from the death.
+    const exit = await exitWithin(job, 10_000, 'after the watched pid died');
     assert.equal(readFileSync(join(d, 'log'), 'latin1'), `-HUP ${job.pid}\n`);
     assert.equal(exit.signal, 'SIGHUP', job.describe());
   });
@@ -69,7 +71,7 @@ describe('pidwatch: failure paths', () => {
     const d = work.scratch('cd');
     chmodSync(d, 0o777);
     const job = start(t, ['--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', BIN.pidwatch, '--cd', closed, '--pid', String(process.pid), `touch ${d}/ran`], { command: 'setpriv', cwd: '/' });
-    const exit = await exitWithin(job, 5000, '--cd into a closed directory');
+    const exit = await exitWithin(job, 20_000, '--cd into a closed directory');
     assert.equal(exit.code, 126, job.describe());
     const lines = job.stderr().trimEnd().split('\n');
     assert.equal(lines.length, 1, job.describe());

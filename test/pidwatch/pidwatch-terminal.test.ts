@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, test, type TestContext } from 'node:test';
 import { BIN, binEnv, isRunning, startSleeper, waitFor } from '../support/helpers.js';
-import { commandRuns, descendants, killAll, watchersOf } from '../support/jobs.js';
+import { commandRuns, descendants, killAll, watcherReady, watchersOf } from '../support/jobs.js';
 
 /**
  * pidwatch in a terminal (pidwatch(1)): run from an interactive shell
@@ -52,7 +52,7 @@ function terminal(t: TestContext): Terminal {
     shell,
     send: (...keys) => void tmux('send-keys', ...keys),
     screen,
-    async expect(pattern, timeoutMs = 5000) {
+    async expect(pattern, timeoutMs = 20_000) {
       const ok = await waitFor(() => pattern.test(screen()), timeoutMs);
       assert.ok(ok, `the terminal shows no ${pattern} within ${timeoutMs} ms:\n${screen()}`);
     },
@@ -62,7 +62,7 @@ function terminal(t: TestContext): Terminal {
 /** The pidwatch the shell runs now, once it has exec'd its command. */
 async function runningJob(term: Terminal): Promise<number> {
   let job: number | undefined;
-  const ok = await waitFor(() => (job = descendants(term.shell).find(commandRuns)) !== undefined, 5000);
+  const ok = await waitFor(() => (job = descendants(term.shell).find(commandRuns)) !== undefined, 20_000);
   assert.ok(ok, `pidwatch ran no command:\n${term.screen()}`);
   return job!;
 }
@@ -98,11 +98,11 @@ describe('pidwatch in a terminal: the command is the shell\'s job', () => {
     const job = await runningJob(term);
     term.send('C-z');
     await term.expect(/Stopped/);
-    assert.ok(await waitFor(() => stateOf(job) === 'T', 2000), `the job is not stopped: state ${stateOf(job)}`);
+    assert.ok(await waitFor(() => stateOf(job) === 'T', 10_000), `the job is not stopped: state ${stateOf(job)}`);
     term.send('fg', 'Enter');
-    assert.ok(await waitFor(() => stateOf(job) === 'S' || stateOf(job) === 'R', 2000), `the job did not resume: state ${stateOf(job)}`);
+    assert.ok(await waitFor(() => stateOf(job) === 'S' || stateOf(job) === 'R', 10_000), `the job did not resume: state ${stateOf(job)}`);
     term.send('C-c');
-    assert.ok(await waitFor(() => !isRunning(job), 2000), 'Ctrl-C did not end the job');
+    assert.ok(await waitFor(() => !isRunning(job), 10_000), 'Ctrl-C did not end the job');
     term.send('echo status:$?', 'Enter');
     await term.expect(/^status:130$/m);
     assert.ok(isRunning(sleeper.pid), 'the watched pid was touched');
@@ -114,10 +114,12 @@ describe('pidwatch in a terminal: the command is the shell\'s job', () => {
     const term = terminal(t);
     term.send(`${BIN.pidwatch} --interval 200ms --pid ${sleeper.pid} sleep 30; echo status:$?`, 'Enter');
     const job = await runningJob(term);
+    await watcherReady(job);
     await sleeper.stop();
-    await term.expect(/^status:129$/m, 3000);
+    // Liveness bounds, from the death.
+    await term.expect(/^status:129$/m, 10_000);
     assert.ok(!isRunning(job));
     // The notice follows the signal (pidwatch(1)): it may reach the screen after the prompt's status line.
-    await term.expect(/pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command/, 2000);
+    await term.expect(/pidwatch: pid \d+ on localhost is dead: sending SIGHUP to the command/, 10_000);
   });
 });
