@@ -257,8 +257,9 @@ test('a socket that could not be opened is opened by the next question', async (
   assert.equal(secondState, 'exists');
 });
 
-test('a port with no daemon gives no_reply, "no daemon listening", in about a second', async () => {
-  const client = new PidStatClient({ port: await freePort(), local: false });
+test('a port with no daemon gives no_reply, "no daemon listening": each try ends at the refusal, not at its timeout', { timeout: 30_000 }, async () => {
+  // Tries of 30 s each: five timeouts would take 150 s.
+  const client = new PidStatClient({ port: await freePort(), local: false, timeoutMs: 30_000 });
   try {
     const started = performance.now();
     const [a, b] = await client.queryMany([{ host: '127.0.0.1', pid: 1 }, { host: '127.0.0.1', pid: 2 }]);
@@ -268,14 +269,15 @@ test('a port with no daemon gives no_reply, "no daemon listening", in about a se
       assert.deepEqual(r.failure, { kind: 'no-daemon' });
       assert.equal(r.tries, 5);
     }
-    // Five tries, each refused at once and followed 200 ms later by the next.
-    assert.ok(ms >= 750 && ms < 1600, `${ms} ms`);
+    // Five tries, each refused at once and followed 200 ms later by the next:
+    // 800 ms at least; the upper bound a liveness bound, far below one timeout.
+    assert.ok(ms >= 750 && ms < 10_000, `${ms} ms`);
   } finally {
     await client.close();
   }
 });
 
-test('a silent port gives no_reply within tries x timeout plus a small margin', async () => {
+test('a silent port gives no_reply after tries x timeout', async () => {
   const silent = await udpSocket(); // bound, never answers: no ICMP error either
   const client = new PidStatClient({ port: silent.address().port, local: false, timeoutMs: 300, tries: 3 });
   let received = 0;
@@ -287,7 +289,8 @@ test('a silent port gives no_reply within tries x timeout plus a small margin', 
     assert.equal(result.state, 'no_reply');
     assert.deepEqual(result.failure, { kind: 'timeout', tries: 3 });
     assert.equal(received, 3);
-    assert.ok(ms >= 880 && ms < 1300, `${ms} ms`);
+    // 3 x 300 ms at least; ten times that a liveness bound.
+    assert.ok(ms >= 880 && ms < 10 * 3 * 300, `${ms} ms`);
   } finally {
     await client.close();
     silent.close();
