@@ -12,6 +12,7 @@ import { DAEMON_HEAP_OPTION } from '../daemon/heap.js';
 import { startMetricsFile, type MetricsFile } from '../daemon/metrics.js';
 import { INSPECT_PORT_OPTION } from '../daemon/inspector.js';
 import { loadLinuxCalls } from '../sys/native.js';
+import { describeProblem, systemProblem, type Problem } from '../sys/problems.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../daemon/notify.js';
 import { printable } from '../wire/printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../daemon/pidfile.js';
@@ -84,18 +85,12 @@ function describeAddress(address: AddressInfo): string {
   return joinHostPort(address.address, address.port);
 }
 
-/** The error text a user reads when the socket cannot be had. */
-function bindFailure(err: NodeJS.ErrnoException, config: ServerOptions): string {
-  const reasons: Record<string, string> = {
-    EADDRINUSE: 'address already in use',
-    EACCES: 'permission denied',
-    EADDRNOTAVAIL: 'address not available on this host',
-    EAFNOSUPPORT: 'address family not supported',
-  };
-  const reason = (err.code && reasons[err.code]) ?? err.message;
+/** Why the socket cannot be had. */
+function bindFailure(err: unknown, config: ServerOptions): Problem {
+  const { code, message } = systemProblem(err, 'listening') as Extract<Problem, { kind: 'system' }>;
   const where = config.fd !== undefined ? `inherited descriptor ${config.fd}`
     : `${config.bind ?? '::'} port ${config.port ?? defaultPort()}`;
-  return `cannot listen on ${where}: ${reason}`;
+  return { kind: 'cannot-listen', where, code, message };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -145,9 +140,9 @@ async function serve(config: DaemonConfig, report?: (message: SupervisorMessage)
   try {
     server = await startServer(options);
   } catch (err) {
-    const message = bindFailure(err as NodeJS.ErrnoException, config.server);
-    report?.({ error: message });
-    throw new CommandError(message, ExitCode.FAILURE);
+    const problem = bindFailure(err, config.server);
+    report?.({ problem });
+    throw new CommandError(describeProblem(problem), ExitCode.FAILURE);
   }
   // A supervised server is only a child: the supervisor owns the pidfile.
   // Written once the port is ours, so a daemon refused for a busy port never
@@ -206,8 +201,8 @@ function serviceNotifier(report?: (message: SupervisorMessage) => void): Notifie
 /** The service manager's notifier where NOTIFY_SOCKET names one; where it cannot be reached, `who` says so once in the log. */
 function notifierFor(who: string): Notifier | undefined {
   const opened = openNotifier();
-  if (opened === undefined || !('why' in opened)) return opened;
-  log(`warning: ${NOTIFY_ENV} is set, but ${who} cannot notify the service manager (a Type=notify start times out; use Type=simple): ${opened.why}`, 'warning');
+  if (opened === undefined || !('problem' in opened)) return opened;
+  log(`warning: ${NOTIFY_ENV} is set, but ${who} cannot notify the service manager (a Type=notify start times out; use Type=simple): ${describeProblem(opened.problem)}`, 'warning');
   return undefined;
 }
 
@@ -257,7 +252,7 @@ function writeOwnPidfile(file: string, pid: number): void {
   try {
     writePidfile(file, pid);
   } catch (err) {
-    throw new CommandError(`cannot write the pidfile ${file}: ${(err as Error).message}`, ExitCode.FAILURE);
+    throw new CommandError(describeProblem(systemProblem(err, `cannot write the pidfile ${file}`)), ExitCode.FAILURE);
   }
 }
 
@@ -298,12 +293,12 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
   const supervisor = spawnRole('supervisor', argv, true);
   const outcome = await new Promise<Outcome>((resolve) => {
     supervisor.once('message', (message: Outcome) => resolve(message));
-    supervisor.once('exit', (code, signal) => resolve({ error: `the daemon exited at start (${signal ?? `exit ${code}`})` }));
+    supervisor.once('exit', (code, signal) => resolve({ problem: { kind: 'exited-at-start', how: signal ?? `exit ${code}` } }));
   });
   // Gone already (killed at start): its channel is closed, and there is nothing to let go of.
   if (supervisor.connected) supervisor.disconnect();
   supervisor.unref();
-  if ('error' in outcome) throw new CommandError(outcome.error, ExitCode.FAILURE);
+  if ('problem' in outcome) throw new CommandError(describeProblem(outcome.problem), ExitCode.FAILURE);
   if (pidfile !== undefined) {
     try {
       // Written here, where a failure can still be reported; the supervisor removes it.
@@ -323,7 +318,7 @@ async function detach(argv: string[], pidfile: string | undefined): Promise<numb
   notifierFor('the detached daemon')?.ready(`MAINPID=${supervisor.pid}`);
   if (existsSync(SYSLOG_SOCKET)) {
     const syslog = openSyslog('pidstatd');
-    if ('why' in syslog) log(`warning: the detached daemon cannot log to ${SYSLOG_SOCKET}, its log is lost: ${syslog.why}`, 'warning');
+    if ('problem' in syslog) log(`warning: the detached daemon cannot log to ${SYSLOG_SOCKET}, its log is lost: ${describeProblem(syslog.problem)}`, 'warning');
   } else {
     // Said once, here, on the terminal: the daemon's own stderr is /dev/null.
     log(`warning: there is no ${SYSLOG_SOCKET} here: the detached daemon has nowhere to log (--foreground logs to stderr)`, 'warning');

@@ -14,6 +14,7 @@ import { sleep } from '../sys/sleep.js';
 import { readStat, type JobSpec } from '../job/tree.js';
 import { watchJob } from '../job/ending.js';
 import { parseSignal } from '../sys/signals.js';
+import { describeProblem, systemProblem } from '../sys/problems.js';
 import type { WatchOptions } from '../deaths/watch.js';
 import { parseArgs, type CommandSpec, type OptionTable } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, portFrom, portOption } from './options.js';
@@ -240,7 +241,7 @@ function writeCode(code: string, dir?: Buffer): void {
   try {
     writeSync(CODE_FD, answer);
   } catch (err) {
-    throw new CommandError(`cannot hand the command to the pidwatch script (fd ${CODE_FD}): ${(err as Error).message}`, ExitCode.SOFTWARE);
+    throw new CommandError(describeProblem(systemProblem(err, `cannot hand the command to the pidwatch script (fd ${CODE_FD})`)), ExitCode.SOFTWARE);
   }
 }
 

@@ -6,6 +6,7 @@ import { Script } from 'node:vm';
 import { DAEMON_HEAP_OPTION } from '../daemon/heap.js';
 import { INSPECT_PORT_OPTION } from '../daemon/inspector.js';
 import { LOADER_IMPORT } from './lazy.js';
+import { describeProblem, systemProblem } from '../sys/problems.js';
 
 /**
  * What the bins run: a command's bundle, dist/bundle/NAME.cjs, compiled from
@@ -108,7 +109,7 @@ function writeCache(cacheFile: string, data: Buffer, name: CommandName | undefin
     renameSync(temporary, cacheFile);
   } catch (err) {
     rmSync(temporary, { force: true });
-    if (name !== undefined) process.stderr.write(`${name}: cannot write ${cacheFile}: ${(err as Error).message}\n`);
+    if (name !== undefined) process.stderr.write(`${name}: ${describeProblem(systemProblem(err, `cannot write ${cacheFile}`))}\n`);
   }
 }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fchmodSync, openSync, renameSync, unlinkSync, writeSync, constants } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { ServerStats } from './server.js';
+import { describeProblem, systemProblem } from '../sys/problems.js';
 import { ThrottledReport } from './throttle.js';
 
 /**
@@ -145,14 +146,14 @@ export interface MetricsFileOptions {
 /** Writes the file now, every `intervalMs`, and at stop(); a write that fails is reported and the daemon goes on. */
 export function startMetricsFile(options: MetricsFileOptions): MetricsFile {
   const failures = new ThrottledReport(FAILURE_REPORT_MS, (count, reason) =>
-    options.onError(`cannot write the metrics file ${options.file}: ${reason}` +
+    options.onError(reason +
       (count > 1 ? ` (${count} times since the last report, reported at most every ${FAILURE_REPORT_MS / 60_000} minutes)` : '')),
   );
   const write = (up: boolean) => {
     try {
       replaceFile(options.file, formatMetrics(options.stats(), { startedAt: options.startedAt, up, build: options.build, ...(options.restarts !== undefined && { restarts: options.restarts }) }));
     } catch (err) {
-      failures.add(1, (err as Error).message);
+      failures.add(1, describeProblem(systemProblem(err, `cannot write the metrics file ${options.file}`)));
     }
   };
   write(true);

@@ -1,4 +1,5 @@
 import { loadLinuxCalls } from '../sys/native.js';
+import type { Problem } from '../sys/problems.js';
 
 /**
  * The service manager's notification protocol (sd_notify(3)): newline-
@@ -30,17 +31,18 @@ export interface Notifier {
 
 /**
  * The notifier NOTIFY_SOCKET names; undefined when it is unset (no service
- * manager waits), or why it cannot be notified (no addon to send with).
+ * manager waits), or the problem that keeps it from being notified (no
+ * addon to send with).
  */
-export function openNotifier(env: NodeJS.ProcessEnv = process.env): Notifier | { why: string } | undefined {
+export function openNotifier(env: NodeJS.ProcessEnv = process.env): Notifier | { problem: Problem } | undefined {
   const path = env[NOTIFY_ENV];
   if (path === undefined || path === '') return undefined;
   // sd_notify(3) takes an absolute path or an abstract name; anything else is no socket of a service manager.
-  if (!path.startsWith('/') && !path.startsWith('@')) return { why: `${NOTIFY_ENV}=${path} is neither an absolute path nor an @abstract name` };
+  if (!path.startsWith('/') && !path.startsWith('@')) return { problem: { kind: 'not-a-socket-name', variable: NOTIFY_ENV, value: path } };
   const { addon, why } = loadLinuxCalls();
-  if (addon === undefined) return { why: why! };
+  if (addon === undefined) return { problem: { kind: 'no-addon', why: why! } };
   const unixSend = addon.unixSend;
-  if (unixSend === undefined) return { why: 'the addon was built from an older source (reinstall to rebuild it)' };
+  if (unixSend === undefined) return { problem: { kind: 'old-addon' } };
   // One state per line: a newline inside a value would start a state of its own.
   return notifierFrom((states) => unixSend(path, Buffer.from(states.map((state) => state.replace(/[\r\n]+/g, ' ')).join('\n'))));
 }

@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { describeProblem, systemProblem, type Problem } from '../sys/problems.js';
 import { timeOfDay } from '../sys/time.js';
 import { openNotifier, type Notifier } from './notify.js';
 import { removePidfile } from './pidfile.js';
@@ -24,7 +25,7 @@ export const LAST_RESTART_ENV = 'PIDSTATD_LAST_RESTART';
 const STOP_GRACE_MS = 5000;
 
 /** What a server tells its supervisor, which tells the command typed the first outcome. */
-export type Outcome = { ready: string } | { error: string };
+export type Outcome = { ready: string } | { problem: Problem };
 export type SupervisorMessage = Outcome | { notify: string[] };
 
 /** Restarts of this daemon's server by its supervisor, and why the last server ended; none in the foreground. */
@@ -83,7 +84,7 @@ class Supervisor {
   ) {
     // The command typed said why it cannot notify, if it cannot.
     const opened = openNotifier();
-    this.notifier = opened !== undefined && !('why' in opened) ? opened : undefined;
+    this.notifier = opened !== undefined && !('problem' in opened) ? opened : undefined;
     process.on('SIGTERM', this.stop);
     process.on('SIGINT', this.stop);
     process.on('SIGHUP', this.pass);
@@ -98,9 +99,9 @@ class Supervisor {
     let reason: string | undefined;
     this.child = server;
     this.childReady = false;
-    server.on('error', (err) => (reason = err.message));
+    server.on('error', (err) => (reason = describeProblem(systemProblem(err, 'cannot start the server'))));
     server.on('message', (message: SupervisorMessage) => {
-      if ('error' in message) reason = message.error;
+      if ('problem' in message) reason = describeProblem(message.problem);
       this.heard(server, message);
     });
     // 'close', not 'exit': it comes after the server's last message.

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { loadLinuxCalls } from '../sys/native.js';
+import type { Problem } from '../sys/problems.js';
 
 /**
  * Log lines to the local syslog daemon, as syslog(3) sends them: one
@@ -28,14 +29,15 @@ export interface Syslog {
 }
 
 /**
- * A logger to the syslog socket under `tag` (facility daemon), or why there
- * is none: no socket at `path`, or no addon to send with.
+ * A logger to the syslog socket under `tag` (facility daemon), or the
+ * problem that keeps it from being one: no socket at `path`, or no addon
+ * to send with.
  */
-export function openSyslog(tag: string, path = SYSLOG_SOCKET): { syslog: Syslog } | { why: string } {
-  if (!existsSync(path)) return { why: `${path} does not exist` };
+export function openSyslog(tag: string, path = SYSLOG_SOCKET): { syslog: Syslog } | { problem: Problem } {
+  if (!existsSync(path)) return { problem: { kind: 'no-socket', path } };
   const { addon, why } = loadLinuxCalls();
-  if (addon === undefined) return { why: why! };
-  if (addon.unixSend === undefined) return { why: 'the addon was built from an older source (reinstall to rebuild it)' };
+  if (addon === undefined) return { problem: { kind: 'no-addon', why: why! } };
+  if (addon.unixSend === undefined) return { problem: { kind: 'old-addon' } };
   return {
     syslog: {
       log(text, severity) {

@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { describeProblem, systemProblem } from './problems.js';
 
 /**
  * A file of secrets (a key file), read only if it is a regular file that
@@ -18,7 +19,7 @@ export function readPrivateFile(file: string, what: string): string {
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
-    throw new PrivateFileError(`${what} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    throw new PrivateFileError(describeProblem(systemProblem(err, `${what} ${file}`)));
   }
   try {
     const stat = fstatSync(fd);

@@ -171,7 +171,7 @@ test('a file that cannot be written is logged once, throttled, and the daemon go
   const daemon = await daemonWriting(t, join(scratch, 'no-such-dir', 'pidstatd.prom'), 20);
   await sleep(1000);
   assert.equal(await ask(daemon.port, `PIDR ${process.pid} h 3`), `EXIS ${process.pid} 1 h`);
-  const said = daemon.log().match(/cannot write the metrics file .*no-such-dir.*ENOENT.*/g) ?? [];
+  const said = daemon.log().match(/cannot write the metrics file .*no-such-dir.*: no such file or directory.*/g) ?? [];
   assert.equal(said.length, 1, `one line, not one per write: ${daemon.log()}`);
   assert.equal(await daemon.stop(), 0);
 });
