@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { kernelDrops, ownHostOf, readToken, stopCounters } from '../support/fuzzer.js';
-import { askUntil, client, deadPid, sleep, startDaemon, startSleeper, waitFor, type Daemon } from '../support/helpers.js';
+import { askUntil, client, deadPid, sleep, startDaemon, startSleeper, type Daemon } from '../support/helpers.js';
 
 /**
  * Abuse of pidstatd (doc/protocol.md, pidstatd(8)): a flooding source must not
@@ -225,18 +225,27 @@ describe('no amplification: a reply is never much larger than its request', () =
   /** Sends each request from its own socket; returns the replies each one got within the wait. */
   async function repliesTo(requests: string[]): Promise<string[][]> {
     const out: string[][] = [];
-    for (let i = 0; i < requests.length; i += 100) {
-      const group = requests.slice(i, i + 100);
-      const clients = await Promise.all(group.map(() => client('127.0.0.1')));
-      try {
-        await Promise.all(group.map((req, j) => clients[j]!.send(req, daemon.port, '127.0.0.1')));
-        // All in: one more request behind them, answered last, then a moment for a second reply.
-        await waitFor(() => clients.every((c) => c.replies.length > 0), 300);
-        await sleep(100);
-        out.push(...clients.map((c) => [...c.replies]));
-      } finally {
-        await Promise.all(clients.map((c) => c.close()));
+    const last = await client('127.0.0.1');
+    try {
+      for (let i = 0; i < requests.length; i += 100) {
+        const group = requests.slice(i, i + 100);
+        const clients = await Promise.all(group.map(() => client('127.0.0.1')));
+        try {
+          await Promise.all(group.map((req, j) => clients[j]!.send(req, daemon.port, '127.0.0.1')));
+          // All in: one more request behind them, answered last (the daemon
+          // reads its socket in order), then a moment for a second reply.
+          const tag = `last${i}`;
+          const answered = last.next((reply) => reply === `EXIS 1 1 ${tag}`, 10_000);
+          await last.send(`PIDR 1 ${tag} 3`, daemon.port, '127.0.0.1');
+          assert.ok((await answered) !== undefined, `the request sent after group ${i / 100} was not answered within 10 s`);
+          await sleep(100);
+          out.push(...clients.map((c) => [...c.replies]));
+        } finally {
+          await Promise.all(clients.map((c) => c.close()));
+        }
       }
+    } finally {
+      await last.close();
     }
     return out;
   }
