@@ -72,7 +72,7 @@ test('--foreground: READY=1 once it answers, STATUS= with the counters, WATCHDOG
     NOTIFY_SOCKET: notify.path, WATCHDOG_USEC, PIDSTATD_TEST_INTERVAL_MS: String(INTERVAL_MS),
   });
   assert.ok(await notify.waitFor((got) => states(got, 'READY=1').length > 0, 10_000), `READY=1 came: ${show(notify.datagrams())}`);
-  assert.ok(await notify.waitFor(() => notify.readyAnswer() !== undefined, 5000));
+  assert.ok(await notify.waitFor(() => notify.readyAnswer() !== undefined, 10_000));
   // Asked the moment READY=1 came, by the receiver itself: the daemon was answering already.
   assert.equal(notify.readyAnswer(), `EXIS ${process.pid} 1 h`, 'a request sent as READY=1 arrives is answered');
   const [ready] = notify.datagrams();
@@ -80,14 +80,15 @@ test('--foreground: READY=1 once it answers, STATUS= with the counters, WATCHDOG
   assert.match(ready!.text, new RegExp(`^READY=1\nSTATUS=answering on 127\\.0\\.0\\.1:${port}; received [01], answered [01], `));
 
   assert.equal(await ask(daemon.port, `PIDR ${process.pid} h 3`), `EXIS ${process.pid} 1 h`);
-  assert.ok(await notify.waitFor((got) => statuses(got).some((line) => / received 2, answered 2, /.test(line)), 5000),
+  assert.ok(await notify.waitFor((got) => statuses(got).some((line) => / received 2, answered 2, /.test(line)), 10_000),
     `a STATUS= line counts both requests: ${show(notify.datagrams())}`);
-  assert.ok(await notify.waitFor((got) => watchdogPace(got).pings >= 8, 10_000), show(notify.datagrams()));
+  assert.ok(await notify.waitFor((got) => watchdogPace(got).pings >= 8, 20_000), show(notify.datagrams()));
   const pace = watchdogPace(notify.datagrams());
-  assert.ok(pace.meanMs > 120 && pace.meanMs < 320, `WATCHDOG=1 every ~200 ms, not every ${pace.meanMs.toFixed(0)} ms: ${show(notify.datagrams())}`);
+  // Not faster than the timer allows; the upper bound a liveness bound (a busy machine's timers run late).
+  assert.ok(pace.meanMs > 120 && pace.meanMs < 1000, `WATCHDOG=1 every ~200 ms, not every ${pace.meanMs.toFixed(0)} ms: ${show(notify.datagrams())}`);
 
   assert.equal(await daemon.stop(), 0);
-  assert.ok(await notify.waitFor((got) => states(got, 'STOPPING=1').length === 1, 5000), show(notify.datagrams()));
+  assert.ok(await notify.waitFor((got) => states(got, 'STOPPING=1').length === 1, 10_000), show(notify.datagrams()));
   const got = notify.datagrams();
   const stopping = got.findIndex((d) => d.text === 'STOPPING=1');
   assert.deepEqual(got.slice(stopping + 1), [], 'nothing after STOPPING=1');
@@ -107,7 +108,7 @@ test('a NOTIFY_SOCKET path; no WATCHDOG=1 when WATCHDOG_PID names another proces
   assert.equal(notify.readyAnswer(), `EXIS ${process.pid} 1 h`);
   assert.equal(states(notify.datagrams(), 'WATCHDOG=1').length, 0, show(notify.datagrams()));
   assert.equal(await daemon.stop(), 0);
-  assert.ok(await notify.waitFor((got) => states(got, 'STOPPING=1').length === 1, 5000));
+  assert.ok(await notify.waitFor((got) => states(got, 'STOPPING=1').length === 1, 10_000));
 });
 
 test('detached: the command typed says READY=1 with MAINPID= the supervisor, which sends on its server\'s states', { skip }, async (t) => {
@@ -124,19 +125,19 @@ test('detached: the command typed says READY=1 with MAINPID= the supervisor, whi
   const supervisor = pidIn(pidfile)!;
   const [server] = runningChildrenOf(supervisor);
   assert.ok(server !== undefined, 'a server runs');
-  assert.ok(await notify.waitFor((got) => watchdogPace(got).pings >= 6 && statuses(got).length >= 2, 10_000), show(notify.datagrams()));
+  assert.ok(await notify.waitFor((got) => watchdogPace(got).pings >= 6 && statuses(got).length >= 2, 20_000), show(notify.datagrams()));
   assert.equal(notify.readyAnswer(), `EXIS ${process.pid} 1 h`, 'a request sent as READY=1 arrives is answered');
   const [ready, ...rest] = notify.datagrams();
   assert.equal(ready!.text, `READY=1\nMAINPID=${supervisor}`);
   assert.ok(ready!.sender !== supervisor && ready!.sender !== server, 'READY=1 comes from the command typed');
   assert.ok(rest.every((d) => d.sender === supervisor), `then only the main pid sends (NotifyAccess=main): ${show(rest)}`);
   const pace = watchdogPace(rest);
-  assert.ok(pace.meanMs > 120 && pace.meanMs < 320, `WATCHDOG=1 every ~200 ms, not every ${pace.meanMs.toFixed(0)} ms`);
+  assert.ok(pace.meanMs > 120 && pace.meanMs < 1000, `WATCHDOG=1 every ~200 ms, not every ${pace.meanMs.toFixed(0)} ms`);
   const environ = readFileSync(`/proc/${server}/environ`, 'latin1').split('\0');
   assert.ok(!environ.some((v) => v.startsWith('NOTIFY_SOCKET=')), 'the server has no NOTIFY_SOCKET of its own');
 
   signal(supervisor, 'SIGTERM');
-  assert.ok(await notify.waitFor((got) => states(got, 'STOPPING=1').length >= 1, 5000), show(notify.datagrams()));
+  assert.ok(await notify.waitFor((got) => states(got, 'STOPPING=1').length >= 1, 10_000), show(notify.datagrams()));
   assert.equal(states(notify.datagrams(), 'STOPPING=1')[0]!.sender, supervisor);
 });
 
