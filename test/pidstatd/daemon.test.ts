@@ -96,6 +96,8 @@ describe('counters and the rate limit (library)', () => {
       await ask(port, 'PIDR 1 h 3');
       await exchange(port, 'PIDR 0 h 3', { waitMs: 50 });
       await exchange(port, `PIDR 1 h 2`, { waitMs: 50 });
+      // Neither of the last two is answered: their counts are waited for.
+      assert.ok(await waitFor(() => server.stats.received === 3 && server.stats.suppressed + server.stats.malformed === 2, 10_000), JSON.stringify(server.stats));
       assert.deepEqual(server.stats, {
         received: 3, answered: 1, suppressed: 1, malformed: 1, oversized: 0, denied: 0, limited: 0, reflected: 0, unauthenticated: 0, replyFailed: 0,
         subscribed: 0, subscribeRefused: 0, notified: 0, notifyUnacknowledged: 0, pollDeferred: 0, errors: 0,
@@ -113,7 +115,8 @@ describe('counters and the rate limit (library)', () => {
       socket.on('message', (_msg, from) => from.port === server.address().port && replies++);
       await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
       for (let i = 0; i < 20; i++) socket.send('PIDR 1 h 3', server.address().port, '127.0.0.1');
-      await sleep(200);
+      // All 20 in, and every reply the server sent heard.
+      assert.ok(await waitFor(() => server.stats.received === 20 && replies === server.stats.answered, 10_000), `${JSON.stringify(server.stats)}; ${replies} replies`);
       assert.equal(server.stats.received, 20);
       assert.ok(replies >= 5 && replies <= 6, `${replies} replies`);
       assert.equal(server.stats.limited, 20 - server.stats.answered);
