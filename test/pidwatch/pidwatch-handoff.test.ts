@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { run, binEnv, BIN, isRunning, sleep, startSleeper, waitFor, type RunResult } from '../support/helpers.js';
-import { commandRuns, descendants, exitWithin, start, watchersOf } from '../support/jobs.js';
+import { commandRuns, descendants, exitWithin, start, watcherReady, watchersOf } from '../support/jobs.js';
 
 /**
  * The hand-off from bin/pidwatch's launcher to the command (pidwatch(1),
@@ -174,9 +174,11 @@ describe('pidwatch --killer ./PROG', () => {
     writeFileSync(join(here, 'k.sh'), `#!/bin/sh\necho "$@" > '${log}'\nkill "$@"\n`);
     chmodSync(join(here, 'k.sh'), 0o755);
     const watch = start(t, ['--interval', '200ms', '--killer', './k.sh', '--pid', String(sleeper.pid), 'sleep 30'], { cwd: here });
-    assert.ok(await waitFor(() => commandRuns(watch.pid) || !watch.running(), 5000), watch.describe());
+    assert.ok(await waitFor(() => commandRuns(watch.pid) || !watch.running(), 20_000), watch.describe());
+    await watcherReady(watch.pid);
     await sleeper.stop();
-    const exit = await exitWithin(watch, 5000, 'after the watched pid died');
+    // A liveness bound, from the death.
+    const exit = await exitWithin(watch, 10_000, 'after the watched pid died');
     assert.equal(exit.signal, 'SIGHUP', watch.describe());
     assert.equal(readFileSync(log, 'utf8'), `-HUP ${watch.pid}\n`);
   });
@@ -202,7 +204,8 @@ describe('pidwatch: a signal sent while it starts reaches the command', () => {
       await waitForQuick(() => launching(watch.pid) || !watch.running(), 5000);
       assert.ok(!commandRuns(watch.pid), 'the command already ran: the signal was not early');
       process.kill(watch.pid, `SIG${sig}`);
-      const exit = await exitWithin(watch, 5000, `after an early SIG${sig}`);
+      // A liveness bound: the launcher's start is still to come.
+      const exit = await exitWithin(watch, 20_000, `after an early SIG${sig}`);
       assert.equal(exit.code, 3, watch.describe());
       assert.equal(watch.stdout(), `got ${sig}\n`, watch.describe());
       assert.ok(isRunning(sleeper.pid));
@@ -249,9 +252,10 @@ describe('pidwatch: a signal sent while it starts reaches the command', () => {
     assert.ok(!commandRuns(watch.pid), 'the command already ran: the signal was not early');
     const sent = performance.now();
     process.kill(watch.pid, 'SIGTERM');
-    const exit = await exitWithin(watch, 5000, 'after an early SIGTERM');
+    const exit = await exitWithin(watch, 20_000, 'after an early SIGTERM');
     assert.equal(exit.signal, 'SIGTERM', watch.describe());
-    assert.ok(exit.at - sent < 3000, `${Math.round(exit.at - sent)} ms`);
+    // Soon: a liveness bound (the launcher's start comes in it), half the 30 s the command would sleep.
+    assert.ok(exit.at - sent < 15_000, `${Math.round(exit.at - sent)} ms`);
     assert.ok(existsSync(marker), 'the command never ran');
   });
 });
