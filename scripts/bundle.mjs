@@ -1,7 +1,7 @@
 // Bundles each command into one CommonJS file in dist/bundle/, which the
 // thin bins run through dist/bundle/start.cjs (src/cli/start.ts). One file,
 // and no ES module loader, is what lets pidstat answer in little more than
-// `node -e 0` (see test/bench/). yargs, yargs-parser, chalk and ora stay
+// `node -e 0` (see test/bench/). yargs, chalk and ora stay
 // outside: they load, with import(), only when needed.
 //
 // Each bundle's first line names its build, a hash of its text: a code cache
@@ -19,7 +19,7 @@ const result = await build({
   platform: 'node',
   format: 'cjs',
   target: 'node20',
-  external: ['yargs', 'yargs-parser', 'chalk', 'ora'],
+  external: ['yargs', 'chalk', 'ora'],
   // import.meta has no meaning in CommonJS: give it this file's URL.
   banner: { js: "const __import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
   define: { 'import.meta.url': '__import_meta_url' },

@@ -2,7 +2,7 @@
  * import() of the dependencies a command loads only when it needs them. The
  * bins run a command's bundle through node:vm (src/cli/start.ts), where
  * import() has no loader behind it: the bin's own import() is used then,
- * which start() leaves under LOADER_IMPORT. Loading all four at every start
+ * which start() leaves under LOADER_IMPORT. Loading all three at every start
  * instead would more than double pidstat's start-to-answer (bench figure
  * 'start-up machinery', test/bench/startup.ts; the figures are in the
  * README, Performance).
@@ -13,7 +13,6 @@ export const LOADER_IMPORT = Symbol.for('pidstat.import');
 // Literal specifiers, so that tsc and esbuild see what is imported.
 const IMPORTS = {
   yargs: () => import('yargs'),
-  'yargs-parser': () => import('yargs-parser'),
   chalk: () => import('chalk'),
   ora: () => import('ora'),
 };

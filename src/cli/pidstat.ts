@@ -8,7 +8,7 @@ import { defaultPort } from '../net/host.js';
 import { parseThresholds, PLUGIN_EXIT, pluginLine, statusOf, timePerfData } from './nagios.js';
 import { FLAG_DEAD, FLAG_EXISTS, FLAG_UNKNOWN } from '../wire/protocol.js';
 import type { WaitOptions, WaitTarget } from '../deaths/wait.js';
-import { COMPLETION_QUESTION, parseArgs, respellGetopt, valueOptions, type CommandSpec, type OptionTable, type Values } from './args.js';
+import { COMPLETION_QUESTION, parseArgs, readCommandLine, type CommandSpec, type OptionTable, type Values } from './args.js';
 import { colorLevel, ioFrom, keyFileFrom, keyFileOption, parseInteger, portFrom, portOption } from './options.js';
 import { Output } from './output.js';
 import { runCli } from './runner.js';
@@ -52,8 +52,6 @@ export const SPEC = {
     critical: { type: 'string', alias: 'c', description: 'ping: CRITICAL (exit 2) when the answer takes longer than SECONDS' },
   },
 } as const satisfies CommandSpec<OptionTable>;
-
-const VALUE_OPTIONS = valueOptions(SPEC);
 
 const WAIT_USAGE = `Usage:
   $0 wait [-t SECONDS] [--any] [options] TARGET ...
@@ -121,16 +119,9 @@ export const PING_SPEC = {
   },
 } as const satisfies CommandSpec<OptionTable>;
 
-/** The first word that is neither an option nor an option's value, before argv is parsed. */
+/** The first word that is neither an option nor an option's value, before the line is read by its own table. */
 function firstWord(argv: readonly string[]): string | undefined {
-  const words = respellGetopt(SPEC, argv, { lenient: true });
-  for (let i = 0; i < words.length; i++) {
-    const word = words[i]!;
-    if (word === '--') return words[i + 1];
-    if (!word.startsWith('-') || word === '-') return word;
-    if (VALUE_OPTIONS.has(word)) i++;
-  }
-  return undefined;
+  return readCommandLine(SPEC, argv, { lenient: true }).words[0];
 }
 
 /** The exit status for a list of results: grep's convention, 2 winning over 1. */
@@ -318,7 +309,7 @@ async function ping(argv: string[]): Promise<number> {
   const tries = args.tries === undefined ? DEFAULT_TRIES : parseInteger(args.tries, '--tries', 1, 1000);
   // The whole check's time, as a plugin's -t: each question waits its share.
   const totalMs = args.timeout === undefined ? DEFAULT_TIMEOUT_MS * DEFAULT_TRIES : parseDuration(args.timeout, '--timeout');
-  const options = clientOptions({ port: args.port, 'key-file': args['key-file'], debug: args.debug === true || args.verbose === true, words: [] }, false);
+  const options = clientOptions({ port: args.port, 'key-file': args['key-file'], debug: args.debug === true || args.verbose === true, words: [], valueAt: {} }, false);
   options.tries = tries;
   options.timeoutMs = args['try-timeout'] === undefined ? Math.max(1, Math.floor(totalMs / tries)) : parseDuration(args['try-timeout'], '--try-timeout');
   const output = await outputFor({});

@@ -16,7 +16,7 @@ import { watchJob } from '../job/ending.js';
 import { parseSignal } from '../sys/signals.js';
 import { describeProblem, systemProblem } from '../sys/problems.js';
 import type { WatchOptions } from '../deaths/watch.js';
-import { parseArgs, type CommandSpec, type OptionTable } from './args.js';
+import { parseArgs, type CommandSpec, type OptionTable, type ValueAt } from './args.js';
 import { ioFrom, keyFileFrom, keyFileOption, portFrom, portOption } from './options.js';
 import { runCli } from './runner.js';
 import { checkHost, checkPid, unbracket } from './targets.js';
@@ -138,7 +138,7 @@ export async function main(argv: string[]): Promise<number> {
   const skip = argv.length - words.length;
   if (skip < 0 || words.some((word, i) => word !== argv[skip + i])) throw new CommandError('cannot tell where the command begins on the command line', ExitCode.SOFTWARE);
   checkCommandLength(words);
-  const cd = args.cd === undefined ? undefined : checkCd(args.cd, givenBytes(args.cd, argv, skip));
+  const cd = args.cd === undefined ? undefined : checkCd(args.cd, givenBytes(args.cd, argv, args.valueAt.cd));
   const marker = randomHex64();
   const stat = readStat(root);
   const watcher = startWatcher(
@@ -201,13 +201,11 @@ function checkCd(dir: string, path: string | Buffer): Buffer {
  * An option's value as the bytes the user gave. Node reads its arguments as
  * UTF-8 and turns the bytes that are not into U+FFFD, so a Latin-1 `--cd`
  * would name another directory; /proc/self/cmdline still holds the bytes,
- * this launcher's arguments last. The value is looked for among the first
- * `before` arguments (the options), as a word of its own after an option or
- * after the `=` of one; bytes that differ between two such places cannot be
- * told apart, and end pidwatch with 64.
+ * this launcher's arguments last, and `at` says which word the value was
+ * read from (readCommandLine()), whole or after its `=`.
  */
-function givenBytes(value: string, argv: readonly string[], before: number): string | Buffer {
-  if (!value.includes('\uFFFD')) return value;
+function givenBytes(value: string, argv: readonly string[], at: ValueAt | undefined): string | Buffer {
+  if (!value.includes('\uFFFD') || at === undefined) return value;
   let raw: Buffer[];
   try {
     raw = readFileSync('/proc/self/cmdline').subarray(0, -1).toString('latin1').split('\0').slice(-argv.length).map((word) => Buffer.from(word, 'latin1'));
@@ -215,16 +213,8 @@ function givenBytes(value: string, argv: readonly string[], before: number): str
     return value;
   }
   if (raw.length !== argv.length || raw.some((word, i) => word.toString('utf8') !== argv[i])) return value;
-  const found = new Set<string>();
-  for (let i = 0; i < before; i++) {
-    const word = argv[i]!;
-    const equals = word.indexOf('=');
-    if (i > 0 && word === value && argv[i - 1]!.startsWith('-')) found.add(raw[i]!.toString('latin1'));
-    else if (word.startsWith('-') && equals > 0 && word.slice(equals + 1) === value) found.add(raw[i]!.subarray(raw[i]!.indexOf(0x3d) + 1).toString('latin1'));
-  }
-  if (found.size > 1) throw new CommandError(`--cd ${value}: its bytes are not UTF-8, and the command line holds more than one such value: give DIR once, or as UTF-8`);
-  const [bytes] = found;
-  return bytes === undefined ? value : Buffer.from(bytes, 'latin1');
+  const word = raw[at.index]!;
+  return at.inline ? word.subarray(word.indexOf(0x3d) + 1) : word;
 }
 
 /**

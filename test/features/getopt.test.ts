@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { respellGetopt, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
+import { readCommandLine, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
 import { CommandError } from '../../src/cli/errors.js';
 import { SPEC as PIDSTAT } from '../../src/cli/pidstat.js';
 import { SPEC as PIDSTATD } from '../../src/cli/pidstatd.js';
@@ -14,11 +14,17 @@ import { ask, BIN, deadPid, freePort, runBin, startDaemon, startSleeper, type Ru
 /**
  * Command lines written for IPC::Locker's tools, which read them with Perl's
  * Getopt::Long (pidwatch(1), OPTIONS): one-dash long options (`-pid 12`), the
- * negated `--nofork`/`--no-fork`, any case, unique abbreviations. First the
- * rewriting itself, one line a case, then the real bins.
+ * negated `--nofork`/`--no-fork`, any case, unique abbreviations. First how
+ * they are read, one line a case, then the real bins.
  */
 
-const respell = (spec: unknown, ...argv: string[]) => respellGetopt(spec as CommandSpec<OptionTable>, argv);
+type Spec = CommandSpec<OptionTable>;
+
+/** What readCommandLine() makes of a line: the values given (defaults included) and the words. */
+function read(spec: unknown, ...argv: string[]): Record<string, unknown> {
+  const line = readCommandLine(spec as Spec, argv);
+  return { ...line.values, words: line.words };
+}
 
 function describeRun(r: RunResult): string {
   return `exit ${r.code} signal ${r.signal}\n--- stdout ---\n${r.stdout}--- stderr ---\n${r.stderr}`;
@@ -32,26 +38,27 @@ function assertUsageError(r: RunResult, name: string, needle: string): void {
   assert.ok(r.stderr.includes(needle), `names ${needle}\n${describeRun(r)}`);
 }
 
-describe('Getopt::Long spellings, rewritten into the parsers\' own', () => {
-  test('one dash', () => assert.deepEqual(respell(PIDWATCH, '-pid', '12', '-host', 'h', 'true'), ['--pid', '12', '--host', 'h', 'true']));
-  test('one dash with =', () => assert.deepEqual(respell(PIDWATCH, '-pid=12', 'true'), ['--pid=12', 'true']));
-  test('a value that begins with a dash is kept as the value', () => assert.deepEqual(respell(PIDWATCH, '-signal', '-HUP', '--pid', '-3', 'x'), ['--signal=-HUP', '--pid=-3', 'x']));
-  test('another long option is no value', () => assert.deepEqual(respell(PIDWATCH, '-cd', '--pid', '3'), ['--cd', '--pid', '3']));
-  test('any case', () => assert.deepEqual(respell(PIDWATCH, '-PID', '1', '--Host', 'h', 'x'), ['--pid', '1', '--host', 'h', 'x']));
-  test('a unique abbreviation', () => assert.deepEqual(respell(PIDWATCH, '-pi', '1', '--ho', 'h', 'x'), ['--pid', '1', '--host', 'h', 'x']));
-  test('--nofork, -nofork, -no-fork, --no-fork, -NoFork', () => assert.deepEqual(respell(PIDSTATD, '--nofork', '-nofork', '-no-fork', '--no-fork', '-NoFork'), Array(5).fill('--no-fork')));
-  test('negated booleans of pidstat', () => assert.deepEqual(respell(PIDSTAT, '-nolocal', '-nosilent', '1'), ['--no-local', '--no-silent', '1']));
-  test('pidwatch\'s command is never rewritten', () => assert.deepEqual(respell(PIDWATCH, '-pid', '1', 'echo', '-pid', '-host', '--no-fork'), ['--pid', '1', 'echo', '-pid', '-host', '--no-fork']));
-  test('- alone starts pidwatch\'s command', () => assert.deepEqual(respell(PIDWATCH, '-pid', '1', '-', '-pid'), ['--pid', '1', '-', '-pid']));
-  test('nothing after --', () => assert.deepEqual(respell(PIDSTAT, '-host', 'h', '--', '-host'), ['--host', 'h', '--', '-host']));
-  test('pidstat\'s options after its targets too', () => assert.deepEqual(respell(PIDSTAT, 'h', '1', '-port', '7'), ['h', '1', '--port', '7']));
-  test('a value is never rewritten', () => assert.deepEqual(respell(PIDSTAT, '--host', '-port', '1'), ['--host=-port', '1']));
-  test('short options and their groups stay as they are', () => assert.deepEqual(respell(PIDSTAT, '-s', '-h', '-sh', '1'), ['-s', '-h', '-sh', '1']));
-  test('a negative number stays as it is', () => assert.deepEqual(respell(PIDSTAT, '-5'), ['-5']));
-  test('the double-dash forms stay as they are', () => assert.deepEqual(respell(PIDSTAT, '--port=7', '--no-local', '--bogus', '1'), ['--port=7', '--no-local', '--bogus', '1']));
-  test('an unknown one-dash word is a usage error', () => assert.throws(() => respell(PIDSTAT, '-bogus', '1'), (err) => err instanceof CommandError && err.exitCode === 64 && /'-bogus'/.test(err.message)));
-  test('an ambiguous abbreviation is a usage error naming the candidates', () => assert.throws(() => respell(PIDSTATD, '-fo'), /'-fo' is ambiguous: --foreground, --fork/));
-  test('leniently, unknown and ambiguous words stay as they are', () => assert.deepEqual(respellGetopt(PIDSTATD as CommandSpec<OptionTable>, ['-fo', '-bogus'], { lenient: true }), ['-fo', '-bogus']));
+describe('Getopt::Long spellings, read as the long forms', () => {
+  test('one dash', () => assert.deepEqual(read(PIDWATCH, '-pid', '12', '-host', 'h', 'true'), read(PIDWATCH, '--pid', '12', '--host', 'h', 'true')));
+  test('one dash with =', () => assert.deepEqual(read(PIDWATCH, '-pid=12', 'true'), { pid: '12', local: true, words: ['true'] }));
+  test('a value that begins with a dash is the value', () => assert.deepEqual(read(PIDWATCH, '-signal', '-HUP', '--pid', '-3', 'x'), { signal: '-HUP', pid: '-3', local: true, words: ['x'] }));
+  test('another long option is no value', () => assert.throws(() => read(PIDWATCH, '-cd', '--pid', '3'), /^CommandError: -cd needs a value$/));
+  test('any case', () => assert.deepEqual(read(PIDWATCH, '-PID', '1', '--Host', 'h', 'x'), { pid: '1', host: 'h', local: true, words: ['x'] }));
+  test('a unique abbreviation', () => assert.deepEqual(read(PIDWATCH, '-pi', '1', '--ho', 'h', 'x'), { pid: '1', host: 'h', local: true, words: ['x'] }));
+  test('--nofork, -nofork, -no-fork, --no-fork, -NoFork', () => {
+    for (const word of ['--nofork', '-nofork', '-no-fork', '--no-fork', '-NoFork']) assert.equal(read(PIDSTATD, word)['fork'], false, word);
+  });
+  test('negated booleans of pidstat', () => assert.deepEqual(read(PIDSTAT, '-nolocal', '-nosilent', '1'), { local: false, silent: false, words: ['1'] }));
+  test('pidwatch\'s command is never read', () => assert.deepEqual(read(PIDWATCH, '-pid', '1', 'echo', '-pid', '-host', '--no-fork').words, ['echo', '-pid', '-host', '--no-fork']));
+  test('- alone starts pidwatch\'s command', () => assert.deepEqual(read(PIDWATCH, '-pid', '1', '-', '-pid').words, ['-', '-pid']));
+  test('nothing after --', () => assert.deepEqual(read(PIDSTAT, '-host', 'h', '--', '-host'), { host: 'h', local: true, words: ['-host'] }));
+  test('pidstat\'s options after its targets too', () => assert.deepEqual(read(PIDSTAT, 'h', '1', '-port', '7'), { port: '7', local: true, words: ['h', '1'] }));
+  test('a value is never read as an option', () => assert.deepEqual(read(PIDSTAT, '--host', '-port', '1'), { host: '-port', local: true, words: ['1'] }));
+  test('short options and their groups', () => assert.deepEqual(read(PIDSTAT, '-s', '-st', '3', '1'), { silent: true, timeout: '3', local: true, words: ['1'] }));
+  test('a negative number is a word', () => assert.deepEqual(read(PIDSTAT, '-5').words, ['-5']));
+  test('an unknown one-dash word is a usage error', () => assert.throws(() => readCommandLine(PIDSTAT as Spec, ['-bogus', '1'], { usageExitCode: 64 }), (err) => err instanceof CommandError && err.exitCode === 64 && /'-bogus'/.test(err.message)));
+  test('an ambiguous abbreviation is a usage error naming the candidates', () => assert.throws(() => read(PIDSTATD, '-fo'), /'-fo' is ambiguous: --foreground, --fork/));
+  test('leniently, unknown and ambiguous words are skipped', () => assert.deepEqual(readCommandLine(PIDSTATD as Spec, ['-fo', '-bogus', 'x'], { lenient: true }).words, ['x']));
 });
 
 describe('command lines written for IPC::Locker, with the real bins', () => {

@@ -108,19 +108,21 @@ test("each command's cache is one V8 takes when node runs with the options of th
   }
 });
 
-test('a plain pidstat command line needs none of the packages imported lazily; one left to yargs-parser needs it', async (t) => {
+test('a pidstat command line is read with none of the packages imported lazily; only --help needs yargs', async (t) => {
   const dir = copyOfPackage();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  // No yargs, yargs-parser, chalk or ora (src/cli/lazy.ts).
+  // No yargs, chalk or ora (src/cli/lazy.ts).
   rmSync(join(dir, 'node_modules'));
   mkdirSync(join(dir, 'node_modules'));
   const pidstat = (...args: string[]) => run(process.execPath, [join(dir, 'bin', 'pidstat.cjs'), ...args], { env: binEnv() });
-  const plain = await pidstat('--no-color', '--timeout', '2s', String(process.pid));
-  assert.equal(plain.stdout, `localhost:${process.pid} exists\n`, plain.stderr);
-  // `--color=false` says the same, but a boolean given a value is yargs-parser's to read (readPlainly()).
-  const other = await pidstat('--color=false', '--timeout', '2s', String(process.pid));
-  assert.notEqual(other.code, 0);
-  assert.match(other.stderr, /yargs-parser/);
+  for (const line of [['--no-color', '--timeout', '2s'], ['--color=false', '-st', '2s'], ['-nocolor', '-timeout', '2s']]) {
+    const read = await pidstat(...line, '--json', String(process.pid));
+    assert.equal(read.code, 0, `${line.join(' ')}: ${read.stderr}`);
+    assert.equal(read.stderr, '');
+  }
+  const help = await pidstat('--help');
+  assert.notEqual(help.code, 0);
+  assert.match(help.stderr, /yargs/);
 });
 
 test('a rebuilt bundle never runs with the code cached from the one before, though V8 would take it', async (t) => {

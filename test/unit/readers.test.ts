@@ -2,69 +2,17 @@ import assert from 'node:assert/strict';
 import { isIP } from 'node:net';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { readPlainly, readWithYargsParser, type CommandSpec, type OptionTable } from '../../src/cli/args.js';
-import { SPEC as PIDSTAT } from '../../src/cli/pidstat.js';
-import { SPEC as PIDSTATD } from '../../src/cli/pidstatd.js';
-import { SPEC as PIDWATCH } from '../../src/cli/pidwatch.js';
 import { ipFamily } from '../../src/wire/address.js';
 import { decodeReply, decodeRequest, ProtocolError, type Reply, type Request } from '../../src/wire/protocol.js';
 
 /**
- * The fast readers of the start-up and the daemon's hot path hold to the
- * reference readers they stand in for, over generated inputs: readPlainly()
- * to yargs-parser, ipFamily() to net.isIP(), the byte-scanning codec to a
- * reading by strings and regular expressions written for clarity here.
+ * The fast readers of the daemon's hot path hold to the reference readers
+ * they stand in for, over generated inputs: ipFamily() to net.isIP(), the
+ * byte-scanning codec to a reading by strings and regular expressions
+ * written for clarity here.
  */
 
 const RUNS = 5_000;
-
-// --- command lines ---------------------------------------------------------
-
-/** Words a command line is made of: every option of the table in each form, and words that look like options. */
-function vocabulary(spec: CommandSpec<OptionTable>): string[] {
-  const words = ['--', '-', '123', 'host', 'host:77', '[::1]:5', 'true', 'false', '-5', '--bogus', '-xy', '--no-bogus', 'sleep 5', ''];
-  for (const [name, option] of Object.entries({ help: { type: 'boolean' }, version: { type: 'boolean' }, ...spec.options })) {
-    words.push(`--${name}`, `--no-${name}`, `--${name}=1`, `--${name}=`, `--${name}=true`);
-    const alias = (option as { alias?: string }).alias;
-    if (alias !== undefined) words.push(alias.length === 1 ? `-${alias}` : `--${alias}`);
-  }
-  return words;
-}
-
-for (const spec of [PIDSTAT, PIDSTATD, PIDWATCH] as CommandSpec<OptionTable>[]) {
-  test(`${spec.name}: a command line read plainly is read as yargs-parser reads it`, async () => {
-    let plain = 0;
-    await fc.assert(
-      fc.asyncProperty(fc.array(fc.constantFrom(...vocabulary(spec)), { maxLength: 8 }), async (argv) => {
-        const ours = readPlainly(spec, argv);
-        if (ours === undefined) return;
-        plain++;
-        assert.deepEqual(ours, await readWithYargsParser(spec, argv), `argv ${JSON.stringify(argv)}`);
-      }),
-      { numRuns: RUNS },
-    );
-    // The property says nothing if every line went to yargs-parser.
-    assert.ok(plain > RUNS / 20, `only ${plain} of ${RUNS} command lines were read plainly`);
-  });
-}
-
-test('the plain forms of a pidstat command line are read without yargs-parser', () => {
-  const read = (...argv: string[]) => readPlainly(PIDSTAT as CommandSpec<OptionTable>, argv);
-  assert.deepEqual(read('--no-local', '--port', '41000', '127.0.0.1', '77'), { _: ['127.0.0.1', '77'], local: false, port: '41000' });
-  assert.deepEqual(read('-s', '--timeout=2s', 'host:5'), { _: ['host:5'], local: true, silent: true, timeout: '2s' });
-  assert.deepEqual(read('--', '--json'), { _: ['--json'], local: true });
-  for (const argv of [['--bogus'], ['-sj'], ['--port'], ['--port', '-1'], ['--json', 'false'], ['--json=1']]) {
-    assert.equal(read(...argv), undefined, `${JSON.stringify(argv)} goes to yargs-parser`);
-  }
-});
-
-test('a repeated option: an array collects every value, any other keeps the last, read either way', async () => {
-  const spec = PIDSTATD as CommandSpec<OptionTable>;
-  const argv = ['--allow', '10.0.0.0/8', '--port', '1', '--allow=fd00::/8', '--port', '2'];
-  const expected = { _: [], allow: ['10.0.0.0/8', 'fd00::/8'], port: '2', push: true };
-  assert.deepEqual(readPlainly(spec, argv), expected);
-  assert.deepEqual(await readWithYargsParser(spec, [...argv, '--rate', '-1']), { ...expected, rate: '-1' });
-});
 
 // --- addresses -------------------------------------------------------------
 
