@@ -134,7 +134,7 @@ describe('pidstatd --foreground', () => {
     assert.deepEqual(await exchange(daemon.port, 'PIDR 1 dbgC 2', { waitMs: 200 }), []);
     assert.equal(await ask(daemon.port, `PIDR ${dead} dbgD 3`), `EXIS ${dead} 0 dbgD`);
     const tags = ['dbgA', 'dbgB', 'dbgC', 'dbgD'];
-    await waitFor(() => tags.every((tag) => daemon.log().includes(tag)), 1000);
+    assert.ok(await waitFor(() => tags.every((tag) => daemon.log().includes(tag)), 10_000), `a line for each datagram: ${daemon.log()}`);
     const about = (tag: string) => lines(daemon.log()).filter((line) => line.includes(tag));
     for (const tag of tags) assert.equal(about(tag).length, 1, `one line for the datagram ${tag}: ${daemon.log()}`);
     for (const tag of tags) assert.match(about(tag)[0]!, /127\.0\.0\.1/, `the line for ${tag} names the source`);
@@ -295,8 +295,11 @@ describe('as a user other than root', () => {
     // Questions about another user's process (pid 1 is root's) bring no more warnings.
     assert.equal(await ask(port, 'PIDR 1 w 3'), 'EXIS 1 1 w');
     assert.equal(await ask(port, 'PIDR 1 w 3'), 'EXIS 1 1 w');
+    const warned = () => lines(daemon.stderr()).filter((line) => /warn|EPERM|root/i.test(line));
+    assert.ok(await waitFor(() => warned().length > 0, 10_000), `no warning: ${JSON.stringify(daemon.stderr())}`);
+    // A moment for a second one, which must not come.
     await sleep(100);
-    const warnings = lines(daemon.stderr()).filter((line) => /warn|EPERM|root/i.test(line));
+    const warnings = warned();
     assert.equal(warnings.length, 1, `one warning line: ${JSON.stringify(daemon.stderr())}`);
     assert.match(warnings[0]!, /other users' processes are still seen/i);
     assert.match(warnings[0]!, /EPERM/);
