@@ -30,7 +30,7 @@ test(`a target of ${THREADS} threads asked ${PER_SECOND} times a second with its
   const daemon = await startDaemon();
   const asNobody = process.getuid?.() === 0 ? { uid: NOBODY, gid: NOBODY } : {};
   let flooder: ReturnType<typeof spawn> | undefined;
-  const client = new PidStatClient({ port: daemon.port, local: false, timeoutMs: 1000, tries: 2 });
+  const client = new PidStatClient({ port: daemon.port, local: false, timeoutMs: 1000, tries: 5 });
   try {
     const start = readStartToken(target.pid);
     assert.ok(start !== undefined, 'the target has a start token');
