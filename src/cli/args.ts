@@ -114,7 +114,9 @@ interface Spelling {
  *   `--name=true` or `--name=false`.
  * - a value: `--name=VALUE`, or `--name VALUE`, where VALUE is the next
  *   word unless it begins with `--`; a value may begin with one dash
- *   (`-signal -HUP`), as Getopt::Long takes it. None, or `--name=`, is an error.
+ *   (`-signal -HUP`), as Getopt::Long takes it. None is an error; an empty
+ *   one (`--pidfile=`, `--pidfile ""`) is the command's to refuse, in words
+ *   that say what it needs.
  * - a one-letter alias: `-x`, or `--x`; a group of them, `-sv`, whose last
  *   may take a value (`-st 5`, `-st=5`).
  * - an option given twice: an array option keeps every value, any other the last.
@@ -155,7 +157,7 @@ export function readCommandLine(
         at = { index: i + 1, inline: false };
       }
     }
-    if (value === undefined || value === '') return lenient ? i : fail(`${word.split('=')[0]} needs a value`);
+    if (value === undefined) return lenient ? i : fail(`${word.split('=')[0]} needs a value`);
     if (option.array) line.values[name] = [...((line.values[name] as string[] | undefined) ?? []), value];
     else line.values[name] = value;
     line.valueAt[name] = at;

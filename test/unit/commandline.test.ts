@@ -52,6 +52,10 @@ test('one-letter options alone, with two dashes, and in groups whose last may ta
   refused(PIDSTAT, ['-t5'], "unknown option '-t5'");
 });
 
+test('an empty value is a value: the option says what it needs (pidstat(1), OPTIONS)', () => {
+  assert.deepEqual(read(PIDSTAT, '--port=', '--host', '', '1'), { local: true, port: '', host: '', words: ['1'] });
+});
+
 test('an option given twice: an array keeps every value in order, any other the last', () => {
   assert.deepEqual(read(PIDSTATD, '--allow', '10.0.0.0/8', '--port', '1', '--allow=fd00::/8', '--port', '2'), { push: true, allow: ['10.0.0.0/8', 'fd00::/8'], port: '2', words: [] });
 });
@@ -60,7 +64,6 @@ test('what is refused, at the first word that is wrong, in the suite\'s words', 
   refused(PIDSTAT, ['--bogus', '1', '--also-bogus'], "unknown option '--bogus'");
   refused(PIDSTAT, ['--port'], '--port needs a value');
   refused(PIDSTAT, ['--port', '--json'], '--port needs a value');
-  refused(PIDSTAT, ['--port=', '1'], '--port needs a value');
   refused(PIDSTAT, ['--no-port', '1'], "unknown option '--no-port'");
   refused(PIDSTAT, ['--json=1'], "'--json=1': --json takes no value (but =true or =false)");
   refused(PIDSTAT, ['--no-json=true'], "'--no-json=true': --no-json takes no value");
