@@ -12,7 +12,7 @@ import { ask, binCommand, freePort, isRunning, runBin, waitFor } from '../suppor
  * counted in --metrics-file; SIGTERM to the supervisor stopping it all.
  * These tests run once, through the default socket I/O: detaching and
  * supervising do not depend on how the socket is read (dgram-io.test.ts
- * runs daemon-lifecycle's again through Node's dgram, not these). Real
+ * runs daemon-sockets' again through Node's dgram, not these). Real
  * processes and real UDP on loopback; every process started here is
  * stopped here by its pid.
  */

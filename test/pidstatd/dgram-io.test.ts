@@ -13,14 +13,15 @@ import { ROOT, run, runBin, startDaemon, startSleeper } from '../support/helpers
  */
 
 /**
- * What dgram changes: the daemon's answers, an inherited socket's family
- * (daemon-lifecycle), and the client's sockets and their errors. The
- * detached daemon's tests (detached.test.ts: detaching, its supervisor,
- * restarts) do not depend on how the socket is read, and run once; so do
- * the robustness tests (many targets, a churning process table), which ask
- * the same of the socket at scale, through the addon.
+ * What dgram changes: the daemon's answers, its socket's errors and an
+ * inherited socket's family (daemon-sockets), and the client's sockets and
+ * their errors. The daemon's life as a process (daemon-lifecycle.test.ts:
+ * signals, pidfiles, the command line) and the detached daemon's
+ * (detached.test.ts) do not depend on how the socket is read, and run once;
+ * so do the robustness tests (many targets, a churning process table),
+ * which ask the same of the socket at scale, through the addon.
  */
-const AGAIN = ['pidstatd/daemon', 'pidstatd/daemon-lifecycle', 'pidstat/client'];
+const AGAIN = ['pidstatd/daemon', 'pidstatd/daemon-sockets', 'pidstat/client'];
 
 test('PIDSTAT_IO picks how pidstatd and pidstat read their sockets', async (t) => {
   const io: Record<string, RegExp> = { dgram: /reading (datagrams|sockets) through Node's dgram/ };
@@ -61,5 +62,6 @@ test(`the tests of ${AGAIN.join(', ')} pass again through Node's dgram`, { timeo
   const failures = lines.flatMap((line, i) => (/^\s*not ok /.test(line) ? lines.slice(i, i + 30) : []));
   assert.equal(result.code, 0, `${failures.join('\n')}\n${result.stderr}`);
   assert.equal(count('fail'), 0);
-  assert.ok(count('pass') > 50, `only ${count('pass')} tests passed`);
+  // The three files hold some fifty tests: far fewer passed means they did not run.
+  assert.ok(count('pass') >= 40, `only ${count('pass')} tests passed`);
 });
