@@ -267,10 +267,12 @@ describe('forged answers', () => {
           assert.ok(await waitFor(() => (watcher = watchersOf(job)[0]) !== undefined, 5000), `no watcher for the job ${job}`);
           forgers.push(await startForger({ ...forge, mode: 'target', targetPid: watcher!, durationMs: 6000 }));
         }
-        if (wrap) forgers.push(await startForger({ ...forge, mode: 'sweep', durationMs: 6000 }));
+        if (wrap) forgers.push(await startForger({ ...forge, mode: 'sweep', durationMs: 60_000 }));
         started.push(...forgers);
         await Promise.all(forgers.slice(0, watchers.length).map((f) => f.found(3000)));
         await sleep(2000);
+        // The sweep has reached every port, the watchers' among them, however busy the machine (a liveness bound).
+        if (wrap) assert.ok(await forgers[watchers.length]!.swept(20_000), 'the sweep ended before it covered the range once');
         const reports = await Promise.all(forgers.map((f) => f.stop()));
         const told = reports.map(describeForger).join('; ');
         t.diagnostic(told);

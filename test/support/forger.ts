@@ -28,7 +28,8 @@ import { fileURLToPath } from 'node:url';
  * `--duration` ms or `--max` datagrams, on SIGTERM, or at the end of stdin.
  * Talks JSON lines on stdout: `{"type":"ready","port":P}` once it can send,
  * `{"type":"ports","ports":[...]}` each time target mode finds another set of
- * ports, and `{"type":"done",...}` (a ForgerReport) last.
+ * ports, `{"type":"round","rounds":N}` each time a sweep has covered the
+ * whole range, and `{"type":"done",...}` (a ForgerReport) last.
  */
 
 export interface ForgerReport {
@@ -242,7 +243,7 @@ async function forgerMain(argv: string[]): Promise<void> {
           reason = over();
         }
       }
-      if (reason === undefined) rounds++;
+      if (reason === undefined) out({ type: 'round', rounds: ++rounds });
     }
   } else {
     let destinations: Destination[] = [];
@@ -307,6 +308,8 @@ export interface Forger {
   ports(): number[];
   /** Resolves once the target's sockets were found (target mode), or with [] if the forger ended first. */
   found(timeoutMs: number): Promise<number[]>;
+  /** Resolves once a sweep has covered the whole range once (sweep mode): true, or false if the forger ended first. */
+  swept(timeoutMs: number): Promise<boolean>;
   /** Its report, once it stopped by itself (reason 'lost' if it ended without one). */
   done: Promise<ForgerReport>;
   /** Stops it now (SIGTERM; SIGKILL after 3 s) and returns its report. */
@@ -332,6 +335,8 @@ export async function startForger(opts: ForgerOptions): Promise<Forger> {
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   let ports: number[] = [];
   const portWaiters: ((ports: number[]) => void)[] = [];
+  let rounds = 0;
+  const roundWaiters: ((swept: boolean) => void)[] = [];
   let onReady: (port: number) => void = () => {};
   let onDone: (report: ForgerReport) => void = () => {};
   const ready = new Promise<number>((resolve) => (onReady = resolve));
@@ -348,10 +353,14 @@ export async function startForger(opts: ForgerOptions): Promise<Forger> {
     else if (value['type'] === 'ports') {
       ports = value['ports'] as number[];
       if (ports.length > 0) for (const waiter of portWaiters.splice(0)) waiter(ports);
+    } else if (value['type'] === 'round') {
+      rounds = Number(value['rounds']);
+      for (const waiter of roundWaiters.splice(0)) waiter(true);
     } else if (value['type'] === 'done') {
       onDone(value as unknown as ForgerReport);
       // Ended without finding the target's ports (it was gone): waiting longer is vain.
       for (const waiter of portWaiters.splice(0)) waiter(ports);
+      for (const waiter of roundWaiters.splice(0)) waiter(rounds > 0);
     }
   });
   let ending = '';
@@ -393,6 +402,16 @@ export async function startForger(opts: ForgerOptions): Promise<Forger> {
             portWaiters.push((found) => {
               clearTimeout(timer);
               resolve(found);
+            });
+          }),
+    swept: (timeoutMs) =>
+      rounds > 0
+        ? Promise.resolve(true)
+        : new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`the sweep did not cover the range once within ${timeoutMs} ms`)), timeoutMs);
+            roundWaiters.push((swept) => {
+              clearTimeout(timer);
+              resolve(swept);
             });
           }),
     done,
