@@ -190,16 +190,16 @@ export function readCommandLine(
       i = take(found[0]!.name, found[0]!.negated, word, inline, i);
       continue;
     }
-    if (lenient) continue;
-    if (found.length > 1) fail(`option '${word}' is ambiguous: ${found.map(spell).join(', ')}`);
     // `-sv`, `-st 5`, `-st=5`: a group of one-letter aliases, the last of which may take a value.
     const letters = [...key];
-    if (dashes === 1 && letters.length > 1 && letters.every((letter) => shorts.has(letter))) {
-      const valued = letters.findIndex((letter) => table[shorts.get(letter)!]!.type === 'string');
-      if (valued >= 0 && valued < letters.length - 1) fail(`'${word}': -${letters[valued]} takes a value, so it comes last in a group`);
+    const valued = letters.findIndex((letter) => table[shorts.get(letter) ?? '']?.type === 'string');
+    if (found.length === 0 && dashes === 1 && letters.length > 1 && letters.every((letter) => shorts.has(letter)) && (valued < 0 || valued === letters.length - 1)) {
       for (const [n, letter] of letters.entries()) i = take(shorts.get(letter)!, false, `-${letter}`, n === letters.length - 1 ? inline : undefined, i);
       continue;
     }
+    if (lenient) continue;
+    if (found.length > 1) fail(`option '${word}' is ambiguous: ${found.map(spell).join(', ')}`);
+    if (dashes === 1 && letters.length > 1 && letters.every((letter) => shorts.has(letter))) fail(`'${word}': -${letters[valued]} takes a value, so it comes last in a group`);
     fail(`unknown option '${word}'`);
   }
   return line;

@@ -81,4 +81,5 @@ test('where each value was on the line, for the bytes behind it (pidwatch --cd)'
 test('leniently: what can be read is, the rest skipped, nothing thrown (the first word of pidstat\'s line)', () => {
   assert.deepEqual(readCommandLine(PIDSTAT as Spec, ['-t', '5', '--bogus', '-p', 'wait', 'x'], { lenient: true }).words, ['wait', 'x']);
   assert.deepEqual(readCommandLine(PIDSTAT as Spec, ['--port'], { lenient: true }).words, []);
+  assert.deepEqual(readCommandLine(PIDSTAT as Spec, ['-st', '5', 'wait', 'x'], { lenient: true }).words, ['wait', 'x'], 'a group is read leniently too');
 });
