@@ -209,7 +209,9 @@ describe('a storm of SIGUSR1 and SIGHUP at a foreground daemon, right from its s
     };
     const pause = new Int32Array(new SharedArrayBuffer(4));
     while (!(inNode() && catches(pid, SIGHUP))) {
-      assert.ok(performance.now() - start < 10_000 && isRunning(pid), `the daemon starts (a synchronous loop: its stderr is read after)`);
+      // A liveness bound: a machine this busy may take seconds to start Node.
+      assert.ok(isRunning(pid), 'the daemon died while it started (a synchronous loop: its stderr is read after)');
+      assert.ok(performance.now() - start < 30_000, 'the daemon did not reach its first line within 30 s');
       if (inNode() && catches(pid, SIGUSR1)) {
         signal(pid, 'SIGUSR1');
         beforeOurs++;
