@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -182,10 +182,15 @@ describe('a storm of SIGUSR1 and SIGHUP at a detached daemon, across a server re
 describe('a storm of SIGUSR1 and SIGHUP at a foreground daemon, right from its start', () => {
   test('never opens the inspector and never stops it; it answers after', { timeout: 45_000 }, async (t) => {
     // Run as a user runs it: the bin itself, through its first line.
-    const child = spawn(BIN.pidstatd, ['--foreground', '--port', '0', '--bind', '127.0.0.1'], { env: binEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its stderr is a file, not a pipe: each SIGUSR1 that reaches Node's own
+    // handler writes a line there, and while the loop below holds this
+    // process, a pipe nobody reads would fill and stop the daemon in a write.
+    const errFile = join(scratchDir(), 'stderr');
+    const errFd = openSync(errFile, 'w');
+    const child = spawn(BIN.pidstatd, ['--foreground', '--port', '0', '--bind', '127.0.0.1'], { env: binEnv(), stdio: ['ignore', 'ignore', errFd] });
+    closeSync(errFd);
     const pid = child.pid!;
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const stderrText = (): string => readFileSync(errFile, 'utf8');
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
     t.after(async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -223,7 +228,10 @@ describe('a storm of SIGUSR1 and SIGHUP at a foreground daemon, right from its s
     // listener (its counters line), however slowly it starts; 20 s at most.
     let sent = 0;
     let lastSample = 0;
-    const said = () => /^pidstatd: listening on /m.test(stderr) && /^pidstatd: counters: /m.test(stderr);
+    const said = () => {
+      const stderr = stderrText();
+      return /^pidstatd: listening on /m.test(stderr) && /^pidstatd: counters: /m.test(stderr);
+    };
     while ((performance.now() - start < STORM_MS || !said()) && performance.now() - start < 20_000 && isRunning(pid)) {
       signal(pid, sent++ % 2 === 0 ? 'SIGHUP' : 'SIGUSR1');
       if (performance.now() - lastSample >= 20) {
@@ -234,6 +242,7 @@ describe('a storm of SIGUSR1 and SIGHUP at a foreground daemon, right from its s
     }
     await sleep(300);
     sampleListening([pid], listening);
+    const stderr = stderrText();
     const failed = stderr.split('\n').filter((line) => /^Starting inspector on .* failed/.test(line)).length;
     t.diagnostic(`${beforeOurs} SIGUSR1 before our first line (${failed} inspector starts failed), then ${sent} SIGHUP and SIGUSR1`);
 
