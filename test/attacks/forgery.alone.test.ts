@@ -92,7 +92,7 @@ interface Daemons {
   stop(): Promise<void>;
 }
 
-const SLOW_MS = 600;
+const SLOW_MS = 1000;
 
 async function startDaemons(wrap?: Wrap): Promise<Daemons> {
   const started: { stop(): Promise<unknown> }[] = [];
@@ -121,7 +121,7 @@ async function startDaemons(wrap?: Wrap): Promise<Daemons> {
  */
 function scenarios(daemons: Daemons, live: number, dead: number): Scenario[] {
   const slow = ['--no-local', '--tries', '2', '--try-timeout', `${SLOW_MS + 600}ms`];
-  const silent = ['--no-local', '--tries', '2', '--try-timeout', '600ms'];
+  const silent = ['--no-local', '--tries', '2', '--try-timeout', '900ms'];
   return [
     { name: 'the original daemon, slow: live pid', port: daemons.perl.port, target: `127.0.0.1:${live}`, pid: live, forged: 0, args: slow, state: 'exists', code: 0 },
     { name: 'pidstatd, slow: live pid', port: daemons.slowOurs.port, target: `127.0.0.1:${live}`, pid: live, forged: 0, args: slow, state: 'exists', code: 0 },
