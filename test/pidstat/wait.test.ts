@@ -183,7 +183,10 @@ describe('pidstat wait: deaths', () => {
     await Promise.all(sleepers.map((s) => s.stop()));
     const r = await limited;
     assert.equal(r.code, 0, describeRun(r));
-    assert.equal(r.stderr, '');
+    // No socket or descriptor error. On a busy machine an answer may come later than its
+    // 200 ms interval, and the silence is said, then the answer: those lines only.
+    const others = r.stderr.split('\n').filter((line) => line !== '' && !/^pidstat: 127\.0\.0\.1 (is not answering \(.*\): still waiting|answers)$/.test(line));
+    assert.deepEqual(others, [], describeRun(r));
     assert.deepEqual(r.stdout.trimEnd().split('\n').sort(), sleepers.map((s) => `127.0.0.1:${s.pid} dead`).sort());
   });
 
