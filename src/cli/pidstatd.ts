@@ -12,7 +12,7 @@ import { DAEMON_HEAP_OPTION } from '../daemon/heap.js';
 import { startMetricsFile, type MetricsFile } from '../daemon/metrics.js';
 import { INSPECT_PORT_OPTION } from '../daemon/inspector.js';
 import { loadLinuxCalls } from '../sys/native.js';
-import { describeProblem, systemProblem, type Problem } from '../sys/problems.js';
+import { describeProblem, errnoOf, systemProblem, type Problem } from '../sys/problems.js';
 import { NOTIFY_ENV, notifierFrom, openNotifier, startHeartbeat, STATUS_INTERVAL_MS, watchdogIntervalMs, type Notifier } from '../daemon/notify.js';
 import { printable } from '../wire/printable.js';
 import { pidfileOwner, removePidfile, writePidfile } from '../daemon/pidfile.js';
@@ -87,7 +87,7 @@ function describeAddress(address: AddressInfo): string {
 
 /** Why the socket cannot be had. */
 function bindFailure(err: unknown, config: ServerOptions): Problem {
-  const { code, message } = systemProblem(err, 'listening') as Extract<Problem, { kind: 'system' }>;
+  const { code, message } = errnoOf(err);
   const where = config.fd !== undefined ? `inherited descriptor ${config.fd}`
     : `${config.bind ?? '::'} port ${config.port ?? defaultPort()}`;
   return { kind: 'cannot-listen', where, code, message };

@@ -36,10 +36,15 @@ const ERRNO_WORDS: Readonly<Record<string, string>> = {
   ENOSPC: 'no space left on the device',
 };
 
+/** What a thrown error says: its errno's name, where it has one, and its message. */
+export function errnoOf(err: unknown): { code: string | undefined; message: string } {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return { code: typeof code === 'string' ? code : undefined, message: err instanceof Error ? err.message : String(err) };
+}
+
 /** What was thrown by a call of the system, made while `doing` (a phrase that names the file or socket). */
 export function systemProblem(err: unknown, doing: string): Problem {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return { kind: 'system', doing, code: typeof code === 'string' ? code : undefined, message: err instanceof Error ? err.message : String(err) };
+  return { kind: 'system', doing, ...errnoOf(err) };
 }
 
 /** The only place a Problem becomes words. */
